@@ -1,0 +1,233 @@
+"""Loading configs: `_BASE_` inheritance, command-line overrides, key and type validation.
+
+yacs holds the schema; this module replaces its merge so that errors name the file, the key and
+the closest valid key, ints are accepted where a float is expected, and fastreid's spellings of a
+few keys are mapped onto ours.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+from yacs.config import CfgNode
+
+from .defaults import _C
+
+BASE_KEY = "_BASE_"
+
+# fastreid (and its AdaSP fork) names -> our names, applied to files and overrides alike.
+KEY_ALIASES: Dict[str, str] = {
+    "MODEL.LOSSES.ADASP": "MODEL.LOSSES.SP",
+}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: unknown key, wrong type, bad value or broken file."""
+
+
+def get_cfg() -> CfgNode:
+    """A fresh, mutable copy of the defaults."""
+    return _C.clone()
+
+
+def _all_keys(node: CfgNode, prefix: str = "") -> List[str]:
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, CfgNode):
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def closest_key(cfg: CfgNode, key: str) -> Optional[str]:
+    """The valid key most similar to ``key`` (full dotted names compared), or None."""
+    candidates = _all_keys(cfg)
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    if match:
+        return match[0]
+    leaf = key.rsplit(".", 1)[-1]
+    by_leaf = [c for c in candidates if difflib.SequenceMatcher(None, c.rsplit(".", 1)[-1], leaf).ratio() > 0.75]
+    return by_leaf[0] if by_leaf else None
+
+
+def _apply_alias(key: str) -> str:
+    for old, new in KEY_ALIASES.items():
+        if key == old or key.startswith(old + "."):
+            return new + key[len(old):]
+    return key
+
+
+def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    """Check ``value`` against the default's type; ints become floats, lists and tuples interchange."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(
+        f"{source}: {key} expects a value of type {type(default).__name__} "
+        f"(default {default!r}), got {value!r} of type {type(value).__name__}"
+    )
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> List[Tuple[str, Any]]:
+    items = []
+    for k, v in data.items():
+        full = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            items.extend(_flatten(v, full + "."))
+        else:
+            items.append((full, v))
+    return items
+
+
+def merge_dict_into(cfg: CfgNode, data: Mapping[str, Any], source: str) -> None:
+    """Merge a nested dict of overrides into ``cfg``, validating every key and type."""
+    for raw_key, value in _flatten(data):
+        key = _apply_alias(raw_key)
+        node: Any = cfg
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, CfgNode) or part not in node:
+                if isinstance(node, CfgNode) or i == 0:
+                    hint = closest_key(cfg, key)
+                    hint_text = f"; did you mean '{hint}'?" if hint else ""
+                    raise ConfigError(f"{source}: unknown config key '{raw_key}'{hint_text}")
+                raise ConfigError(f"{source}: '{'.'.join(parts[:i])}' is a value, not a group, so '{raw_key}' is not a key")
+            if i < len(parts) - 1:
+                node = node[part]
+        leaf = parts[-1]
+        if isinstance(node[leaf], CfgNode):
+            raise ConfigError(f"{source}: '{raw_key}' is a group of keys ({', '.join(node[leaf].keys())}), not a value")
+        node[leaf] = _coerce(key, value, node[leaf], source)
+
+
+def load_yaml_with_base(path: str, _stack: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """Read a YAML config, resolving ``_BASE_`` (a path or a list, relative to the file) recursively."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if path in _stack:
+        chain = " -> ".join(_stack + (path,))
+        raise ConfigError(f"{path}: _BASE_ inheritance forms a cycle: {chain}")
+    if not os.path.isfile(path):
+        where = f" (a _BASE_ of {_stack[-1]})" if _stack else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    with open(path, "r", encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: Dict[str, Any] = {}
+    for base in bases:
+        base_path = os.path.expanduser(base)
+        if not os.path.isabs(base_path):
+            base_path = os.path.join(os.path.dirname(path), base_path)
+        merged = _deep_merge(merged, load_yaml_with_base(base_path, _stack + (path,)))
+    return _deep_merge(merged, data)
+
+
+def _deep_merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def merge_from_file(cfg: CfgNode, path: str) -> None:
+    merge_dict_into(cfg, load_yaml_with_base(path), source=path)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> None:
+    """Apply ``KEY VALUE`` pairs from the command line (values parsed as Python literals)."""
+    if len(opts) % 2 != 0:
+        raise ConfigError(f"command line: overrides must be KEY VALUE pairs, got an odd number of items: {list(opts)}")
+    for key, text in zip(opts[0::2], opts[1::2]):
+        nested: Dict[str, Any] = {}
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_value(text)
+        merge_dict_into(cfg, nested, source="command line")
+
+
+def load_config(config_file: Optional[str] = None, opts: Iterable[str] = ()) -> CfgNode:
+    """Defaults <- config file (with its bases) <- overrides, then the cross-field checks."""
+    cfg = get_cfg()
+    if config_file:
+        merge_from_file(cfg, config_file)
+    merge_from_list(cfg, list(opts))
+    check_config(cfg)
+    return cfg
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def check_config(cfg: CfgNode) -> None:
+    """Cross-field checks that catch a broken config before any work starts."""
+    identity_samplers = {"NaiveIdentitySampler", "BalancedIdentitySampler"}
+    bs, k = cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE
+    _require(bs > 0, f"SOLVER.IMS_PER_BATCH must be positive, got {bs}")
+    if cfg.DATALOADER.SAMPLER_TRAIN in identity_samplers:
+        _require(k > 0, f"DATALOADER.NUM_INSTANCE must be positive, got {k}")
+        _require(
+            bs % k == 0,
+            f"SOLVER.IMS_PER_BATCH ({bs}) must be divisible by DATALOADER.NUM_INSTANCE ({k}): "
+            f"a PK batch holds P identities x K images",
+        )
+    _require(cfg.SOLVER.MAX_EPOCH > 0, f"SOLVER.MAX_EPOCH must be positive, got {cfg.SOLVER.MAX_EPOCH}")
+    _require(cfg.SOLVER.BASE_LR > 0, f"SOLVER.BASE_LR must be positive, got {cfg.SOLVER.BASE_LR}")
+    steps = list(cfg.SOLVER.STEPS)
+    _require(steps == sorted(steps), f"SOLVER.STEPS must be increasing, got {steps}")
+    _require(cfg.TEST.METRIC in ("cosine", "euclidean"), f"TEST.METRIC must be 'cosine' or 'euclidean', got {cfg.TEST.METRIC!r}")
+    _require(cfg.MODEL.HEADS.NECK_FEAT in ("before", "after"), f"MODEL.HEADS.NECK_FEAT must be 'before' or 'after', got {cfg.MODEL.HEADS.NECK_FEAT!r}")
+    _require(len(cfg.MODEL.LOSSES.NAME) > 0, "MODEL.LOSSES.NAME must list at least one loss")
+    _require(len(cfg.DATASETS.NAMES) > 0, "DATASETS.NAMES must list at least one training dataset")
+    for key in ("INPUT.SIZE_TRAIN", "INPUT.SIZE_TEST"):
+        size = cfg
+        for part in key.split("."):
+            size = size[part]
+        _require(len(size) == 2 and all(int(s) > 0 for s in size), f"{key} must be [height, width], got {list(size)}")
+    _require(
+        len(cfg.MODEL.PIXEL_MEAN) == 3 and len(cfg.MODEL.PIXEL_STD) == 3,
+        "MODEL.PIXEL_MEAN and MODEL.PIXEL_STD must have 3 values (R, G, B)",
+    )
