@@ -16,6 +16,8 @@ _C.SEED = 0
 # Where logs, checkpoints, metrics and the merged config go.
 _C.OUTPUT_DIR = "logs/"
 _C.CUDNN_BENCHMARK = False
+# Write training scalars (console, OUTPUT_DIR/metrics.json, TensorBoard) every N iterations.
+_C.LOG_PERIOD = 20
 
 # ---------------------------------------------------------------------------------------------
 # MODEL (reid/modeling)
@@ -103,20 +105,26 @@ _C.INPUT = CN()
 # [height, width]
 _C.INPUT.SIZE_TRAIN = [256, 128]
 _C.INPUT.SIZE_TEST = [256, 128]
+# Resampling of every resize: "bicubic" (fastreid's choice) or "bilinear"; antialiased.
+_C.INPUT.INTERPOLATION = "bicubic"
 # Random crop to INPUT.SIZE_TRAIN after resizing to CROP.RESIZE (e.g. 288x144 -> 256x128); off = plain resize.
 _C.INPUT.CROP = CN()
 _C.INPUT.CROP.ENABLED = False
 _C.INPUT.CROP.RESIZE = [288, 144]
+# Random horizontal flip with probability PROB.
 _C.INPUT.FLIP = CN()
 _C.INPUT.FLIP.ENABLED = False
 _C.INPUT.FLIP.PROB = 0.5
 # Pad then random-crop back to SIZE_TRAIN (the bag-of-tricks augmentation).
 _C.INPUT.PADDING = CN()
 _C.INPUT.PADDING.ENABLED = False
+# torchvision padding mode: "constant" (zeros), "edge", "reflect" or "symmetric".
 _C.INPUT.PADDING.MODE = "constant"
+# Pixels added on every side before the random crop.
 _C.INPUT.PADDING.SIZE = 10
 # Random erasing, applied to the 0..255 image; VALUE is the fill per channel (zeros = black).
 _C.INPUT.REA = CN()
+# Erased rectangle: torchvision's defaults, area 2 %..33 % of the image, aspect ratio 0.3..3.3.
 _C.INPUT.REA.ENABLED = False
 _C.INPUT.REA.PROB = 0.5
 _C.INPUT.REA.VALUE = [0.485 * 255, 0.456 * 255, 0.406 * 255]
@@ -179,10 +187,17 @@ _C.SOLVER.STEPS = [40, 90]
 _C.SOLVER.GAMMA = 0.1
 # Constant-LR epochs before the cosine decay starts.
 _C.SOLVER.DELAY_EPOCHS = 0
+# LR the cosine decay reaches at the end of MAX_EPOCH (for BASE_LR; a group with another base LR
+# ends at ETA_MIN_LR * its base / BASE_LR, so the groups' LR ratios stay fixed).
 _C.SOLVER.ETA_MIN_LR = 1e-7
 # Warm-up: the LR goes from WARMUP_FACTOR * BASE_LR to BASE_LR over WARMUP_ITERS iterations.
+# Start factor of the warm-up: the first iteration runs at WARMUP_FACTOR * BASE_LR (the ratio
+# paper's 1e-5 -> 1e-3: BASE_LR 1e-3, WARMUP_FACTOR 0.01). The factor multiplies the main schedule.
 _C.SOLVER.WARMUP_FACTOR = 0.1
+# Warm-up length in iterations; 0 = no warm-up (unless WARMUP_EPOCHS is set).
 _C.SOLVER.WARMUP_ITERS = 0
+# Warm-up length in epochs (converted with the iterations per epoch); set this or WARMUP_ITERS, not both.
+_C.SOLVER.WARMUP_EPOCHS = 0
 # "linear", "constant" or "exp".
 _C.SOLVER.WARMUP_METHOD = "linear"
 _C.SOLVER.FREEZE_ITERS = 0

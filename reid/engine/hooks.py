@@ -1,0 +1,155 @@
+"""Hooks of the default trainer: LR schedule, checkpoints, evaluation, metric writers, progress bar."""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from reid.utils import comm
+from reid.utils.checkpoint import Checkpointer
+from reid.utils.events import EventWriter
+
+from .train_loop import HookBase
+
+logger = logging.getLogger("reid")
+
+
+class LRScheduler(HookBase):
+    """Logs the LR used by this iteration, then steps the per-iteration scheduler."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+
+    def after_step(self) -> None:
+        self.trainer.storage.put_scalar("lr", max(g["lr"] for g in self.optimizer.param_groups), smoothing=False)
+        self.scheduler.step()
+
+
+class PeriodicCheckpointer(HookBase):
+    """Saves ``model_XXXX`` every ``period`` epochs and ``model_final`` after the last epoch.
+
+    A checkpoint holds what ``resume`` needs: the completed epoch, the next iteration and the state
+    of every stateful hook (the best metric so far, ...).
+    """
+
+    def __init__(self, checkpointer: Checkpointer, period: int) -> None:
+        self.checkpointer = checkpointer
+        self.period = period
+
+    def save(self, name: str) -> None:
+        trainer = self.trainer
+        path = self.checkpointer.save(
+            name, epoch=trainer.epoch, iteration=trainer.iter, hooks=trainer.hooks_state_dict()
+        )
+        if path is not None:
+            trainer.last_checkpoint = path
+
+    def after_epoch(self) -> None:
+        done = self.trainer.epoch + 1
+        if done == self.trainer.max_epoch:
+            self.save("model_final")
+        elif self.period > 0 and done % self.period == 0:
+            self.save(f"model_{self.trainer.epoch:04d}")
+
+
+class EvalHook(HookBase):
+    """Evaluates every ``period`` epochs and after the last; keeps the best checkpoint.
+
+    ``eval_function`` returns {test set: {metric: value}}; the first test set's ``metric`` decides
+    which epoch is best.
+    """
+
+    def __init__(
+        self,
+        period: int,
+        eval_function: Callable[[], Dict[str, Dict[str, float]]],
+        checkpointer: Optional[Checkpointer] = None,
+    ) -> None:
+        self.period = period
+        self.eval_function = eval_function
+        self.checkpointer = checkpointer
+        self.best_metric = -math.inf
+        self.best_epoch = -1
+
+    def state_dict(self) -> Dict[str, float]:
+        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: Dict[str, float]) -> None:
+        self.best_metric = float(state["best_metric"])
+        self.best_epoch = int(state["best_epoch"])
+
+    def _do_eval(self) -> None:
+        results = self.eval_function()
+        comm.synchronize()
+        if not results:
+            return
+        storage = self.trainer.storage
+        for dataset, metrics in results.items():
+            for name, value in metrics.items():
+                storage.put_scalar(f"{dataset}/{name}", value, smoothing=False)
+        first = next(iter(results.values()))
+        if "metric" in first and first["metric"] > self.best_metric:
+            self.best_metric, self.best_epoch = first["metric"], self.trainer.epoch
+            logger.info("New best metric %.2f at epoch %d", self.best_metric, self.best_epoch + 1)
+            if self.checkpointer is not None:
+                self.checkpointer.save("model_best", tag_last=False, epoch=self.trainer.epoch, iteration=self.trainer.iter)
+
+    def after_epoch(self) -> None:
+        done = self.trainer.epoch + 1
+        if done == self.trainer.max_epoch or (self.period > 0 and done % self.period == 0):
+            self._do_eval()
+
+
+class PeriodicWriter(HookBase):
+    """Publishes the event storage every ``period`` iterations and at the end of every epoch."""
+
+    def __init__(self, writers: List[EventWriter], period: int = 20) -> None:
+        self.writers = writers
+        self.period = period
+
+    def _write(self) -> None:
+        for writer in self.writers:
+            writer.write(self.trainer.storage)
+
+    def after_step(self) -> None:
+        if (self.trainer.iter + 1) % self.period == 0:
+            self._write()
+
+    def after_epoch(self) -> None:
+        self._write()
+
+    def after_train(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+class ProgressBar(HookBase):
+    """A tqdm bar per epoch with the running total loss (only when stderr is a terminal)."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def before_epoch(self) -> None:
+        from tqdm import tqdm
+
+        if sys.stderr.isatty():
+            self._bar = tqdm(
+                total=self.trainer.iters_per_epoch,
+                desc=f"epoch {self.trainer.epoch + 1}/{self.trainer.max_epoch}",
+                leave=False,
+                dynamic_ncols=True,
+            )
+
+    def after_step(self) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{self.trainer.storage.latest()['total_loss'][0]:.3f}", refresh=False)
+            self._bar.update(1)
+
+    def after_epoch(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,132 @@
+"""Scalars produced during training and the writers that publish them (console, JSON lines, TensorBoard)."""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections import defaultdict, deque
+from typing import Deque, Dict, List, Optional, Tuple
+
+import numpy as np
+
+logger = logging.getLogger("reid")
+
+
+class EventStorage:
+    """Holds the scalars of the current iteration and a short history for smoothing."""
+
+    def __init__(self, start_iter: int = 0, window: int = 20) -> None:
+        self.iter = start_iter
+        self.epoch = 0
+        self._window = window
+        self._history: Dict[str, Deque[Tuple[int, float]]] = defaultdict(lambda: deque(maxlen=window))
+        self._latest: Dict[str, Tuple[float, int]] = {}
+        self._smoothing: Dict[str, bool] = {}
+
+    def put_scalar(self, name: str, value: float, smoothing: bool = True) -> None:
+        value = float(value)
+        self._history[name].append((self.iter, value))
+        self._latest[name] = (value, self.iter)
+        self._smoothing[name] = smoothing
+
+    def put_scalars(self, smoothing: bool = True, **scalars: float) -> None:
+        for name, value in scalars.items():
+            self.put_scalar(name, value, smoothing=smoothing)
+
+    def latest(self) -> Dict[str, Tuple[float, int]]:
+        """name -> (value, iteration it was put at)."""
+        return dict(self._latest)
+
+    def median(self, name: str) -> float:
+        return float(np.median([v for _, v in self._history[name]]))
+
+    def smoothed(self) -> Dict[str, Tuple[float, int]]:
+        """Latest values, with smoothable ones replaced by the median over the window."""
+        return {
+            name: (self.median(name) if self._smoothing[name] else value, it) for name, (value, it) in self._latest.items()
+        }
+
+
+class EventWriter(ABC):
+    @abstractmethod
+    def write(self, storage: EventStorage) -> None:
+        """Publish what ``storage`` holds."""
+
+    def close(self) -> None:
+        """Release files; writers without resources need not override it."""
+
+
+class JSONWriter(EventWriter):
+    """Appends one JSON object per write to ``path`` (one line each), as detectron2's metrics.json."""
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._file = open(path, "a", encoding="utf-8")
+        self._last_written = -1
+
+    def write(self, storage: EventStorage) -> None:
+        by_iter: Dict[int, Dict[str, float]] = defaultdict(dict)
+        for name, (value, it) in storage.smoothed().items():
+            if it > self._last_written:
+                by_iter[it][name] = value
+        for it in sorted(by_iter):
+            self._file.write(json.dumps({"iteration": it, "epoch": storage.epoch, **by_iter[it]}) + "\n")
+        if by_iter:
+            self._last_written = max(by_iter)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class TensorboardWriter(EventWriter):
+    """Writes every scalar put since the last write to TensorBoard event files under ``log_dir``."""
+
+    def __init__(self, log_dir: str) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir)
+        self._last_written = -1
+
+    def write(self, storage: EventStorage) -> None:
+        newest = self._last_written
+        for name, (value, it) in storage.smoothed().items():
+            if it > self._last_written:
+                self._writer.add_scalar(name, value, it)
+                newest = max(newest, it)
+        self._last_written = newest
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class CommonMetricPrinter(EventWriter):
+    """Console line: epoch, iteration, ETA, losses, LR and time per iteration."""
+
+    def __init__(self, max_iter: int, iters_per_epoch: int) -> None:
+        self._max_iter = max_iter
+        self._iters_per_epoch = iters_per_epoch
+
+    def write(self, storage: EventStorage) -> None:
+        latest = storage.smoothed()
+        iteration = storage.iter
+        parts: List[str] = [
+            f"epoch: {storage.epoch + 1}",
+            f"iter: {iteration + 1 - storage.epoch * self._iters_per_epoch}/{self._iters_per_epoch}",
+        ]
+        eta: Optional[str] = None
+        if "time" in latest:
+            seconds = latest["time"][0] * (self._max_iter - iteration - 1)
+            eta = str(datetime.timedelta(seconds=int(seconds)))
+            parts.insert(0, f"eta: {eta}")
+        parts += [f"{k}: {v:.4g}" for k, (v, _) in sorted(latest.items()) if "loss" in k]
+        if "time" in latest:
+            parts.append(f"time: {latest['time'][0]:.4f}")
+        if "data_time" in latest:
+            parts.append(f"data_time: {latest['data_time'][0]:.4f}")
+        if "lr" in latest:
+            parts.append(f"lr: {latest['lr'][0]:.3e}")
+        logger.info("  ".join(parts))

@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Train and evaluate a ReID model from a YAML config.
+
+    python tools/train_net.py --config-file configs/Synthetic/quickstart.yml
+    python tools/train_net.py --config-file X.yml --resume
+    python tools/train_net.py --config-file X.yml --eval-only MODEL.WEIGHTS path/to/model_final.pth
+    python tools/train_net.py --config-file X.yml --num-gpus 4
+    torchrun --nproc_per_node 4 tools/train_net.py --config-file X.yml
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from reid.engine import DefaultTrainer, build_model_for_eval, default_argument_parser, launch, setup  # noqa: E402
+
+
+def main(args: argparse.Namespace) -> None:
+    cfg = setup(args)
+    if args.eval_only:
+        DefaultTrainer.test(cfg, build_model_for_eval(cfg))
+        return
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
