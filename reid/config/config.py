@@ -63,6 +63,9 @@ def _apply_alias(key: str) -> str:
 
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     """Check ``value`` against the default's type; ints become floats, lists and tuples interchange."""
+    if isinstance(value, str) and not isinstance(default, str):
+        # As yacs does: YAML gives "1e-5" and fastreid's "(\"CrossEntropyLoss\",)" as strings.
+        value = _parse_value(value)
     if default is None or value is None:
         return value
     if isinstance(default, bool):

@@ -26,7 +26,8 @@ _C.MODEL = CN()
 # "auto" = "cuda" when available, else "cpu"; or any torch device string ("cuda:1").
 _C.MODEL.DEVICE = "auto"
 _C.MODEL.META_ARCHITECTURE = "Baseline"
-# Module-name prefixes frozen (no grad, BN in eval mode) for the first SOLVER.FREEZE_ITERS iterations.
+# Names of the meta-architecture's modules (e.g. "backbone"; dotted paths allowed) frozen for the
+# first SOLVER.FREEZE_ITERS iterations: no updates, normalisation statistics kept (fastreid's meaning).
 _C.MODEL.FREEZE_LAYERS = []
 # Weights of a whole trained model (eval-only, fine-tuning). Loaded with weights_only=True.
 _C.MODEL.WEIGHTS = ""
@@ -34,33 +35,60 @@ _C.MODEL.WEIGHTS = ""
 _C.MODEL.PIXEL_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 _C.MODEL.PIXEL_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
+# ---- MODEL.MGN (reid/modeling/meta_arch/mgn.py; used when META_ARCHITECTURE is "MGN") -----------
+_C.MODEL.MGN = CN()
+# Stripe count of each part branch (b2, b3, ...), after the global branch b1. [2, 3] = the MGN paper:
+# heads b1, b2, b3, b21, b22, b31, b32, b33.
+_C.MODEL.MGN.PARTS = [2, 3]
+# Registered losses computed on every head's outputs (they read logits / classifier weights);
+# all other losses are computed on the feature groups b1, b2, b3, b2_parts, b3_parts.
+_C.MODEL.MGN.HEAD_LOSSES = ["CrossEntropyLoss"]
+# Weight of each head, in the order b1, b2, b3, b21, b22, b31, b32, b33; [] = 1/number of heads
+# each (fastreid's 0.125), multiplied with the loss's SCALE.
+_C.MODEL.MGN.HEAD_WEIGHTS = []
+# Weight of each feature group, in the order b1, b2, b3, b2_parts, b3_parts; [] = 1/number of groups
+# each (fastreid's 0.2), multiplied with the loss's SCALE.
+_C.MODEL.MGN.GROUP_WEIGHTS = []
+
 # ---- MODEL.BACKBONE (reid/modeling/backbones) -----------------------------------------------
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
 # ResNet depth, "18x" / "34x" / "50x" / "101x" (fastreid spelling; plain 50 is accepted too).
 _C.MODEL.BACKBONE.DEPTH = "50x"
 _C.MODEL.BACKBONE.LAST_STRIDE = 1
-# Channels of the backbone's output feature map (2048 for ResNet-50/101, 512 for 18/34).
-_C.MODEL.BACKBONE.FEAT_DIM = 2048
+# Channels of the backbone's output feature map (2048 for ResNet-50/101, 512 for 18/34);
+# 0 = taken from the backbone. A non-zero value must match the backbone (checked at build time).
+_C.MODEL.BACKBONE.FEAT_DIM = 0
 # Normalisation layer: "BN", "syncBN", "FrozenBN", "GN".
 _C.MODEL.BACKBONE.NORM = "BN"
+# IBN-a: instance norm on half the channels of the first norm of every block of layer1-layer3.
 _C.MODEL.BACKBONE.WITH_IBN = False
+# Squeeze-and-excitation (reduction 16) before each residual sum.
 _C.MODEL.BACKBONE.WITH_SE = False
+# Non-local blocks after the last blocks of layer2 and layer3 (2 and 3 for 34x/50x, 2 and 9 for 101x, 1 and 1 for 18x).
 _C.MODEL.BACKBONE.WITH_NL = False
-# Load ImageNet weights: PRETRAIN_PATH if given, else the published file from the torch hub cache.
+# Load ImageNet weights: PRETRAIN_PATH if given, else the published file (torchvision's resnet*.pth,
+# IBN-Net's resnet*_ibn_a-*.pth with WITH_IBN) from torch.hub.get_dir()/checkpoints, downloaded
+# there when missing and the network allows.
 _C.MODEL.BACKBONE.PRETRAIN = True
 _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
 
 # ---- MODEL.HEADS (reid/modeling/heads) --------------------------------------------------------
 _C.MODEL.HEADS = CN()
+# "EmbeddingHead" (BN-neck head), "RatioHead" (ratio-loss paper: GAP-BN-FC-BN-L2, cosine classifier),
+# "UnifiedHead" (unified-view paper: reduction + BN = the 1024-d ReID feature).
 _C.MODEL.HEADS.NAME = "EmbeddingHead"
+# Normalisation layer of the heads: "BN", "syncBN", "FrozenBN", "GN".
 _C.MODEL.HEADS.NORM = "BN"
 # Number of training identities; 0 = taken from the training set at build time.
 _C.MODEL.HEADS.NUM_CLASSES = 0
-# Reduction layer output size after pooling; 0 = no reduction layer.
+# Reduction layer output size after pooling; 0 = no reduction layer in EmbeddingHead, the papers'
+# 1024 in RatioHead and UnifiedHead.
 _C.MODEL.HEADS.EMBEDDING_DIM = 0
+# BN neck of EmbeddingHead (BatchNorm with a frozen bias between the features and the classifier).
 _C.MODEL.HEADS.WITH_BNNECK = True
-# Test feature taken "before" or "after" the BN neck.
+# EmbeddingHead's test feature taken "before" or "after" the BN neck (the training outputs always
+# carry both: "features" before, "neck_features" after; losses choose with their FEAT_KEY).
 _C.MODEL.HEADS.NECK_FEAT = "before"
 # "GlobalAvgPool", "GlobalMaxPool", "GeneralizedMeanPooling", "GeneralizedMeanPoolingP", "AdaptiveAvgMaxPool".
 _C.MODEL.HEADS.POOL_LAYER = "GlobalAvgPool"
@@ -71,6 +99,9 @@ _C.MODEL.HEADS.GEM_P = 3.0
 _C.MODEL.HEADS.CLS_LAYER = "Linear"
 _C.MODEL.HEADS.SCALE = 1.0
 _C.MODEL.HEADS.MARGIN = 0.0
+# Cosine classifiers (NSL, CosFace, ArcFace, Circle): learn the scale s as a parameter log s,
+# initialised from MODEL.HEADS.SCALE (NormFace style). Not valid with the Linear classifier.
+_C.MODEL.HEADS.LEARN_SCALE = False
 
 # ---- MODEL.LOSSES (reid/modeling/losses) ------------------------------------------------------
 _C.MODEL.LOSSES = CN()
@@ -133,21 +164,61 @@ _C.INPUT.REA.VALUE = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 # DATASETS (reid/data/datasets)
 # ---------------------------------------------------------------------------------------------
 _C.DATASETS = CN()
-# Root of the datasets; "" = the REID_DATASETS environment variable, else "datasets/".
+# Root of the datasets; "" = the REID_DATASETS environment variable, else "datasets/". Each dataset
+# is looked up as its own folder under the root (datasets/README.md) or as the root itself.
 _C.DATASETS.ROOT = ""
+# Registered training datasets; several are combined with distinct identities (pids relabelled
+# 0..C-1 in this order, each dataset keeping its own id space).
 _C.DATASETS.NAMES = ["Market1501"]
+# Test datasets, each evaluated and reported separately.
 _C.DATASETS.TESTS = ["Market1501"]
-# Add query and gallery of the training datasets to the training set.
+# Add query and gallery of the training datasets to the training set (distractors excluded).
 _C.DATASETS.COMBINEALL = False
 
+# The built-in synthetic dataset ("Synthetic"): generated once into <root>/synthetic/<folder named
+# after these values>/ in the Market-1501 layout; changing any value generates a new folder.
 _C.DATASETS.SYNTHETIC = CN()
+# Seed of the generator (the same seed gives the same images).
 _C.DATASETS.SYNTHETIC.SEED = 0
+# Identities in bounding_box_train/.
 _C.DATASETS.SYNTHETIC.NUM_TRAIN_IDS = 150
+# Identities in query/ (two images each, from two cameras) and bounding_box_test/ (the rest).
 _C.DATASETS.SYNTHETIC.NUM_TEST_IDS = 150
+# Images per identity (at least 4), spread over 2..NUM_CAMERAS cameras with 2 or more each.
 _C.DATASETS.SYNTHETIC.IMGS_PER_ID = 10
+# Number of cameras (2..9), each with its own background, viewpoint, lighting, blur, scale and occlusion.
 _C.DATASETS.SYNTHETIC.NUM_CAMERAS = 6
 # [height, width] of the generated images.
 _C.DATASETS.SYNTHETIC.IMAGE_SIZE = [128, 64]
+# Gallery distractors (pid 0000, people not in any query) and junk boxes (pid -1, dropped by the reader).
+_C.DATASETS.SYNTHETIC.NUM_DISTRACTORS = 100
+_C.DATASETS.SYNTHETIC.NUM_JUNK = 50
+
+_C.DATASETS.CUHK03 = CN()
+# True = the hand-labeled boxes, False = the detected (DPM) boxes.
+_C.DATASETS.CUHK03.LABELED = True
+# False = the 767/700 protocol (Zhong et al. 2017); True = the classic 20 random splits of cuhk-03.mat
+# (1,367 train / 100 test persons; query = gallery = the test images).
+_C.DATASETS.CUHK03.CLASSIC_SPLIT = False
+# Which classic split (0..19); only read when CLASSIC_SPLIT is True.
+_C.DATASETS.CUHK03.SPLIT_ID = 0
+
+_C.DATASETS.MSMT17 = CN()
+# True = train on list_train.txt only (30,248 images); False = list_train + list_val (32,621, the usual setting).
+_C.DATASETS.MSMT17.TRAIN_ONLY = False
+
+_C.DATASETS.VEHICLEID = CN()
+# Seed of the gallery draw (one image per test vehicle to the gallery, the rest to the query);
+# the published protocol runs and averages repeats 0..9.
+_C.DATASETS.VEHICLEID.REPEAT = 0
+
+# The "Custom" dataset: a folder of one's own (datasets/README.md).
+_C.DATASETS.CUSTOM = CN()
+# The folder, relative to the data root or absolute.
+_C.DATASETS.CUSTOM.DIR = "custom"
+# "" = the Market-1501 layout inside DIR; else a CSV file (inside DIR, or absolute) of rows
+# path,pid,camid,split (path relative to the CSV's folder, camid 0-based, split train/query/gallery).
+_C.DATASETS.CUSTOM.CSV = ""
 
 # ---------------------------------------------------------------------------------------------
 # DATALOADER (reid/data)
@@ -163,8 +234,28 @@ _C.DATALOADER.NUM_WORKERS = 4
 # SOLVER (reid/solver)
 # ---------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
+# Mixed precision on CUDA (autocast): DTYPE "float16" (with a gradient scaler, checkpointed) or "bfloat16".
 _C.SOLVER.AMP = CN()
 _C.SOLVER.AMP.ENABLED = False
+_C.SOLVER.AMP.DTYPE = "float16"
+# Channels-last memory format for model and images on CUDA.
+_C.SOLVER.CHANNELS_LAST = False
+# Gradient clipping before each optimizer step: CLIP_TYPE "norm" (total norm of NORM_TYPE) or "value".
+_C.SOLVER.CLIP_GRADIENTS = CN()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 5.0
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+# Exponential moving average of the weights (buffers copied); evaluation then uses the averaged model.
+_C.SOLVER.EMA = CN()
+_C.SOLVER.EMA.ENABLED = False
+_C.SOLVER.EMA.DECAY = 0.9999
+# Split each batch into this many identity-complete micro-batches and accumulate their gradients
+# (for batches that do not fit in memory; batch-level losses then see P / GRAD_ACCUM_STEPS identities).
+_C.SOLVER.GRAD_ACCUM_STEPS = 1
+# Training stages of one run (see reid/solver/stages.py): a list of mappings with EPOCHS, LOSSES
+# (name -> weight), TRAINABLE (parameter-name regexes) and SOLVER (schedule overrides).
+_C.SOLVER.STAGES = []
 # "Adam", "AdamW" or "SGD".
 _C.SOLVER.OPT = "Adam"
 _C.SOLVER.MAX_EPOCH = 120
@@ -200,6 +291,7 @@ _C.SOLVER.WARMUP_ITERS = 0
 _C.SOLVER.WARMUP_EPOCHS = 0
 # "linear", "constant" or "exp".
 _C.SOLVER.WARMUP_METHOD = "linear"
+# MODEL.FREEZE_LAYERS stay frozen (no updates, norm statistics kept) for the first FREEZE_ITERS iterations.
 _C.SOLVER.FREEZE_ITERS = 0
 # Mini-batch size (P * K for the PK sampler), over all GPUs.
 _C.SOLVER.IMS_PER_BATCH = 64

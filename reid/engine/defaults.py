@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 from collections import OrderedDict
@@ -16,7 +17,8 @@ from reid.data.build import build_reid_test_loader, build_reid_train_loader
 from reid.data.datasets import build_train_records
 from reid.evaluation.evaluator import ReidEvaluator, format_results_table, inference_on_dataset
 from reid.modeling import build_model
-from reid.solver import build_lr_scheduler, build_optimizer, describe_schedule
+from reid.solver import WarmupLRScheduler, build_optimizer, describe_schedule
+from reid.solver.stages import StagedSchedule, build_training_plan
 from reid.utils import comm
 from reid.utils.checkpoint import Checkpointer, load_checkpoint_file, load_model_state
 from reid.utils.env import collect_env_info, draw_seed, seed_all_rng
@@ -25,7 +27,7 @@ from reid.utils.file_io import atomic_write_json, atomic_write_text
 from reid.utils.logger import setup_logger
 
 from . import hooks
-from .train_loop import HookBase, SimpleTrainer
+from .train_loop import HookBase, ModelWithLoss, SimpleTrainer, StepOptions
 
 logger = logging.getLogger("reid")
 
@@ -101,37 +103,54 @@ class DefaultTrainer(SimpleTrainer):
     def __init__(self, cfg: CfgNode) -> None:
         data_loader, num_classes = build_reid_train_loader(cfg)
         cfg = _with_num_classes(cfg, num_classes)
+        self.plan = build_training_plan(cfg)
         model = build_model(cfg)
         logger.info("Model:\n%s", model)
+        options = build_step_options(cfg, model)
+        if options.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         optimizer = build_optimizer(cfg, model)
-        model = self.wrap_distributed(model)
-        super().__init__(model, data_loader, optimizer, seed=cfg.SEED)
+        super().__init__(
+            model, data_loader, optimizer, seed=cfg.SEED, train_module=self.wrap_distributed(ModelWithLoss(model)), options=options
+        )
         self.cfg = cfg
         self.iters_per_epoch = len(data_loader)
         if self.iters_per_epoch == 0:
             raise ValueError(
                 f"the training set gives no full batch of SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} images per epoch"
             )
-        self.scheduler = build_lr_scheduler(cfg, optimizer, self.iters_per_epoch)
-        logger.info("LR schedule:\n%s", describe_schedule(cfg, self.iters_per_epoch))
+        schedule = StagedSchedule(cfg, self.plan, self.iters_per_epoch)
+        self.scheduler = WarmupLRScheduler(optimizer, schedule)
+        if len(self.plan) > 1:
+            logger.info("Training plan:\n%s", "\n".join(stage.describe() for stage in self.plan))
+        logger.info("LR schedule:\n%s", describe_schedule(cfg, self.iters_per_epoch, schedule))
+        self.ema_model = (
+            torch.optim.swa_utils.AveragedModel(
+                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.SOLVER.EMA.DECAY), use_buffers=True
+            )
+            if cfg.SOLVER.EMA.ENABLED
+            else None
+        )
+        checkpointables = {"optimizer": optimizer, "scheduler": self.scheduler}
+        if options.grad_scaler is not None:
+            checkpointables["grad_scaler"] = options.grad_scaler
+        if self.ema_model is not None:
+            checkpointables["ema"] = self.ema_model
         self.checkpointer = Checkpointer(
-            model,
-            cfg.OUTPUT_DIR,
-            save_to_disk=comm.is_main_process(),
-            meta={"num_classes": num_classes},
-            optimizer=optimizer,
-            scheduler=self.scheduler,
+            model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(), meta={"num_classes": num_classes}, **checkpointables
         )
         self.start_epoch = 0
         self.register_hooks(self.build_hooks())
 
     @staticmethod
-    def wrap_distributed(model: nn.Module) -> nn.Module:
+    def wrap_distributed(module: nn.Module) -> nn.Module:
+        """DDP over the model-with-loss when several processes run; find_unused_parameters because
+        stages and frozen layers leave parameters without gradients."""
         if comm.get_world_size() == 1:
-            return model
-        device = next(model.parameters()).device
+            return module
+        device = next(module.parameters()).device
         return nn.parallel.DistributedDataParallel(
-            model,
+            module,
             device_ids=[device.index] if device.type == "cuda" else None,
             broadcast_buffers=False,
             find_unused_parameters=True,
@@ -160,10 +179,13 @@ class DefaultTrainer(SimpleTrainer):
         main = comm.is_main_process()
 
         def evaluate() -> Dict[str, Dict[str, float]]:
-            return self.test(cfg, self.model, epoch=self.epoch)
+            model = self.ema_model.module if self.ema_model is not None else self.model
+            return self.test(cfg, model, epoch=self.epoch)
 
         return [
+            hooks.TrainingPlan(self.model, self.plan, cfg.MODEL.FREEZE_LAYERS, cfg.SOLVER.FREEZE_ITERS),
             hooks.LRScheduler(self.optimizer, self.scheduler),
+            hooks.EMA(self.ema_model, self.model) if self.ema_model is not None else None,
             hooks.EvalHook(cfg.TEST.EVAL_PERIOD, evaluate, self.checkpointer),
             hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD),
             hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD) if main else None,
@@ -185,6 +207,47 @@ class DefaultTrainer(SimpleTrainer):
                 {"epoch": None if epoch is None else epoch + 1, "results": results},
             )
         return results
+
+
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def build_step_options(cfg: CfgNode, model: nn.Module) -> StepOptions:
+    """AMP, gradient scaler, clipping, accumulation and channels-last from cfg.SOLVER."""
+    s = cfg.SOLVER
+    device = next(model.parameters()).device
+    amp_dtype = None
+    if s.AMP.ENABLED:
+        if s.AMP.DTYPE not in AMP_DTYPES:
+            raise ValueError(f"SOLVER.AMP.DTYPE must be one of {sorted(AMP_DTYPES)}, got {s.AMP.DTYPE!r}")
+        amp_dtype = AMP_DTYPES[s.AMP.DTYPE]
+        if device.type != "cuda":
+            logger.warning("SOLVER.AMP.ENABLED on %s: autocast runs there too, but mixed precision is meant for CUDA", device)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+
+    clip = None
+    c = s.CLIP_GRADIENTS
+    if c.ENABLED:
+        if c.CLIP_TYPE == "norm":
+            clip = functools.partial(torch.nn.utils.clip_grad_norm_, max_norm=c.CLIP_VALUE, norm_type=c.NORM_TYPE)
+        elif c.CLIP_TYPE == "value":
+            clip = functools.partial(torch.nn.utils.clip_grad_value_, clip_value=c.CLIP_VALUE)
+        else:
+            raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'norm' or 'value', got {c.CLIP_TYPE!r}")
+
+    accum = s.GRAD_ACCUM_STEPS
+    per_rank = s.IMS_PER_BATCH // comm.get_world_size()
+    if accum < 1 or per_rank % accum != 0:
+        raise ValueError(
+            f"SOLVER.GRAD_ACCUM_STEPS ({accum}) must be >= 1 and divide the per-process batch ({per_rank} images)"
+        )
+    if cfg.DATALOADER.SAMPLER_TRAIN == "NaiveIdentitySampler" and (per_rank // accum) % cfg.DATALOADER.NUM_INSTANCE != 0:
+        raise ValueError(
+            f"SOLVER.GRAD_ACCUM_STEPS ({accum}) must leave micro-batches of whole identities: "
+            f"{per_rank} / {accum} images is not a multiple of DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE})"
+        )
+    channels_last = s.CHANNELS_LAST and device.type == "cuda"
+    return StepOptions(amp_dtype=amp_dtype, grad_scaler=scaler, clip_gradients=clip, accum_steps=accum, channels_last=channels_last)
 
 
 def build_model_for_eval(cfg: CfgNode) -> nn.Module:

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
+from reid.solver.stages import Stage, stage_at_epoch
 from reid.utils import comm
 from reid.utils.checkpoint import Checkpointer
 from reid.utils.events import EventWriter
@@ -153,3 +157,84 @@ class ProgressBar(HookBase):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class TrainingPlan(HookBase):
+    """Applies the training plan: each stage's loss weights and trainable parameters, and
+    MODEL.FREEZE_LAYERS during the first SOLVER.FREEZE_ITERS iterations.
+
+    Frozen parameters get ``requires_grad = False`` (no gradient, so no optimizer update, weight
+    decay included) and every normalisation layer with running statistics inside a frozen part is
+    kept in eval mode, so its statistics do not move either.
+    """
+
+    def __init__(self, model: nn.Module, plan: List[Stage], freeze_layers: Sequence[str] = (), freeze_iters: int = 0) -> None:
+        self.model = model
+        self.plan = plan
+        self.freeze_layers = tuple(freeze_layers)
+        self.freeze_iters = freeze_iters
+        self.stage: Optional[Stage] = None
+        self._layers_frozen: Optional[bool] = None
+        names = [n for n, _ in model.named_parameters()]
+        for stage in plan:
+            for pattern in stage.trainable:
+                if not any(re.match(pattern, n) for n in names):
+                    raise ValueError(
+                        f"SOLVER.STAGES[{stage.index}].TRAINABLE: {pattern!r} matches no parameter of the model "
+                        f"(names look like {names[0]!r}, ..., {names[-1]!r})"
+                    )
+        modules = dict(model.named_modules())
+        for layer in self.freeze_layers:
+            if layer not in modules:
+                raise ValueError(f"MODEL.FREEZE_LAYERS: the model has no module '{layer}'; top-level modules: {list(dict(model.named_children()))}")
+
+    def _trainable(self, name: str) -> bool:
+        stage_ok = not self.stage.trainable or any(re.match(p, name) for p in self.stage.trainable)
+        frozen_layer = self._layers_frozen and any(name == l or name.startswith(l + ".") for l in self.freeze_layers)
+        return stage_ok and not frozen_layer
+
+    def _apply(self) -> None:
+        trainable = 0
+        params = list(self.model.named_parameters())
+        for name, param in params:
+            param.requires_grad_(self._trainable(name))
+            trainable += param.requires_grad
+        frozen = []
+        for name, module in self.model.named_modules():
+            if isinstance(module, _NormBase) and module.track_running_stats:
+                own = list(module.parameters(recurse=False))
+                is_trainable = any(p.requires_grad for p in own) if own else self._trainable(f"{name}.weight")
+                if not is_trainable:
+                    frozen.append(module)
+        self.trainer.frozen_modules = frozen
+        logger.info(
+            "Trainable parameters: %d of %d tensors; %d normalisation layers frozen", trainable, len(params), len(frozen)
+        )
+
+    def before_epoch(self) -> None:
+        stage = stage_at_epoch(self.plan, self.trainer.epoch)
+        if stage is not self.stage:
+            self.stage = stage
+            if len(self.plan) > 1:
+                logger.info("Entering %s", stage.describe())
+            self.trainer.loss_weights = stage.loss_weights
+            self._layers_frozen = self.trainer.iter < self.freeze_iters
+            self._apply()
+
+    def before_step(self) -> None:
+        layers_frozen = self.trainer.iter < self.freeze_iters
+        if layers_frozen != self._layers_frozen:
+            self._layers_frozen = layers_frozen
+            logger.info("MODEL.FREEZE_LAYERS %s at iteration %d", "frozen" if layers_frozen else "released", self.trainer.iter)
+            self._apply()
+
+
+class EMA(HookBase):
+    """Updates an exponential moving average of the model's weights after every step."""
+
+    def __init__(self, ema_model: torch.optim.swa_utils.AveragedModel, model: nn.Module) -> None:
+        self.ema_model = ema_model
+        self.model = model
+
+    def after_step(self) -> None:
+        self.ema_model.update_parameters(self.model)

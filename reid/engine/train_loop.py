@@ -1,17 +1,18 @@
 """The epoch-based training loop and the hook protocol around it."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 import time
 import weakref
-from typing import Dict, Iterator, List, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from reid.utils.checkpoint import unwrap_model
 from reid.utils.env import seed_all_rng
 from reid.utils.events import EventStorage
 
@@ -131,21 +132,75 @@ class TrainerBase(ABC):
                 h.load_state_dict(state[name])
 
 
+class ModelWithLoss(nn.Module):
+    """Forward and losses in one module call.
+
+    The trainer (and DistributedDataParallel) call this wrapper, so every parameter the losses use
+    (centers, proxies, the MPN meta-learner) is used inside one forward and synchronised.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, loss_weights: Optional[Mapping[str, float]] = None) -> Dict[str, torch.Tensor]:
+        outputs = self.model(batch)
+        targets = batch["targets"].to(next(self.model.parameters()).device)
+        return self.model.losses(outputs, targets, loss_weights)
+
+
+@dataclass
+class StepOptions:
+    """How one optimisation step runs (the defaults are a plain full-precision step)."""
+
+    amp_dtype: Optional[torch.dtype] = None  # autocast dtype, None = off
+    grad_scaler: Optional[torch.amp.GradScaler] = None  # for float16 autocast
+    clip_gradients: Optional[Callable[[List[torch.Tensor]], object]] = None
+    accum_steps: int = 1  # micro-batches per step, gradients accumulated
+    channels_last: bool = False
+
+
+def split_batch(batch: dict, parts: int) -> List[dict]:
+    """Cut a batch into ``parts`` contiguous micro-batches (identity-complete for PK batches when
+    each part is a multiple of K, which the trainer checks)."""
+    if parts == 1:
+        return [batch]
+    size = len(batch["targets"])
+    if size % parts != 0:
+        raise ValueError(f"a batch of {size} images cannot be split into {parts} equal micro-batches")
+    step = size // parts
+    return [{k: v[i * step:(i + 1) * step] for k, v in batch.items()} for i in range(parts)]
+
+
 class SimpleTrainer(TrainerBase):
-    """One optimisation step per iteration: forward, losses by name, finiteness check, backward, step.
+    """One optimisation step per iteration: forward + losses by name, finiteness check, backward, step.
 
     Every epoch reseeds the RNGs from (seed, epoch) and the sampler from its epoch, so a run resumed
     at an epoch boundary draws the same batches and augmentations as an uninterrupted one.
+    ``loss_weights`` (None = the config's SCALEs) and ``frozen_modules`` (kept in eval mode) are
+    set by the training-plan hook.
     """
 
-    def __init__(self, model: nn.Module, data_loader: DataLoader, optimizer: torch.optim.Optimizer, seed: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: DataLoader,
+        optimizer: torch.optim.Optimizer,
+        seed: int,
+        train_module: Optional[nn.Module] = None,
+        options: Optional[StepOptions] = None,
+    ) -> None:
         super().__init__()
         self.model = model
+        self.train_module = train_module if train_module is not None else ModelWithLoss(model)
         self.data_loader = data_loader
         self.optimizer = optimizer
         self.seed = seed
-        self._data_iter: Iterator[dict]
+        self.options = options or StepOptions()
+        self.loss_weights: Optional[Mapping[str, float]] = None
+        self.frozen_modules: List[nn.Module] = []
         self.last_checkpoint: Optional[str] = None
+        self._data_iter: Iterator[dict]
 
     def before_epoch(self) -> None:
         seed_all_rng(self.seed * 1000003 + self.epoch)
@@ -156,26 +211,48 @@ class SimpleTrainer(TrainerBase):
         super().before_epoch()
 
     def run_step(self) -> None:
-        self.model.train()
+        opts = self.options
+        self.train_module.train()
+        for module in self.frozen_modules:
+            module.eval()
         start = time.perf_counter()
         batch = next(self._data_iter)
         data_time = time.perf_counter() - start
 
-        loss_dict = self.compute_losses(batch)
-        losses = sum(loss_dict.values())
-        self.check_finite(loss_dict)
-
         self.optimizer.zero_grad(set_to_none=True)
-        losses.backward()
-        self.optimizer.step()
+        micro_batches = split_batch(batch, opts.accum_steps)
+        totals: Dict[str, float] = {}
+        for k, micro in enumerate(micro_batches):
+            if opts.channels_last:
+                micro["images"] = micro["images"].contiguous(memory_format=torch.channels_last)
+            sync = k == len(micro_batches) - 1 or not hasattr(self.train_module, "no_sync")
+            with contextlib.nullcontext() if sync else self.train_module.no_sync():
+                with self._autocast():
+                    loss_dict = self.train_module(micro, self.loss_weights)
+                self.check_finite(loss_dict)
+                loss = sum(loss_dict.values()) / len(micro_batches)
+                (opts.grad_scaler.scale(loss) if opts.grad_scaler is not None else loss).backward()
+            for name, value in loss_dict.items():
+                totals[name] = totals.get(name, 0.0) + value.item() / len(micro_batches)
 
-        self.storage.put_scalars(total_loss=losses.item(), **{k: v.item() for k, v in loss_dict.items()})
+        if opts.grad_scaler is not None:
+            opts.grad_scaler.unscale_(self.optimizer)
+        if opts.clip_gradients is not None:
+            opts.clip_gradients([p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None])
+        if opts.grad_scaler is not None:
+            opts.grad_scaler.step(self.optimizer)
+            opts.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+        self.storage.put_scalars(total_loss=sum(totals.values()), **totals)
         self.storage.put_scalars(data_time=data_time, time=time.perf_counter() - start)
 
-    def compute_losses(self, batch: dict) -> Dict[str, torch.Tensor]:
-        outputs = self.model(batch)
-        targets = batch["targets"].to(next(unwrap_model(self.model).parameters()).device)
-        return unwrap_model(self.model).losses(outputs, targets)
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.options.amp_dtype is None:
+            return contextlib.nullcontext()
+        device = next(self.model.parameters()).device
+        return torch.autocast(device_type=device.type, dtype=self.options.amp_dtype)
 
     def check_finite(self, loss_dict: Dict[str, torch.Tensor]) -> None:
         """Stop on a NaN or infinite loss, naming the term; no checkpoint is written after it."""

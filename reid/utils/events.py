@@ -15,19 +15,26 @@ logger = logging.getLogger("reid")
 
 
 class EventStorage:
-    """Holds the scalars of the current iteration and a short history for smoothing."""
+    """Holds the scalars of every iteration until writers publish them, and a window for smoothing.
 
-    def __init__(self, start_iter: int = 0, window: int = 20) -> None:
+    Raw values are kept for the last ``keep_iters`` iterations: writers must run at least that often.
+    """
+
+    def __init__(self, start_iter: int = 0, window: int = 20, keep_iters: int = 1000) -> None:
         self.iter = start_iter
         self.epoch = 0
-        self._window = window
+        self._keep_iters = keep_iters
         self._history: Dict[str, Deque[Tuple[int, float]]] = defaultdict(lambda: deque(maxlen=window))
         self._latest: Dict[str, Tuple[float, int]] = {}
         self._smoothing: Dict[str, bool] = {}
+        self._unwritten: Deque[Tuple[int, int, str, float]] = deque()
 
     def put_scalar(self, name: str, value: float, smoothing: bool = True) -> None:
         value = float(value)
         self._history[name].append((self.iter, value))
+        self._unwritten.append((self.iter, self.epoch, name, value))
+        while self._unwritten and self._unwritten[0][0] <= self.iter - self._keep_iters:
+            self._unwritten.popleft()
         self._latest[name] = (value, self.iter)
         self._smoothing[name] = smoothing
 
@@ -38,6 +45,15 @@ class EventStorage:
     def latest(self) -> Dict[str, Tuple[float, int]]:
         """name -> (value, iteration it was put at)."""
         return dict(self._latest)
+
+    def values_since(self, last_iter: int) -> Dict[int, Dict[str, float]]:
+        """iteration -> {name: raw value, "epoch": epoch} for every scalar put after ``last_iter``."""
+        out: Dict[int, Dict[str, float]] = defaultdict(dict)
+        for it, epoch, name, value in self._unwritten:
+            if it > last_iter:
+                out[it][name] = value
+                out[it]["epoch"] = epoch
+        return dict(out)
 
     def median(self, name: str) -> float:
         return float(np.median([v for _, v in self._history[name]]))
@@ -59,7 +75,8 @@ class EventWriter(ABC):
 
 
 class JSONWriter(EventWriter):
-    """Appends one JSON object per write to ``path`` (one line each), as detectron2's metrics.json."""
+    """Appends one JSON object per iteration (every scalar put at it, unsmoothed) to ``path``,
+    as detectron2's metrics.json."""
 
     def __init__(self, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -67,12 +84,10 @@ class JSONWriter(EventWriter):
         self._last_written = -1
 
     def write(self, storage: EventStorage) -> None:
-        by_iter: Dict[int, Dict[str, float]] = defaultdict(dict)
-        for name, (value, it) in storage.smoothed().items():
-            if it > self._last_written:
-                by_iter[it][name] = value
+        by_iter = storage.values_since(self._last_written)
         for it in sorted(by_iter):
-            self._file.write(json.dumps({"iteration": it, "epoch": storage.epoch, **by_iter[it]}) + "\n")
+            epoch = by_iter[it].pop("epoch")
+            self._file.write(json.dumps({"iteration": it, "epoch": epoch, **by_iter[it]}) + "\n")
         if by_iter:
             self._last_written = max(by_iter)
         self._file.flush()
@@ -82,7 +97,7 @@ class JSONWriter(EventWriter):
 
 
 class TensorboardWriter(EventWriter):
-    """Writes every scalar put since the last write to TensorBoard event files under ``log_dir``."""
+    """Writes every scalar of every iteration since the last write to TensorBoard under ``log_dir``."""
 
     def __init__(self, log_dir: str) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -91,12 +106,13 @@ class TensorboardWriter(EventWriter):
         self._last_written = -1
 
     def write(self, storage: EventStorage) -> None:
-        newest = self._last_written
-        for name, (value, it) in storage.smoothed().items():
-            if it > self._last_written:
+        by_iter = storage.values_since(self._last_written)
+        for it in sorted(by_iter):
+            by_iter[it].pop("epoch")
+            for name, value in by_iter[it].items():
                 self._writer.add_scalar(name, value, it)
-                newest = max(newest, it)
-        self._last_written = newest
+        if by_iter:
+            self._last_written = max(by_iter)
         self._writer.flush()
 
     def close(self) -> None:

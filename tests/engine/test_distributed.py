@@ -1,0 +1,79 @@
+"""Two CPU processes with gloo: the run completes, ranks see disjoint identity-complete data, only rank 0 writes."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, {root!r})
+    from reid.config import load_config
+    from reid.engine import DefaultTrainer, default_setup, launch
+    from reid.utils import comm
+
+    class RecordingTrainer(DefaultTrainer):
+        seen = []
+
+        def before_epoch(self):
+            super().before_epoch()
+            inner = self._data_iter
+
+            def record():
+                for batch in inner:
+                    self.seen.append([self.epoch, batch["img_paths"], batch["targets"].tolist()])
+                    yield batch
+
+            self._data_iter = record()
+
+    def main(opts, out):
+        cfg = default_setup(load_config(None, opts))
+        trainer = RecordingTrainer(cfg)
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+        with open(os.path.join(out, "seen_rank%d.json" % comm.get_rank()), "w") as f:
+            json.dump(trainer.seen, f)
+
+    if __name__ == "__main__":
+        opts, out, url = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+        launch(main, 2, dist_url=url, args=(opts, out))
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_train_on_disjoint_identity_complete_shards(tmp_path, tiny_opts):
+    out = tmp_path / "ddp"
+    out.mkdir()
+    script = tmp_path / "run_ddp.py"
+    script.write_text(SCRIPT.format(root=ROOT))
+    opts = [*tiny_opts, "OUTPUT_DIR", str(out), "SOLVER.IMS_PER_BATCH", "16", "TEST.EVAL_PERIOD", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(script), json.dumps(opts), str(out), f"tcp://127.0.0.1:{_free_port()}"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    seen = [json.load(open(out / f"seen_rank{r}.json")) for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) > 0
+    for (e0, paths0, ids0), (e1, paths1, ids1) in zip(*seen):
+        assert e0 == e1
+        assert len(paths0) == len(paths1) == 8  # 16 images over 2 ranks
+        assert not set(paths0) & set(paths1)
+        assert not set(ids0) & set(ids1), "an identity was split across ranks"
+        for ids in (ids0, ids1):
+            assert all(ids.count(i) == 4 for i in set(ids))  # K = 4 images of each identity
+    files = sorted(os.listdir(out))
+    assert "model_final.pth" in files and "results.json" in files
+    assert "log.txt" in files and "log.txt.rank1" in files
+    assert not [f for f in files if f.endswith(".tmp")]
