@@ -108,26 +108,157 @@ _C.MODEL.LOSSES = CN()
 # Registered loss names, combined as sum(SCALE_i * loss_i).
 _C.MODEL.LOSSES.NAME = ["CrossEntropyLoss"]
 
+# Every block: SCALE is the loss's weight in the sum; FEAT_KEY (feature losses) is the key of the
+# model outputs dict the loss reads its B x D features from. SIM_SCALE is the multiplier s of the
+# similarities or distances (temperature 1/s); LEARN_SCALE makes it a parameter log s initialised
+# from SIM_SCALE. FEAT_DIM (losses owning per-class parameters or a mapping): the features' dim,
+# 0 = the head's output dim (MODEL.HEADS.EMBEDDING_DIM if > 0, else MODEL.BACKBONE.FEAT_DIM).
+# Losses with per-class parameters read the number of classes from MODEL.HEADS.NUM_CLASSES.
+
+# CrossEntropyLoss: CE on outputs["logits"] (after the classifier's margin and scale).
 _C.MODEL.LOSSES.CE = CN()
-# Label smoothing epsilon (0 = plain CE). A negative value selects fastreid's adaptive smoothing with ALPHA.
+# Label smoothing epsilon (0 = plain CE): targets (1 - eps) on the true class + eps / C everywhere.
+# A negative value selects fastreid's adaptive smoothing: eps_i = ALPHA * p_i(true class), detached,
+# targets 1 - eps_i on the true class and eps_i / (C - 1) on each other class.
 _C.MODEL.LOSSES.CE.EPSILON = 0.0
+# Adaptive smoothing factor, used only when EPSILON < 0.
 _C.MODEL.LOSSES.CE.ALPHA = 0.2
+# OHEM on the ID loss: drop the floor(r * B) samples with the lowest loss, average the rest (0 = off).
+_C.MODEL.LOSSES.CE.OHEM_RATIO = 0.0
 _C.MODEL.LOSSES.CE.SCALE = 1.0
 
+# TripletLoss.
 _C.MODEL.LOSSES.TRI = CN()
+# Hinge margin m: [d_ap - d_an + m]_+. 0.0 = soft margin (fastreid meaning).
 _C.MODEL.LOSSES.TRI.MARGIN = 0.3
-# "batch_hard", "all" or "weighted".
+# "batch_hard" (hardest positive / negative per anchor), "all" (every triplet) or "weighted"
+# (softmax-weighted positives and negatives).
 _C.MODEL.LOSSES.TRI.MINING = "batch_hard"
-# "euclidean" or "cosine" (1 - cos).
+# "euclidean", "sqeuclidean" or "cosine" (1 - cos).
 _C.MODEL.LOSSES.TRI.DISTANCE = "euclidean"
-# fastreid meaning: distance 2 - 2cos on L2-normalised features.
+# L2-normalise the features before a (sq)euclidean distance.
+_C.MODEL.LOSSES.TRI.NORMALIZE = False
+# fastreid meaning: distance 2 - 2cos on L2-normalised features (requires DISTANCE "euclidean").
 _C.MODEL.LOSSES.TRI.NORM_FEAT = False
+# Soft margin softplus(SIM_SCALE * (d_ap - d_an) + MARGIN) instead of the hinge.
 _C.MODEL.LOSSES.TRI.SOFT_MARGIN = False
+# Scale of the soft margin (must stay 1.0 / False with the hinge).
+_C.MODEL.LOSSES.TRI.SIM_SCALE = 1.0
+_C.MODEL.LOSSES.TRI.LEARN_SCALE = False
 # fastreid compatibility: True = MINING batch_hard, False = MINING weighted; None = use MINING.
 _C.MODEL.LOSSES.TRI.HARD_MINING = None
-# Key of the model outputs dict the loss reads its features from.
 _C.MODEL.LOSSES.TRI.FEAT_KEY = "features"
 _C.MODEL.LOSSES.TRI.SCALE = 1.0
+
+# ContrastiveLoss over all pairs: positives [d - POS_MARGIN]_+, negatives [NEG_MARGIN - d]_+ (Euclidean d),
+# each part averaged over its pairs.
+_C.MODEL.LOSSES.CONTRASTIVE = CN()
+_C.MODEL.LOSSES.CONTRASTIVE.POS_MARGIN = 0.0
+_C.MODEL.LOSSES.CONTRASTIVE.NEG_MARGIN = 1.0
+# Square both parts and halve them (the survey's form: d^2 / 2 and [m - d]_+^2 / 2).
+_C.MODEL.LOSSES.CONTRASTIVE.SQUARED = True
+# L2-normalise the features first.
+_C.MODEL.LOSSES.CONTRASTIVE.NORMALIZE = False
+_C.MODEL.LOSSES.CONTRASTIVE.FEAT_KEY = "features"
+_C.MODEL.LOSSES.CONTRASTIVE.SCALE = 1.0
+
+# CenterLoss: mean_i |f_i - c_{y_i}|^2 with NUM_CLASSES learned centers (in the loss module).
+_C.MODEL.LOSSES.CENTER = CN()
+_C.MODEL.LOSSES.CENTER.FEAT_DIM = 0
+# Absolute LR of the centers' own optimiser group (SOLVER.OPT, no weight decay). The centers'
+# gradient includes the weight SCALE; bag of tricks' separate SGD at 0.5 on the unweighted loss
+# corresponds to SOLVER.OPT "SGD" with LR 0.5 / SCALE.
+_C.MODEL.LOSSES.CENTER.LR = 3.5e-4
+_C.MODEL.LOSSES.CENTER.FEAT_KEY = "features"
+# Bag-of-tricks weight.
+_C.MODEL.LOSSES.CENTER.SCALE = 0.0005
+
+# CircleLoss (pair-wise, on cosine similarities); the class-level circle is MODEL.HEADS.CLS_LAYER "Circle".
+_C.MODEL.LOSSES.CIRCLE = CN()
+# Relaxation m: optima 1 - m (positives) and m (negatives), alpha_p = [1 + m - s_p]_+, alpha_n = [s_n + m]_+.
+_C.MODEL.LOSSES.CIRCLE.MARGIN = 0.25
+# Scale gamma of the pair similarities.
+_C.MODEL.LOSSES.CIRCLE.GAMMA = 128.0
+_C.MODEL.LOSSES.CIRCLE.FEAT_KEY = "features"
+_C.MODEL.LOSSES.CIRCLE.SCALE = 1.0
+
+# ProxyNCALoss: logits -SIM_SCALE * |f^ - p^_k|^2 over NUM_CLASSES learned proxies, then CE.
+_C.MODEL.LOSSES.PROXY_NCA = CN()
+# Leave the own proxy out of the softmax denominator (the survey's and the original paper's form).
+_C.MODEL.LOSSES.PROXY_NCA.EXCLUDE_POSITIVE = True
+_C.MODEL.LOSSES.PROXY_NCA.SIM_SCALE = 1.0
+_C.MODEL.LOSSES.PROXY_NCA.LEARN_SCALE = False
+_C.MODEL.LOSSES.PROXY_NCA.FEAT_DIM = 0
+_C.MODEL.LOSSES.PROXY_NCA.FEAT_KEY = "features"
+_C.MODEL.LOSSES.PROXY_NCA.SCALE = 1.0
+
+# RatioLoss (circle-based ratio loss): mean over the batch's classes j of
+# max_{y_i = j} d(f^_i, w^_j) / (min_{k != j} d(w^_k, w^_j) + EPS), w = outputs["cls_weight"].
+_C.MODEL.LOSSES.RATIO = CN()
+_C.MODEL.LOSSES.RATIO.EPS = 0.5
+# "cosine" (1 - cos), "chord" (Euclidean distance on the unit sphere) or "angle" (acos).
+_C.MODEL.LOSSES.RATIO.DISTANCE = "cosine"
+# The classifier's input, since the loss compares features with the class weights.
+_C.MODEL.LOSSES.RATIO.FEAT_KEY = "neck_features"
+_C.MODEL.LOSSES.RATIO.SCALE = 1.0
+
+# NTupletLoss: -log softmax of the positive among N scaled cosine similarities (anchor vs one
+# positive and N - 1 negatives of distinct classes), over tuplets drawn uniformly per batch.
+_C.MODEL.LOSSES.NTUPLET = CN()
+# N (capped at the number of classes in the batch); 2 = soft-margin triplet on cosine distance.
+_C.MODEL.LOSSES.NTUPLET.CLASSES_PER_TUPLET = 16
+# Tuplets per batch; 0 = the batch's number of triplets (11,520 for P = 16, K = 4).
+_C.MODEL.LOSSES.NTUPLET.NUM_TUPLETS = 0
+_C.MODEL.LOSSES.NTUPLET.SIM_SCALE = 16.0
+_C.MODEL.LOSSES.NTUPLET.LEARN_SCALE = True
+_C.MODEL.LOSSES.NTUPLET.FEAT_KEY = "features"
+_C.MODEL.LOSSES.NTUPLET.SCALE = 1.0
+
+# P2STripletLoss: soft-margin triplet softplus(SIM_SCALE * (d_ap - d_an)) whose references are the
+# batch's class prototypes (means).
+_C.MODEL.LOSSES.P2S = CN()
+# "cosine" (1 - cos) or "euclidean".
+_C.MODEL.LOSSES.P2S.DISTANCE = "cosine"
+# Negative prototype: "hardest" (closest other class) or "random".
+_C.MODEL.LOSSES.P2S.NEGATIVE = "hardest"
+# Leave the anchor out of its own class prototype.
+_C.MODEL.LOSSES.P2S.EXCLUDE_ANCHOR = False
+_C.MODEL.LOSSES.P2S.SIM_SCALE = 16.0
+_C.MODEL.LOSSES.P2S.LEARN_SCALE = True
+_C.MODEL.LOSSES.P2S.FEAT_KEY = "features"
+_C.MODEL.LOSSES.P2S.SCALE = 1.0
+
+# PNTupletLoss: CE of each anchor over SIM_SCALE * cos(f_i, prototype_c), prototypes = batch class means.
+_C.MODEL.LOSSES.PN = CN()
+# N classes per anchor (own + N - 1 drawn at random); 0 = all classes of the batch.
+_C.MODEL.LOSSES.PN.CLASSES_PER_TUPLET = 0
+# Leave the anchor out of its own class prototype.
+_C.MODEL.LOSSES.PN.EXCLUDE_ANCHOR = False
+_C.MODEL.LOSSES.PN.SIM_SCALE = 16.0
+_C.MODEL.LOSSES.PN.LEARN_SCALE = True
+_C.MODEL.LOSSES.PN.FEAT_KEY = "features"
+_C.MODEL.LOSSES.PN.SCALE = 1.0
+
+# MPNTupletLoss: as PN with prototypes = class means of phi(f), phi = Linear(D, D / REDUCTION) ->
+# BatchNorm1d -> Linear(D / REDUCTION, D), owned by the loss module (unused at test time).
+_C.MODEL.LOSSES.MPN = CN()
+_C.MODEL.LOSSES.MPN.CLASSES_PER_TUPLET = 0
+_C.MODEL.LOSSES.MPN.EXCLUDE_ANCHOR = False
+_C.MODEL.LOSSES.MPN.REDUCTION = 8
+_C.MODEL.LOSSES.MPN.FEAT_DIM = 0
+_C.MODEL.LOSSES.MPN.SIM_SCALE = 16.0
+_C.MODEL.LOSSES.MPN.LEARN_SCALE = True
+_C.MODEL.LOSSES.MPN.FEAT_KEY = "features"
+_C.MODEL.LOSSES.MPN.SCALE = 1.0
+
+# SparsePairwiseLoss (alias AdaSPLoss; the AdaSP fork's block ADASP is read as SP).
+_C.MODEL.LOSSES.SP = CN()
+# Temperature T of the cosine similarities (0.04 person, 0.05 vehicle ReID).
+_C.MODEL.LOSSES.SP.TEMP = 0.04
+# "sp-h" (hardest positive pair), "sp-lh" (least-hard positive) or "adasp" (adaptive mix).
+_C.MODEL.LOSSES.SP.TYPE = "adasp"
+_C.MODEL.LOSSES.SP.FEAT_KEY = "features"
+_C.MODEL.LOSSES.SP.SCALE = 1.0
 
 # ---------------------------------------------------------------------------------------------
 # INPUT (reid/data/transforms)
@@ -228,6 +359,10 @@ _C.DATALOADER = CN()
 _C.DATALOADER.SAMPLER_TRAIN = "NaiveIdentitySampler"
 # K of the PK sampler.
 _C.DATALOADER.NUM_INSTANCE = 4
+# Length of a PK epoch: "identities" = every identity once, ceil(#ids / P) batches; "images" =
+# one pass over the images, ceil(#images / IMS_PER_BATCH) batches (fastreid's and torchreid's
+# epoch, the unit of the papers' epoch counts), identities recurring as needed.
+_C.DATALOADER.EPOCH_LENGTH = "identities"
 _C.DATALOADER.NUM_WORKERS = 4
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""The PK sampler: batches of P identities x K images, every identity once per epoch."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Dict, Iterator, List, Sequence
+
+import numpy as np
+from yacs.config import CfgNode
+
+from .base import TrainSampler
+from .build import SAMPLER_REGISTRY
+
+
+@SAMPLER_REGISTRY.register()
+class NaiveIdentitySampler(TrainSampler):
+    """P = batch_size / num_instances identities x K = num_instances images per (global) batch.
+
+    One epoch: the identities are shuffled and cut into groups of P; the last group, if short, is
+    topped up with identities drawn at random from those not in it, so every batch is full and
+    every identity appears in exactly one batch (the top-up ones in a second). Each identity
+    contributes K images: K distinct ones drawn at random when it has at least K, otherwise all of
+    its images plus K - n drawn with replacement. The epoch has ceil(#identities / P) batches.
+
+    ``epoch_length="images"`` (DATALOADER.EPOCH_LENGTH) makes an epoch as long as one pass over the
+    images, ceil(#images / (P K)) batches as in fastreid and torchreid (the unit the papers' epoch
+    counts use), by chaining such identity passes, freshly shuffled, and cutting the last one
+    short; every identity is still visited at least once per epoch.
+
+    With ``world_size`` ranks, each global batch's P identities are split into ``world_size``
+    consecutive shares of P / world_size whole identities; rank r yields share r of every batch,
+    i.e. consecutive chunks of ``self.batch_size = batch_size / world_size`` indices.
+    """
+
+    def __init__(
+        self,
+        pids: Sequence[int],
+        batch_size: int,
+        num_instances: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_length: str = "identities",
+    ) -> None:
+        super().__init__(seed, rank, world_size)
+        if epoch_length not in ("identities", "images"):
+            raise ValueError(f"DATALOADER.EPOCH_LENGTH must be 'identities' or 'images', got {epoch_length!r}")
+        if num_instances < 1 or batch_size < 1 or batch_size % num_instances != 0:
+            raise ValueError(
+                f"NaiveIdentitySampler: batch size ({batch_size}, SOLVER.IMS_PER_BATCH) must be a positive multiple "
+                f"of the images per identity ({num_instances}, DATALOADER.NUM_INSTANCE)"
+            )
+        self.num_instances = num_instances
+        self.num_pids_per_batch = batch_size // num_instances
+        if self.num_pids_per_batch % world_size != 0:
+            raise ValueError(
+                f"NaiveIdentitySampler: P = {self.num_pids_per_batch} identities per batch (SOLVER.IMS_PER_BATCH "
+                f"{batch_size} / DATALOADER.NUM_INSTANCE {num_instances}) must be divisible by the world size "
+                f"{world_size}, so that every rank gets whole identities"
+            )
+        self.pids_per_rank = self.num_pids_per_batch // world_size
+        self.batch_size = self.pids_per_rank * num_instances
+
+        index_by_pid: Dict[int, List[int]] = defaultdict(list)
+        for index, pid in enumerate(pids):
+            index_by_pid[int(pid)].append(index)
+        self.pids = sorted(index_by_pid)
+        self._indices = [np.asarray(index_by_pid[pid], dtype=np.int64) for pid in self.pids]
+        if len(self.pids) < self.num_pids_per_batch:
+            raise ValueError(
+                f"NaiveIdentitySampler: a batch needs P = {self.num_pids_per_batch} distinct identities but the "
+                f"training set has only {len(self.pids)}; lower SOLVER.IMS_PER_BATCH or raise DATALOADER.NUM_INSTANCE"
+            )
+        self.batches_per_pass = math.ceil(len(self.pids) / self.num_pids_per_batch)
+        self.num_batches = self.batches_per_pass
+        if epoch_length == "images":
+            self.num_batches = max(self.batches_per_pass, math.ceil(len(pids) / batch_size))
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, records: Sequence[Any], rank: int, world_size: int, seed: int) -> "NaiveIdentitySampler":
+        if len(records) == 0:
+            raise ValueError("NaiveIdentitySampler: the training set is empty")
+        return cls(
+            [r.pid for r in records],
+            batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            num_instances=cfg.DATALOADER.NUM_INSTANCE,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            epoch_length=cfg.DATALOADER.EPOCH_LENGTH,
+        )
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def _draw(self, rng: np.random.Generator, indices: np.ndarray) -> np.ndarray:
+        k = self.num_instances
+        if len(indices) >= k:
+            return rng.choice(indices, size=k, replace=False)
+        extra = rng.choice(indices, size=k - len(indices), replace=True)
+        return np.concatenate([rng.permutation(indices), extra])
+
+    def _identity_pass(self, rng: np.random.Generator) -> List[np.ndarray]:
+        """Every identity once, shuffled, in groups of P (the last topped up from the others)."""
+        n, p = len(self.pids), self.num_pids_per_batch
+        order = rng.permutation(n)
+        groups = [order[start:start + p] for start in range(0, n, p)]
+        short = p - len(groups[-1])
+        if short > 0:
+            outside = np.setdiff1d(np.arange(n), groups[-1])
+            groups[-1] = np.concatenate([groups[-1], rng.choice(outside, size=short, replace=False)])
+        return groups
+
+    def global_batches(self) -> List[List[int]]:
+        """This epoch's batches over all ranks: P x K dataset indices each, identity by identity."""
+        rng = self._rng()
+        groups: List[np.ndarray] = []
+        while len(groups) < self.num_batches:
+            groups.extend(self._identity_pass(rng))
+        return [[int(i) for g in group for i in self._draw(rng, self._indices[g])] for group in groups[: self.num_batches]]
+
+    def __iter__(self) -> Iterator[int]:
+        start = self.rank * self.batch_size
+        for batch in self.global_batches():
+            yield from batch[start:start + self.batch_size]

@@ -1,0 +1,224 @@
+"""Parameter groups, the param_groups() convention, optimizer options and freezing."""
+from typing import Dict, List
+
+import pytest
+import torch
+from torch import nn
+
+from reid.config import ConfigError, get_cfg
+from reid.solver import build_optimizer, group_names
+
+
+class Centers(nn.Module):
+    """A loss holding learnable centers that asks for its own LR and no weight decay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.centers = nn.Parameter(torch.zeros(3, 4))
+
+    def param_groups(self) -> List[dict]:
+        return [{"params": [self.centers], "lr": 0.5, "weight_decay": 0.0, "name": "centers"}]
+
+
+class Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bnneck = nn.BatchNorm1d(4)
+        self.classifier = nn.Linear(4, 3)
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.GroupNorm(2, 4))
+        self.heads = Head()
+        self.loss_set = nn.ModuleDict({"center": Centers()})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.backbone(x).mean(dim=(2, 3))
+        return self.heads.classifier(self.heads.bnneck(f)).sum() + self.loss_set["center"].centers.sum()
+
+
+def _cfg(opt: str = "SGD"):
+    cfg = get_cfg()
+    s = cfg.SOLVER
+    s.OPT, s.BASE_LR, s.BIAS_LR_FACTOR, s.HEADS_LR_FACTOR = opt, 0.1, 2.0, 10.0
+    s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, s.WEIGHT_DECAY_BIAS = 1e-3, 0.0, 5e-4
+    s.MOMENTUM, s.NESTEROV = 0.9, False
+    return cfg
+
+
+def _group_of(opt: torch.optim.Optimizer) -> Dict[int, dict]:
+    out: Dict[int, dict] = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            assert id(p) not in out, "a parameter sits in two groups"
+            out[id(p)] = group
+    return out
+
+
+def test_group_membership_lr_and_decay() -> None:
+    model = Net()
+    opt = build_optimizer(_cfg(), model)
+    groups = _group_of(opt)
+    assert set(groups) == {id(p) for p in model.parameters()}
+    conv, bn, gn = model.backbone[0], model.backbone[1], model.backbone[3]
+    expected = {
+        conv.weight: ("body/weight", 0.1, 1e-3),
+        conv.bias: ("body/bias", 0.2, 5e-4),
+        bn.weight: ("body/norm_weight", 0.1, 0.0),
+        bn.bias: ("body/norm_bias", 0.2, 0.0),
+        gn.weight: ("body/norm_weight", 0.1, 0.0),
+        gn.bias: ("body/norm_bias", 0.2, 0.0),
+        model.heads.classifier.weight: ("heads/weight", 1.0, 1e-3),
+        model.heads.classifier.bias: ("heads/bias", 2.0, 5e-4),
+        model.heads.bnneck.weight: ("heads/norm_weight", 1.0, 0.0),
+        model.heads.bnneck.bias: ("heads/norm_bias", 2.0, 0.0),
+        model.loss_set["center"].centers: ("centers", 0.5, 0.0),
+    }
+    for param, (name, lr, wd) in expected.items():
+        group = groups[id(param)]
+        assert group["name"] == name
+        assert group["lr"] == pytest.approx(lr, rel=1e-12)
+        assert group["weight_decay"] == wd
+    assert sorted(group_names(opt)) == sorted(
+        ["centers", "body/weight", "body/bias", "body/norm_weight", "body/norm_bias",
+         "heads/weight", "heads/bias", "heads/norm_weight", "heads/norm_bias"]
+    )
+
+
+def test_custom_group_takes_optimizer_defaults_and_gets_a_name() -> None:
+    class Loose(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(2))
+
+        def param_groups(self) -> List[dict]:
+            return [{"params": self.w}]
+
+    model = nn.Module()
+    model.loss = Loose()
+    model.fc = nn.Linear(2, 2)
+    opt = build_optimizer(_cfg(), model)
+    group = _group_of(opt)[id(model.loss.w)]
+    assert group["lr"] == 0.1 and group["weight_decay"] == 1e-3
+    assert group["name"] == "loss/param_groups[0]"
+    assert len(group["params"]) == 1
+
+
+def test_shared_parameter_is_added_once() -> None:
+    model = nn.Module()
+    model.a = nn.Linear(3, 3)
+    model.b = nn.Linear(3, 3)
+    model.b.weight = model.a.weight
+    opt = build_optimizer(_cfg(), model)
+    assert sum(len(g["params"]) for g in opt.param_groups) == 3
+
+
+def test_ddp_prefix_still_finds_heads() -> None:
+    wrapper = nn.Module()
+    wrapper.module = Net()
+    opt = build_optimizer(_cfg(), wrapper)
+    assert _group_of(opt)[id(wrapper.module.heads.classifier.weight)]["name"] == "heads/weight"
+
+
+def test_param_groups_errors() -> None:
+    class Foreign(nn.Module):
+        def param_groups(self) -> List[dict]:
+            return [{"params": [nn.Parameter(torch.ones(1))]}]
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def param_groups(self) -> List[dict]:
+            return [{"params": [self.w]}, {"params": [self.w]}]
+
+    class NoParams(nn.Module):
+        def param_groups(self) -> List[dict]:
+            return [{"lr": 1.0}]
+
+    for cls, match in [(Foreign, "not a parameter of the model"), (Twice, "already claimed"), (NoParams, "'params' entry")]:
+        model = nn.Module()
+        model.loss = cls()
+        with pytest.raises((ValueError, TypeError), match=match) as info:
+            build_optimizer(_cfg(), model)
+        assert "module 'loss'" in str(info.value)
+
+
+def test_optimizer_types_and_options() -> None:
+    cfg = _cfg("SGD")
+    cfg.SOLVER.NESTEROV = True
+    opt = build_optimizer(cfg, Net())
+    assert isinstance(opt, torch.optim.SGD)
+    assert opt.defaults["momentum"] == 0.9 and opt.defaults["nesterov"] is True
+    assert all(g["momentum"] == 0.9 and g["nesterov"] for g in opt.param_groups)
+    assert type(build_optimizer(_cfg("Adam"), Net())) is torch.optim.Adam
+    assert type(build_optimizer(_cfg("AdamW"), Net())) is torch.optim.AdamW
+
+
+def test_sgd_nesterov_steps_match_hand_computation() -> None:
+    cfg = _cfg("SGD")
+    cfg.SOLVER.NESTEROV, cfg.SOLVER.WEIGHT_DECAY = True, 0.01
+    model = nn.Module()
+    model.w = nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt = build_optimizer(cfg, model)
+    lr, mom, wd = 0.1, 0.9, 0.01
+    p, buf = 1.0, None
+    for grad in (0.5, -0.25):
+        model.w.grad = torch.tensor([grad], dtype=torch.float64)
+        opt.step()
+        d = grad + wd * p
+        buf = d if buf is None else mom * buf + d
+        p -= lr * (d + mom * buf)
+        assert model.w.item() == pytest.approx(p, abs=1e-14)
+
+
+def test_adamw_decay_is_decoupled_and_per_group() -> None:
+    cfg = _cfg("AdamW")
+    model = Net()
+    opt = build_optimizer(cfg, model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    w = "heads.classifier.weight"
+    assert torch.allclose(model.get_parameter(w), before[w] * (1 - 1.0 * 1e-3), rtol=0, atol=1e-7)
+    assert torch.equal(model.heads.bnneck.weight, before["heads.bnneck.weight"])
+
+
+def test_frozen_parameters_are_in_the_optimizer_and_do_not_move() -> None:
+    cfg = _cfg("SGD")
+    model = Net()
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    opt = build_optimizer(cfg, model)
+    assert set(_group_of(opt)) == {id(p) for p in model.parameters()}
+    frozen = [p.detach().clone() for p in model.backbone.parameters()]
+    head_before = model.heads.classifier.weight.detach().clone()
+    x = torch.randn(2, 3, 6, 6)
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).backward()
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(frozen, model.backbone.parameters()))
+    assert not torch.equal(head_before, model.heads.classifier.weight)
+
+    for p in model.backbone.parameters():
+        p.requires_grad_(True)
+    opt.zero_grad()
+    model(x).backward()
+    opt.step()
+    assert not torch.equal(frozen[0], model.backbone[0].weight)
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r"SOLVER.OPT: .*'Adamax'.*Adam, AdamW, SGD"):
+        build_optimizer(_cfg("Adamax"), Net())
+    cfg = _cfg("SGD")
+    cfg.SOLVER.NESTEROV, cfg.SOLVER.MOMENTUM = True, 0.0
+    with pytest.raises(ConfigError, match="SOLVER.NESTEROV .* SOLVER.MOMENTUM"):
+        build_optimizer(cfg, Net())
+    with pytest.raises(ValueError, match="no parameters"):
+        build_optimizer(_cfg(), nn.ReLU())
