@@ -87,8 +87,9 @@ _C.MODEL.HEADS.NUM_CLASSES = 0
 _C.MODEL.HEADS.EMBEDDING_DIM = 0
 # BN neck of EmbeddingHead (BatchNorm with a frozen bias between the features and the classifier).
 _C.MODEL.HEADS.WITH_BNNECK = True
-# EmbeddingHead's test feature taken "before" or "after" the BN neck (the training outputs always
-# carry both: "features" before, "neck_features" after; losses choose with their FEAT_KEY).
+# fastreid's meaning: the training output "features" (what metric losses read by default) is the
+# pooled feature "before" the BN neck or the neck's output "after" it; "neck_features" is always
+# the neck's output, and the test feature is the neck's output.
 _C.MODEL.HEADS.NECK_FEAT = "before"
 # "GlobalAvgPool", "GlobalMaxPool", "GeneralizedMeanPooling", "GeneralizedMeanPoolingP", "AdaptiveAvgMaxPool".
 _C.MODEL.HEADS.POOL_LAYER = "GlobalAvgPool"
@@ -153,7 +154,9 @@ _C.MODEL.LOSSES.TRI.SCALE = 1.0
 # ContrastiveLoss over all pairs: positives [d - POS_MARGIN]_+, negatives [NEG_MARGIN - d]_+ (Euclidean d),
 # each part averaged over its pairs.
 _C.MODEL.LOSSES.CONTRASTIVE = CN()
+# Positive pairs are pulled in until their distance is POS_MARGIN (0 = all the way).
 _C.MODEL.LOSSES.CONTRASTIVE.POS_MARGIN = 0.0
+# Negative pairs are pushed out until their distance is NEG_MARGIN.
 _C.MODEL.LOSSES.CONTRASTIVE.NEG_MARGIN = 1.0
 # Square both parts and halve them (the survey's form: d^2 / 2 and [m - d]_+^2 / 2).
 _C.MODEL.LOSSES.CONTRASTIVE.SQUARED = True
@@ -195,6 +198,7 @@ _C.MODEL.LOSSES.PROXY_NCA.SCALE = 1.0
 # RatioLoss (circle-based ratio loss): mean over the batch's classes j of
 # max_{y_i = j} d(f^_i, w^_j) / (min_{k != j} d(w^_k, w^_j) + EPS), w = outputs["cls_weight"].
 _C.MODEL.LOSSES.RATIO = CN()
+# The moderating term eps added to the inter-class distance (the paper: 0.5).
 _C.MODEL.LOSSES.RATIO.EPS = 0.5
 # "cosine" (1 - cos), "chord" (Euclidean distance on the unit sphere) or "angle" (acos).
 _C.MODEL.LOSSES.RATIO.DISTANCE = "cosine"
@@ -242,8 +246,11 @@ _C.MODEL.LOSSES.PN.SCALE = 1.0
 # MPNTupletLoss: as PN with prototypes = class means of phi(f), phi = Linear(D, D / REDUCTION) ->
 # BatchNorm1d -> Linear(D / REDUCTION, D), owned by the loss module (unused at test time).
 _C.MODEL.LOSSES.MPN = CN()
+# N classes per anchor (own + N - 1 drawn at random); 0 = all classes of the batch.
 _C.MODEL.LOSSES.MPN.CLASSES_PER_TUPLET = 0
+# Leave the anchor out of its own class prototype (the paper includes it).
 _C.MODEL.LOSSES.MPN.EXCLUDE_ANCHOR = False
+# phi's hidden size is D / REDUCTION (the paper: 8).
 _C.MODEL.LOSSES.MPN.REDUCTION = 8
 _C.MODEL.LOSSES.MPN.FEAT_DIM = 0
 _C.MODEL.LOSSES.MPN.SIM_SCALE = 16.0
@@ -440,8 +447,45 @@ _C.TEST = CN()
 # Evaluate every N epochs (and after the last); 0 = only after the last.
 _C.TEST.EVAL_PERIOD = 20
 _C.TEST.IMS_PER_BATCH = 128
-# "cosine" (1 - cos of L2-normalised features) or "euclidean".
+# Distance (reid/evaluation/distance.py): "cosine" = 1 - cos of L2-normalised features;
+# "euclidean" = SQUARED Euclidean distance (fastreid's convention; same ranking as Euclidean).
 _C.TEST.METRIC = "cosine"
 _C.TEST.FLIP = CN()
 # Average each image's feature with its horizontally flipped copy's.
 _C.TEST.FLIP.ENABLED = False
+# Queries per chunk for distances, ranking and re-ranking; 0 = chosen from the gallery size
+# (about 4M distances per chunk on CPU, 16M on CUDA), which bounds the extra memory.
+_C.TEST.CHUNK_SIZE = 0
+# AP as the Market-1501 devkit computes it (trapezoid rule) instead of the non-interpolated AP
+# of torchreid / fastreid (the default, used by the papers' tables).
+_C.TEST.OFFICIAL_MARKET_AP = False
+# Alpha query expansion over query + gallery features (fastreid's aqe), before the distances.
+_C.TEST.AQE = CN()
+_C.TEST.AQE.ENABLED = False
+# Rounds of expansion.
+_C.TEST.AQE.QE_TIME = 1
+# Neighbours averaged per feature (the feature itself included).
+_C.TEST.AQE.QE_K = 5
+# Neighbour weight = cosine similarity ** ALPHA.
+_C.TEST.AQE.ALPHA = 3.0
+# k-reciprocal re-ranking (Zhong et al., CVPR 2017) of the TEST.METRIC distance, which enters
+# squared and divided by each row's maximum, as in the paper's code (reid/evaluation/rerank.py).
+_C.TEST.RERANK = CN()
+_C.TEST.RERANK.ENABLED = False
+# k of the k-reciprocal neighbours (k/2 for the expansion step).
+_C.TEST.RERANK.K1 = 20
+# Neighbours of the local query expansion of the encodings (1 = none).
+_C.TEST.RERANK.K2 = 6
+# Final distance = (1 - LAMBDA) * Jaccard distance + LAMBDA * original distance.
+_C.TEST.RERANK.LAMBDA = 0.3
+# TPR at fixed FPR over all kept query-gallery pairs, reported as "TPR@FPR=1e-04" etc.
+_C.TEST.ROC = CN()
+_C.TEST.ROC.ENABLED = False
+# Target false positive rates.
+_C.TEST.ROC.FPRS = [1e-4, 1e-3, 1e-2]
+# Classic CUHK03 single-gallery-shot CMC (one random gallery image per identity, averaged over
+# REPEATS seeded draws) for test sets whose name contains "CUHK03"; mAP stays the full-gallery one.
+_C.TEST.CUHK03_CLASSIC = CN()
+_C.TEST.CUHK03_CLASSIC.ENABLED = False
+_C.TEST.CUHK03_CLASSIC.REPEATS = 10
+_C.TEST.CUHK03_CLASSIC.SEED = 0

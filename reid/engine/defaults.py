@@ -169,7 +169,7 @@ class DefaultTrainer(SimpleTrainer):
 
     def build_writers(self) -> List[EventWriter]:
         return [
-            CommonMetricPrinter(self.max_iter, self.iters_per_epoch),
+            CommonMetricPrinter(self.cfg.SOLVER.MAX_EPOCH * self.iters_per_epoch, self.iters_per_epoch),
             JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
             TensorboardWriter(os.path.join(self.cfg.OUTPUT_DIR, "tensorboard")),
         ]

@@ -33,7 +33,7 @@ def test_quickstart_config_shrunk_by_opts_trains_and_evaluates(tmp_path, tiny_op
     assert metrics["Rank-1"] <= metrics["Rank-5"] <= metrics["Rank-10"]
 
     # --resume on a finished run trains nothing more; --eval-only reproduces the final metrics.
-    _run(module, argv + ["--resume"])
+    _run(module, ["--resume", *argv])
     _run(module, ["--eval-only", *argv, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth")])
     again = json.load(open(os.path.join(out, "results.json")))
     assert again["epoch"] is None

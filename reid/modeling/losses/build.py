@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from reid.utils.registry import Registry
+from reid.utils.registry import Registry, RegistryKeyError
 
 LOSS_REGISTRY = Registry("LOSS")
 LOSS_REGISTRY.__doc__ = """Registered loss modules.
@@ -20,18 +20,37 @@ returns the unweighted loss. Class attributes: ``cfg_key`` (its config block, e.
 
 
 class LossSet(nn.Module):
-    """Applies every configured loss to the outputs dict; weights come from the config or a stage."""
+    """Applies every configured loss to the outputs dict; weights come from the config or a stage.
 
-    def __init__(self, cfg: CfgNode) -> None:
+    The loss modules are children of this module (``self.losses``), so their parameters (centers,
+    proxies, learnable scales, MPN's mapping) belong to the model, its optimiser and checkpoints.
+    """
+
+    def __init__(self, cfg: CfgNode, feat_dim: Optional[int] = None) -> None:
+        """``feat_dim``: the head's output dim, for losses whose parameters depend on it (centers,
+        proxies, MPN's mapping) when their FEAT_DIM key is 0; see ``resolve_feat_dim``."""
         super().__init__()
         self.losses = nn.ModuleDict()
         self.weights: Dict[str, float] = {}
+        log_names: Dict[str, str] = {}
         for name in cfg.MODEL.LOSSES.NAME:
-            loss = LOSS_REGISTRY.get(name)(cfg)
             if name in self.losses:
                 raise ValueError(f"MODEL.LOSSES.NAME lists '{name}' twice")
-            self.losses[name] = loss
-            self.weights[name] = float(cfg.MODEL.LOSSES[loss.cfg_key].SCALE)
+            try:
+                cls = LOSS_REGISTRY.get(name)
+            except RegistryKeyError as e:
+                raise RegistryKeyError(f"MODEL.LOSSES.NAME: {e}") from None
+            if cls.cfg_key not in cfg.MODEL.LOSSES:
+                raise KeyError(f"loss '{name}' reads the config block MODEL.LOSSES.{cls.cfg_key}, which the config lacks")
+            if cls.log_name in log_names:
+                raise ValueError(
+                    f"MODEL.LOSSES.NAME lists '{log_names[cls.log_name]}' and '{name}', which are the same loss "
+                    f"(both logged as '{cls.log_name}'); list it once"
+                )
+            log_names[cls.log_name] = name
+            uses_dim = getattr(cls, "uses_feat_dim", False) and feat_dim is not None
+            self.losses[name] = cls(cfg, feat_dim=feat_dim) if uses_dim else cls(cfg)
+            self.weights[name] = float(cfg.MODEL.LOSSES[cls.cfg_key].SCALE)
 
     def forward(
         self,
@@ -57,5 +76,5 @@ class LossSet(nn.Module):
         return values
 
 
-def build_losses(cfg: CfgNode) -> LossSet:
-    return LossSet(cfg)
+def build_losses(cfg: CfgNode, feat_dim: Optional[int] = None) -> LossSet:
+    return LossSet(cfg, feat_dim)

@@ -1,0 +1,105 @@
+"""PKU VehicleID (Liu et al., CVPR 2016) with its small / medium / large test sets."""
+from __future__ import annotations
+
+import os
+import random
+from collections import defaultdict
+from typing import ClassVar, Dict, List, Optional, Tuple
+
+from yacs.config import CfgNode
+
+from .bases import DatasetFormatError, ImageDataset, Layout, Record, read_list_file
+from .build import DATASET_REGISTRY
+
+# VehicleID has no camera ids: query and gallery get these two so the same-camera rule drops nothing.
+QUERY_CAMID = 0
+GALLERY_CAMID = 1
+
+
+def _layouts(test_size: int) -> Tuple[Layout, ...]:
+    required = ("image", "train_test_split/train_list.txt", f"train_test_split/test_list_{test_size}.txt")
+    return tuple(Layout(folder, required) for folder in ("VehicleID_V1.0", "vehicleid", "PKU-VehicleID"))
+
+
+class VehicleID(ImageDataset):
+    """Base of the three VehicleID test sizes; the subclasses fix ``test_size``.
+
+    Lists hold ``<image id> <vehicle id>`` per line; the image is ``image/<image id>.jpg``. Test
+    protocol: for every test vehicle one image is drawn into the gallery and the others go to the
+    query, with ``random.Random(repeat)`` over vehicles in ascending id order and each vehicle's
+    images in ascending id order; the published protocol averages repeats 0..9.
+    """
+
+    test_size: ClassVar[int] = 0
+    layout_help = """\
+<root>/VehicleID_V1.0/
+    image/0000001.jpg ...
+    train_test_split/
+        train_list.txt          (lines "<image id> <vehicle id>", e.g. "0004286 0002")
+        test_list_800.txt   test_list_1600.txt   test_list_2400.txt"""
+
+    def __init__(self, root: str, repeat: int = 0) -> None:
+        if repeat < 0:
+            raise ValueError(f"{self.name}: the repeat index (DATASETS.VEHICLEID.REPEAT) must be >= 0, got {repeat}")
+        self.repeat = repeat
+        super().__init__(root)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, root: str) -> "VehicleID":
+        return cls(root, repeat=cfg.DATASETS.VEHICLEID.REPEAT)
+
+    def _read(self, list_name: str) -> List[Tuple[str, int]]:
+        list_path = os.path.join(self.dataset_dir, "train_test_split", list_name)
+        items = []
+        for lineno, fields in read_list_file(list_path):
+            if len(fields) != 2 or not fields[1].isdigit():
+                raise DatasetFormatError(
+                    f"{self.name}: cannot parse {list_path}, line {lineno}: {' '.join(fields)!r}; "
+                    f"expected '<image id> <vehicle id>' like '0004286 0002'"
+                )
+            items.append((os.path.join(self.dataset_dir, "image", fields[0] + ".jpg"), int(fields[1])))
+        return items
+
+    def load(self) -> Tuple[List[Record], List[Record], List[Record]]:
+        train = sorted((Record(path, vid, 0, self.name) for path, vid in self._read("train_list.txt")), key=lambda r: r.path)
+        by_vehicle: Dict[int, List[str]] = defaultdict(list)
+        for path, vid in self._read(f"test_list_{self.test_size}.txt"):
+            by_vehicle[vid].append(path)
+        rng = random.Random(self.repeat)
+        query, gallery = [], []
+        for vid in sorted(by_vehicle):
+            paths = sorted(by_vehicle[vid])
+            pick = rng.randrange(len(paths))
+            gallery.append(Record(paths[pick], vid, GALLERY_CAMID, self.name))
+            query.extend(Record(p, vid, QUERY_CAMID, self.name) for i, p in enumerate(paths) if i != pick)
+        return train, sorted(query, key=lambda r: r.path), sorted(gallery, key=lambda r: r.path)
+
+    def official_counts(self) -> Dict[str, Tuple[Optional[int], Optional[int]]]:
+        return {"train": (13164, 113346), "gallery": (self.test_size, self.test_size)}
+
+
+@DATASET_REGISTRY.register()
+class SmallVehicleID(VehicleID):
+    """VehicleID with test_list_800.txt (800 test vehicles)."""
+
+    name = "SmallVehicleID"
+    test_size = 800
+    layouts = _layouts(800)
+
+
+@DATASET_REGISTRY.register()
+class MediumVehicleID(VehicleID):
+    """VehicleID with test_list_1600.txt (1,600 test vehicles)."""
+
+    name = "MediumVehicleID"
+    test_size = 1600
+    layouts = _layouts(1600)
+
+
+@DATASET_REGISTRY.register()
+class LargeVehicleID(VehicleID):
+    """VehicleID with test_list_2400.txt (2,400 test vehicles)."""
+
+    name = "LargeVehicleID"
+    test_size = 2400
+    layouts = _layouts(2400)

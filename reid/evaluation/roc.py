@@ -1,0 +1,88 @@
+"""TPR at fixed FPR over query-gallery pairs, streamed over chunks of queries.
+
+Pairs are the kept (query, gallery) pairs of every query (the gallery items with the query's pid
+and camid are dropped, as for the ranking): positive = same pid, negative = other pid. A pair is
+accepted when its distance is at most a threshold. For a target FPR f the threshold is the
+largest one that accepts at most floor(f * #negatives) negatives, so that
+TPR(f) = #{positives with distance < n_(k+1)} / #positives, n_(k+1) being the (k+1)-th smallest
+negative distance, k = floor(f * #negatives); TPR is 1 when k reaches #negatives.
+
+Only the k_max + 1 smallest negative distances are kept (k_max for the largest target FPR): each
+chunk contributes the values below the current (k_max + 1)-th smallest, so memory stays bounded
+by that count plus a chunk.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Sequence
+
+import torch
+
+from .rank import GalleryIndex
+
+__all__ = ["RocAccumulator", "roc_key"]
+
+DEFAULT_FPRS = (1e-4, 1e-3, 1e-2)
+
+
+def roc_key(fpr: float) -> str:
+    """Result key of a target FPR, fastreid's spelling: ``TPR@FPR=1e-04``."""
+    return "TPR@FPR={:.0e}".format(fpr)
+
+
+class RocAccumulator:
+    def __init__(self, gallery: GalleryIndex, q_pids: torch.Tensor, fprs: Sequence[float] = DEFAULT_FPRS) -> None:
+        if len(fprs) == 0:
+            raise ValueError("TEST.ROC.FPRS must name at least one false positive rate")
+        for f in fprs:
+            if not 0.0 < f <= 1.0:
+                raise ValueError(f"TEST.ROC.FPRS: every false positive rate must lie in (0, 1], got {f}")
+        self.gallery = gallery
+        self.fprs = tuple(float(f) for f in fprs)
+        self.num_negatives = int(gallery.num_different_id(q_pids).sum())
+        self.capacity = min(self.num_negatives, math.floor(max(self.fprs) * self.num_negatives) + 1)
+        self._smallest = torch.empty(0)
+        self._pending: List[torch.Tensor] = []
+        self._pending_size = 0
+        self._bound = math.inf
+        self._positives: List[torch.Tensor] = []
+
+    def add(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
+        rows, cols, relevant = self.gallery.same_id_pairs(q_pids, q_camids)
+        self._positives.append(dist[rows[relevant], cols[relevant]].double().cpu())
+        if self.capacity == 0:
+            return
+        candidates = dist < self._bound if math.isfinite(self._bound) else torch.ones_like(dist, dtype=torch.bool)
+        c_rows, c_cols = candidates.nonzero(as_tuple=True)
+        negative = self.gallery.pids[c_cols] != q_pids[c_rows]
+        values = dist[c_rows[negative], c_cols[negative]].double().cpu()
+        self._pending.append(values)
+        self._pending_size += values.shape[0]
+        if self._pending_size > self.capacity:
+            self._merge()
+
+    def _merge(self) -> None:
+        values = torch.cat([self._smallest] + self._pending) if self._pending else self._smallest
+        self._pending, self._pending_size = [], 0
+        if values.shape[0] > self.capacity:
+            values = torch.topk(values, self.capacity, largest=False, sorted=False).values
+        self._smallest = values
+        if values.shape[0] == self.capacity and self.capacity > 0:
+            self._bound = float(values.max())
+
+    def compute(self) -> Dict[str, float]:
+        """TPR (in [0, 1]) per target FPR, keyed by ``roc_key``."""
+        self._merge()
+        positives = torch.cat(self._positives) if self._positives else torch.zeros(0, dtype=torch.float64)
+        negatives = torch.sort(self._smallest).values
+        results = {}
+        for f in self.fprs:
+            k = math.floor(f * self.num_negatives)
+            if positives.shape[0] == 0:
+                tpr = math.nan
+            elif k >= self.num_negatives:
+                tpr = 1.0
+            else:
+                tpr = float((positives < negatives[k]).sum()) / positives.shape[0]
+            results[roc_key(f)] = tpr
+        return results

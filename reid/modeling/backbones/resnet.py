@@ -1,0 +1,226 @@
+"""ResNet 18/34/50/101 for re-identification, on torchvision's residual blocks.
+
+Options (MODEL.BACKBONE): LAST_STRIDE (stride of layer4), NORM (BN / syncBN / FrozenBN / GN),
+WITH_IBN (IBN-a: instance norm on half the channels of the first norm of every block of
+layer1-layer3), WITH_SE (squeeze-and-excitation before each residual sum), WITH_NL (non-local
+blocks after the last blocks of layer2 and layer3, fastreid's placement). Module names are
+torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ...) and, for the IBN blocks, IBN-Net's
+(``layer1.0.bn1.IN``, ``layer1.0.bn1.BN``), so both published weight layouts load by name.
+The classifier (``fc``) is left out: the output is the layer4 feature map.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torchvision.models.resnet as tv_resnet
+from torch import nn
+from yacs.config import CfgNode
+
+from reid.modeling.layers import IBN, NonLocalBlock, SELayer, get_norm
+
+from .build import BACKBONE_REGISTRY
+from .pretrained import find_published_file, load_pretrained
+
+
+class BasicBlock(tv_resnet.BasicBlock):
+    """torchvision's BasicBlock with optional IBN-a first norm and squeeze-and-excitation."""
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Optional[nn.Module] = None,
+        norm: str = "BN",
+        ibn: bool = False,
+        se: bool = False,
+    ) -> None:
+        super().__init__(inplanes, planes, stride, downsample, norm_layer=functools.partial(get_norm, norm))
+        if ibn:
+            self.bn1 = IBN(planes, norm)
+        self.se = SELayer(planes * self.expansion) if se else None
+
+    def set_stride(self, stride: int) -> None:
+        """Change the block's spatial stride in place (same parameters)."""
+        self.conv1.stride = (stride, stride)
+        if self.downsample is not None:
+            self.downsample[0].stride = (stride, stride)
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.se is not None:
+            out = self.se(out)
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class Bottleneck(tv_resnet.Bottleneck):
+    """torchvision's Bottleneck (stride on the 3x3 conv) with optional IBN-a first norm and SE."""
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Optional[nn.Module] = None,
+        norm: str = "BN",
+        ibn: bool = False,
+        se: bool = False,
+    ) -> None:
+        super().__init__(inplanes, planes, stride, downsample, norm_layer=functools.partial(get_norm, norm))
+        if ibn:
+            self.bn1 = IBN(planes, norm)
+        self.se = SELayer(planes * self.expansion) if se else None
+
+    def set_stride(self, stride: int) -> None:
+        """Change the block's spatial stride in place (same parameters)."""
+        self.conv2.stride = (stride, stride)
+        if self.downsample is not None:
+            self.downsample[0].stride = (stride, stride)
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.se is not None:
+            out = self.se(out)
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+Block = Union[Type[BasicBlock], Type[Bottleneck]]
+
+# depth -> (block, blocks per stage)
+RESNET_SPECS: Dict[int, Tuple[Block, Tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+}
+
+# depth -> non-local blocks after the last n blocks of layer1..layer4 (fastreid's counts for 50/101;
+# at most the stage length for 18/34, where fastreid has none).
+NL_PER_STAGE: Dict[int, Tuple[int, int, int, int]] = {
+    18: (0, 1, 1, 0),
+    34: (0, 2, 3, 0),
+    50: (0, 2, 3, 0),
+    101: (0, 2, 9, 0),
+}
+
+# IBN-a: the first norm of every block of layer1..layer3 is IBN.
+IBN_STAGES = (True, True, True, False)
+
+
+def parse_depth(depth: Union[str, int]) -> int:
+    """``"50x"`` (fastreid's spelling), ``"50"`` or ``50`` -> 50."""
+    text = str(depth).strip().lower().rstrip("x")
+    if not text.isdigit() or int(text) not in RESNET_SPECS:
+        valid = ", ".join(f"'{d}x'" for d in RESNET_SPECS)
+        raise ValueError(f"MODEL.BACKBONE.DEPTH must be one of {valid}, got {depth!r}")
+    return int(text)
+
+
+class ResNet(nn.Module):
+    """A ResNet trunk returning the layer4 feature map (stride 32, or 16 with last_stride 1)."""
+
+    def __init__(
+        self,
+        depth: int,
+        last_stride: int = 1,
+        norm: str = "BN",
+        with_ibn: bool = False,
+        with_se: bool = False,
+        with_nl: bool = False,
+    ) -> None:
+        super().__init__()
+        if depth not in RESNET_SPECS:
+            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_SPECS)}, got {depth}")
+        if last_stride not in (1, 2):
+            raise ValueError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2, got {last_stride}")
+        block, blocks = RESNET_SPECS[depth]
+        self.depth = depth
+        self.norm = norm
+        self.with_se = with_se
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = get_norm(norm, 64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        strides = (1, 2, 2, last_stride)
+        for i, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), blocks, strides)):
+            self.add_module(f"layer{i + 1}", self._make_layer(block, planes, n, stride, with_ibn and IBN_STAGES[i]))
+        self.out_channels = 512 * block.expansion
+        # Non-local blocks: NL_<stage>[str(block index)] runs after that block of layer<stage>.
+        self.nl_after: Dict[int, List[int]] = {}
+        if with_nl:
+            for stage, count in enumerate(NL_PER_STAGE[depth], start=1):
+                if count == 0:
+                    continue
+                layer = getattr(self, f"layer{stage}")
+                positions = list(range(len(layer) - count, len(layer)))
+                channels = 64 * 2 ** (stage - 1) * block.expansion
+                self.add_module(f"NL_{stage}", nn.ModuleDict({str(p): NonLocalBlock(channels, norm) for p in positions}))
+                self.nl_after[stage] = positions
+        self._init_weights()
+
+    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int, ibn: bool) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                tv_resnet.conv1x1(self.inplanes, planes * block.expansion, stride),
+                get_norm(self.norm, planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, norm=self.norm, ibn=ibn, se=self.with_se)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, norm=self.norm, ibn=ibn, se=self.with_se) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def stages(self) -> Sequence[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage, layer in enumerate(self.stages(), start=1):
+            if stage not in self.nl_after:
+                x = layer(x)
+                continue
+            nl_blocks = getattr(self, f"NL_{stage}")
+            for i, block in enumerate(layer):
+                x = block(x)
+                if str(i) in nl_blocks:
+                    x = nl_blocks[str(i)](x)
+        return x
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_backbone(cfg: CfgNode) -> ResNet:
+    bb = cfg.MODEL.BACKBONE
+    depth = parse_depth(bb.DEPTH)
+    model = ResNet(
+        depth,
+        last_stride=bb.LAST_STRIDE,
+        norm=bb.NORM,
+        with_ibn=bb.WITH_IBN,
+        with_se=bb.WITH_SE,
+        with_nl=bb.WITH_NL,
+    )
+    if bb.PRETRAIN:
+        if bb.PRETRAIN_PATH:
+            path = bb.PRETRAIN_PATH
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"MODEL.BACKBONE.PRETRAIN_PATH: no such file: {path}")
+        else:
+            path = find_published_file(depth, bb.WITH_IBN)
+        load_pretrained(model, path)
+    return model

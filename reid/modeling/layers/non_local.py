@@ -1,0 +1,34 @@
+"""Non-local block (Wang et al., CVPR 2018), dot-product form as used by fastreid's ResNet."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .norm import get_norm
+
+
+class NonLocalBlock(nn.Module):
+    """``z = x + W(y)``, ``y_i = (1/N) sum_j theta(x_i) . phi(x_j) g(x_j)`` over the N = H*W positions.
+
+    The norm after ``W`` starts at zero weight and bias, so a new block is the identity and can be
+    inserted into a pretrained network without changing its output.
+    """
+
+    def __init__(self, in_channels: int, norm: str = "BN", reduction: int = 2) -> None:
+        super().__init__()
+        inter = max(1, in_channels // reduction)
+        self.g = nn.Conv2d(in_channels, inter, kernel_size=1)
+        self.theta = nn.Conv2d(in_channels, inter, kernel_size=1)
+        self.phi = nn.Conv2d(in_channels, inter, kernel_size=1)
+        self.W = nn.Sequential(nn.Conv2d(inter, in_channels, kernel_size=1), get_norm(norm, in_channels))
+        nn.init.zeros_(self.W[1].weight)
+        nn.init.zeros_(self.W[1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        g_x = self.g(x).flatten(2).transpose(1, 2)  # B x N x C'
+        theta_x = self.theta(x).flatten(2).transpose(1, 2)  # B x N x C'
+        phi_x = self.phi(x).flatten(2)  # B x C' x N
+        affinity = torch.bmm(theta_x, phi_x) / phi_x.shape[-1]  # B x N x N
+        y = torch.bmm(affinity, g_x).transpose(1, 2).reshape(b, -1, h, w)
+        return x + self.W(y)

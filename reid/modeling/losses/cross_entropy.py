@@ -1,0 +1,106 @@
+"""Cross-entropy with label smoothing (fixed or fastreid's adaptive), and OHEM on the ID loss."""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from yacs.config import CfgNode
+
+from .build import LOSS_REGISTRY
+from .utils import loss_block, read_output
+
+
+def cross_entropy_loss(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float = 0.0,
+    alpha: float = 0.2,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Cross-entropy of ``logits`` (B x C) against labels ``y``.
+
+    ``epsilon >= 0``: target weights ``(1 - eps)[k = y] + eps / C`` (equals
+    ``F.cross_entropy(..., label_smoothing=eps)``). ``epsilon < 0``: fastreid's adaptive smoothing,
+    per sample ``eps_i = alpha * p_i(y_i)`` (the detached softmax probability of the true class) and
+    target weights ``(1 - eps_i)`` on the true class, ``eps_i / (C - 1)`` on each other class.
+    ``reduction``: "mean" or "none" (per-sample losses, e.g. for :func:`ohem`).
+    """
+    if logits.dim() != 2 or y.dim() != 1 or y.shape[0] != logits.shape[0]:
+        raise ValueError(f"cross_entropy_loss: expected B x C logits and B labels, got {tuple(logits.shape)} and {tuple(y.shape)}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    if epsilon > 1:
+        raise ValueError(f"label smoothing epsilon must be <= 1, got {epsilon}")
+    num_classes = logits.shape[1]
+    log_probs = F.log_softmax(logits, dim=1)
+    nll = -log_probs.gather(1, y.unsqueeze(1)).squeeze(1)
+    if epsilon >= 0:
+        losses = (1.0 - epsilon) * nll - epsilon * log_probs.mean(dim=1)
+    else:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"adaptive label smoothing alpha must be in [0, 1], got {alpha}")
+        if num_classes < 2:
+            raise ValueError("adaptive label smoothing needs at least 2 classes")
+        eps = alpha * torch.exp(-nll).detach()
+        others = -log_probs.sum(dim=1) - nll
+        losses = (1.0 - eps) * nll + eps / (num_classes - 1) * others
+    return losses.mean() if reduction == "mean" else losses
+
+
+def ohem_keep_count(batch_size: int, ratio: float) -> int:
+    """``B - floor(r B)`` computed on the decimal value of ``r`` (0.29 * 100 drops 29, not 28)."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"OHEM ratio must be in [0, 1), got {ratio}")
+    r = Fraction(repr(float(ratio)))
+    return batch_size - (r.numerator * batch_size) // r.denominator
+
+
+def ohem(losses: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Online hard example mining: the mean of the ``B - floor(ratio B)`` largest per-sample losses."""
+    if losses.dim() != 1:
+        raise ValueError(f"ohem expects per-sample losses (1-D), got shape {tuple(losses.shape)}")
+    keep = ohem_keep_count(losses.shape[0], ratio)
+    if keep == 0:
+        return (losses * 0).sum()
+    return losses.topk(keep, sorted=False).values.mean()
+
+
+@LOSS_REGISTRY.register()
+class CrossEntropyLoss(nn.Module):
+    """ID loss on ``outputs["logits"]`` (after the classifier's margin and scale).
+
+    MODEL.LOSSES.CE: EPSILON (label smoothing; < 0 = fastreid's adaptive smoothing with ALPHA),
+    ALPHA, OHEM_RATIO (0 = off), SCALE.
+    """
+
+    cfg_key = "CE"
+    log_name = "loss_cls"
+
+    def __init__(self, cfg: CfgNode) -> None:
+        super().__init__()
+        block = loss_block(cfg, self.cfg_key)
+        self.epsilon = float(block.EPSILON)
+        self.alpha = float(block.ALPHA)
+        self.ohem_ratio = float(block.OHEM_RATIO)
+        if self.epsilon > 1:
+            raise ValueError(f"MODEL.LOSSES.CE.EPSILON must be <= 1 (< 0 = adaptive smoothing), got {self.epsilon}")
+        if self.epsilon < 0 and not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"MODEL.LOSSES.CE.ALPHA must be in [0, 1], got {self.alpha}")
+        if not 0.0 <= self.ohem_ratio < 1.0:
+            raise ValueError(f"MODEL.LOSSES.CE.OHEM_RATIO must be in [0, 1) (0 = off), got {self.ohem_ratio}")
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        logits = read_output(outputs, "logits", type(self).__name__, "CE")
+        losses = cross_entropy_loss(logits, targets, self.epsilon, self.alpha, reduction="none")
+        if self.ohem_ratio > 0:
+            return ohem(losses, self.ohem_ratio)
+        return losses.mean()
+
+    def extra_repr(self) -> str:
+        return f"epsilon={self.epsilon}, alpha={self.alpha}, ohem_ratio={self.ohem_ratio}"
+
+
+__all__ = ["CrossEntropyLoss", "cross_entropy_loss", "ohem", "ohem_keep_count"]

@@ -1,0 +1,79 @@
+"""Logits of the normalised classifiers (NSL, CosFace/LMCL, ArcFace, class-level Circle), trained by CE.
+
+Each ``*_margin`` function maps the cosine matrix ``cos(f_i, W_k)`` (B x C) and the labels to the
+margin-adjusted cosines, before the scale; the ``*_logits`` functions are the complete plain
+functions (features and weights in, scaled logits out). The classifier layers of
+``reid.modeling.layers.classifiers`` use the ``*_margin`` functions.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .utils import ScaleLike, check_label_range, cosine_matrix
+
+
+def cosine_logits(f: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``cos(f_i, W_k)``: B x C."""
+    return cosine_matrix(f, W)
+
+
+def _target_mask(cos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    check_label_range(y, cos.shape[1], "margin logits")
+    return torch.zeros_like(cos, dtype=torch.bool).scatter_(1, y.unsqueeze(1), True)
+
+
+def cosface_margin(cos: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
+    """LMCL: ``cos - m`` on the true class."""
+    return cos - margin * _target_mask(cos, y).to(cos.dtype)
+
+
+def arcface_margin(cos: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
+    """True class: ``cos(theta + m)`` if ``theta <= pi - m``, else ``cos(theta) - m sin(m)``; cos
+    clamped to [-1, 1]. ``sin(theta)`` is taken as ``sqrt(max(1 - cos^2, 1e-12))`` so the gradient
+    stays finite at cos = +-1."""
+    if not 0.0 <= margin < math.pi:
+        raise ValueError(f"ArcFace margin must be in [0, pi), got {margin}")
+    mask = _target_mask(cos, y)
+    cos = cos.clamp(-1.0, 1.0)
+    sin = (1.0 - cos * cos).clamp_min(1e-12).sqrt()
+    shifted = cos * math.cos(margin) - sin * math.sin(margin)
+    fallback = cos - margin * math.sin(margin)
+    target = torch.where(cos >= math.cos(math.pi - margin), shifted, fallback)
+    return torch.where(mask, target, cos)
+
+
+def circle_margin(cos: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
+    """Class-level circle: true class ``a_p (cos - (1 - m))``, others ``a_n (cos - m)`` with
+    ``a_p = [1 + m - cos]_+``, ``a_n = [cos + m]_+`` detached."""
+    mask = _target_mask(cos, y)
+    alpha_p = (1.0 + margin - cos.detach()).clamp_min(0.0)
+    alpha_n = (cos.detach() + margin).clamp_min(0.0)
+    return torch.where(mask, alpha_p * (cos - (1.0 - margin)), alpha_n * (cos - margin))
+
+
+def normalized_softmax_logits(f: torch.Tensor, W: torch.Tensor, scale: ScaleLike = 14.0) -> torch.Tensor:
+    """NSL: ``s cos``."""
+    return scale * cosine_logits(f, W)
+
+
+def cosface_logits(
+    f: torch.Tensor, W: torch.Tensor, y: torch.Tensor, scale: ScaleLike = 64.0, margin: float = 0.35
+) -> torch.Tensor:
+    """CosFace / LMCL: ``s (cos - m [k = y])``."""
+    return scale * cosface_margin(cosine_logits(f, W), y, margin)
+
+
+def arcface_logits(
+    f: torch.Tensor, W: torch.Tensor, y: torch.Tensor, scale: ScaleLike = 64.0, margin: float = 0.5
+) -> torch.Tensor:
+    """ArcFace: ``s cos(theta + m)`` on the true class (see :func:`arcface_margin`), ``s cos`` elsewhere."""
+    return scale * arcface_margin(cosine_logits(f, W), y, margin)
+
+
+def circle_logits(
+    f: torch.Tensor, W: torch.Tensor, y: torch.Tensor, scale: ScaleLike = 64.0, margin: float = 0.35
+) -> torch.Tensor:
+    """Class-level circle logits (see :func:`circle_margin`), times ``s``."""
+    return scale * circle_margin(cosine_logits(f, W), y, margin)

@@ -1,0 +1,73 @@
+"""Meta prototypical N-tuplet loss: PN-tuplet whose prototypes are means of ``phi(f)``, with the
+mapping subnet ``phi`` (the meta-learner) owned by the loss module and unused at test time."""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+from yacs.config import CfgNode
+
+from .base import FeatureLoss
+from .build import LOSS_REGISTRY
+from .pn_tuplet import prototype_tuplet_loss
+from .utils import LogScale, ScaleLike, check_feature_dim, resolve_feat_dim
+
+
+def build_phi(dim: int, reduction: int = 8) -> nn.Sequential:
+    """``phi(x) = W2(BN(W1 x))``, W1: D -> D / reduction, W2: D / reduction -> D, no activation."""
+    if reduction < 1 or dim % reduction:
+        raise ValueError(f"the MPN mapping needs a feature dim divisible by its reduction, got dim {dim}, reduction {reduction}")
+    hidden = dim // reduction
+    return nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.Linear(hidden, dim, bias=False))
+
+
+def mpn_tuplet_loss(
+    f: torch.Tensor,
+    y: torch.Tensor,
+    phi: nn.Module,
+    n_classes: Optional[int] = None,
+    scale: ScaleLike = 16.0,
+    exclude_anchor: bool = False,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """MPN-tuplet: logits ``s cos(f_i, mean_{y_j = c} phi(f_j))``; see :func:`prototype_tuplet_loss`."""
+    return prototype_tuplet_loss(f, y, phi(f), n_classes, scale, exclude_anchor, generator)
+
+
+@LOSS_REGISTRY.register()
+class MPNTupletLoss(FeatureLoss):
+    """MPN-tuplet loss on ``outputs[MPN.FEAT_KEY]``; ``phi`` maps FEAT_DIM-d features (0 = the
+    head's output dim) through FEAT_DIM / REDUCTION. CLASSES_PER_TUPLET, EXCLUDE_ANCHOR,
+    SIM_SCALE / LEARN_SCALE as for PN."""
+
+    cfg_key = "MPN"
+    log_name = "loss_mpn_tuplet"
+
+    uses_feat_dim = True
+
+    def __init__(self, cfg: CfgNode, feat_dim: Optional[int] = None) -> None:
+        super().__init__(cfg)
+        block = self.block(cfg)
+        n = int(block.CLASSES_PER_TUPLET)
+        if n == 1 or n < 0:
+            raise ValueError(f"{self.key('CLASSES_PER_TUPLET')} must be 0 (all classes of the batch) or >= 2, got {n}")
+        self.n_classes = n or None
+        self.exclude_anchor = bool(block.EXCLUDE_ANCHOR)
+        self.feat_dim = resolve_feat_dim(cfg, self.cfg_key, type(self).__name__, feat_dim)
+        reduction = int(block.REDUCTION)
+        if reduction < 1 or self.feat_dim % reduction:
+            raise ValueError(
+                f"{self.key('REDUCTION')} ({reduction}) must be a positive divisor of the feature dim {self.feat_dim} "
+                f"({self.key('FEAT_DIM')}, 0 = the head's output dim)"
+            )
+        self.phi = build_phi(self.feat_dim, reduction)
+        self.scale = LogScale(float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE"))
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        f = self.features(outputs)
+        check_feature_dim(f, self.feat_dim, type(self).__name__, self.cfg_key)
+        return mpn_tuplet_loss(f, targets, self.phi, self.n_classes, self.scale(), self.exclude_anchor)
+
+    def extra_repr(self) -> str:
+        return f"n_classes={self.n_classes or 'all'}, exclude_anchor={self.exclude_anchor}, feat_dim={self.feat_dim}"

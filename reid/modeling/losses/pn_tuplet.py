@@ -1,0 +1,101 @@
+"""Prototypical N-tuplet loss: classification of each anchor among the batch's class prototypes."""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import torch
+from yacs.config import CfgNode
+
+from .base import FeatureLoss
+from .build import LOSS_REGISTRY
+from .prototypes import batch_prototypes
+from .utils import (
+    LogScale,
+    ScaleLike,
+    check_features_labels,
+    cosine_matrix,
+    masked_logsumexp,
+    masked_mean,
+    resolve_scale,
+    rowwise_cosine,
+)
+
+
+def prototype_tuplet_loss(
+    f: torch.Tensor,
+    y: torch.Tensor,
+    refs: torch.Tensor,
+    n_classes: Optional[int] = None,
+    scale: ScaleLike = 16.0,
+    exclude_anchor: bool = False,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Cross-entropy of each anchor ``f_i`` over the logits ``s cos(f_i, mu_c)``, ``mu_c`` the batch
+    mean of ``refs`` over class c (``refs = f`` for PN, ``phi(f)`` for MPN).
+
+    ``n_classes``: the anchor's class plus n - 1 other classes drawn uniformly per anchor (from
+    ``generator`` if given, else the global RNG); None = all classes of the batch (also when n is
+    at least their number). ``exclude_anchor`` leaves the anchor out of its own prototype. Mean
+    over anchors with a positive prototype, in batches with at least two classes.
+    """
+    check_features_labels(f, y, "prototype_tuplet_loss")
+    if refs.shape[0] != f.shape[0] or refs.shape[1] != f.shape[1]:
+        raise ValueError(f"prototype references must have the features' shape {tuple(f.shape)}, got {tuple(refs.shape)}")
+    if n_classes is not None and n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2 or None (all classes of the batch), got {n_classes}")
+    resolve_scale(scale)
+    protos = batch_prototypes(refs, y)
+    num_p = protos.counts.shape[0]
+    logits = scale * cosine_matrix(f, protos.means)
+    if exclude_anchor:
+        own_cos = rowwise_cosine(f, protos.leave_one_out(refs)).unsqueeze(1)
+        logits = torch.where(protos.own, scale * own_cos, logits)
+        has_pos = protos.counts[protos.inverse] > 1
+    else:
+        has_pos = torch.ones_like(y, dtype=torch.bool)
+    if n_classes is not None and n_classes < num_p:
+        draw = torch.rand(logits.shape, generator=generator, device=logits.device)
+        picked = draw.masked_fill(protos.own, -1.0).topk(n_classes - 1, dim=1).indices
+        keep = protos.own.scatter(1, picked, True)
+    else:
+        keep = torch.ones_like(protos.own)
+    own_logit = logits.masked_select(protos.own)
+    per_anchor = masked_logsumexp(logits, keep, dim=1) - own_logit
+    return masked_mean(per_anchor, has_pos & (num_p > 1))
+
+
+def pn_tuplet_loss(
+    f: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: Optional[int] = None,
+    scale: ScaleLike = 16.0,
+    exclude_anchor: bool = False,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """PN-tuplet: :func:`prototype_tuplet_loss` with prototypes = batch means of the features."""
+    return prototype_tuplet_loss(f, y, f, n_classes, scale, exclude_anchor, generator)
+
+
+@LOSS_REGISTRY.register()
+class PNTupletLoss(FeatureLoss):
+    """PN-tuplet loss on ``outputs[PN.FEAT_KEY]``: CLASSES_PER_TUPLET (0 = all classes of the
+    batch), EXCLUDE_ANCHOR, SIM_SCALE / LEARN_SCALE. Class draws use torch's global RNG."""
+
+    cfg_key = "PN"
+    log_name = "loss_pn_tuplet"
+
+    def __init__(self, cfg: CfgNode) -> None:
+        super().__init__(cfg)
+        block = self.block(cfg)
+        n = int(block.CLASSES_PER_TUPLET)
+        if n == 1 or n < 0:
+            raise ValueError(f"{self.key('CLASSES_PER_TUPLET')} must be 0 (all classes of the batch) or >= 2, got {n}")
+        self.n_classes = n or None
+        self.exclude_anchor = bool(block.EXCLUDE_ANCHOR)
+        self.scale = LogScale(float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE"))
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        return pn_tuplet_loss(self.features(outputs), targets, self.n_classes, self.scale(), self.exclude_anchor)
+
+    def extra_repr(self) -> str:
+        return f"n_classes={self.n_classes or 'all'}, exclude_anchor={self.exclude_anchor}"

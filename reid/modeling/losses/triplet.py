@@ -1,0 +1,148 @@
+"""Triplet loss: batch-hard / all / weighted mining, hinge or soft margin, several distances."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from yacs.config import CfgNode
+
+from .base import FeatureLoss
+from .build import LOSS_REGISTRY
+from .utils import (
+    DISTANCES,
+    LogScale,
+    ScaleLike,
+    check_choice,
+    check_features_labels,
+    masked_mean,
+    masked_softmax,
+    pairwise_distance,
+    resolve_scale,
+    same_label_masks,
+)
+
+MINING = ("batch_hard", "all", "weighted")
+
+
+def _margin_term(
+    d_ap: torch.Tensor, d_an: torch.Tensor, margin: float, soft_margin: bool, scale: ScaleLike
+) -> torch.Tensor:
+    if soft_margin:
+        return F.softplus(scale * (d_ap - d_an) + margin)
+    return F.relu(d_ap - d_an + margin)
+
+
+def triplet_loss(
+    f: torch.Tensor,
+    y: torch.Tensor,
+    margin: float = 0.3,
+    mining: str = "batch_hard",
+    distance: str = "euclidean",
+    normalize: bool = False,
+    soft_margin: bool = False,
+    scale: ScaleLike = 1.0,
+) -> torch.Tensor:
+    """Triplet loss over the batch; ``P(i)`` = other samples of y_i's class, ``N(i)`` = other classes.
+
+    Per triplet ``[d_ap - d_an + m]_+``, or ``softplus(scale (d_ap - d_an) + m)`` when
+    ``soft_margin`` (``scale`` only applies there and may be a learnable tensor).
+    ``mining``: ``batch_hard`` (hardest positive and negative, mean over anchors having both),
+    ``all`` (mean over every (a, p, n)), ``weighted`` (d_ap and d_an averaged with weights
+    softmax(d) over P(i) and softmax(-d) over N(i)). ``distance``: ``euclidean``, ``sqeuclidean``
+    or ``cosine`` (1 - cos); ``normalize`` L2-normalises the features first (fastreid's NORM_FEAT is
+    ``sqeuclidean`` + ``normalize`` = 2 - 2cos).
+    """
+    check_features_labels(f, y, "triplet_loss")
+    check_choice("mining", mining, MINING)
+    check_choice("distance", distance, DISTANCES)
+    resolve_scale(scale)
+    if not soft_margin and (isinstance(scale, torch.Tensor) or scale != 1.0):
+        raise ValueError("triplet_loss: scale applies to the soft margin only; got a scale with soft_margin=False")
+    dist = pairwise_distance(f, f, distance, normalize)
+    pos, neg = same_label_masks(y)
+    if mining == "all":
+        # One row per (anchor, positive) pair against every sample, masked to the anchor's negatives:
+        # |pairs| x B instead of B x B x B.
+        anchor, positive = pos.nonzero(as_tuple=True)
+        per_triplet = _margin_term(dist[anchor, positive].unsqueeze(1), dist[anchor], margin, soft_margin, scale)
+        return masked_mean(per_triplet, neg[anchor])
+    valid = pos.any(1) & neg.any(1)
+    if mining == "batch_hard":
+        d_ap = dist.masked_fill(~pos, float("-inf")).max(dim=1).values
+        d_an = dist.masked_fill(~neg, float("inf")).min(dim=1).values
+    else:
+        d_ap = (masked_softmax(dist, pos, dim=1) * dist).sum(1)
+        d_an = (masked_softmax(-dist, neg, dim=1) * dist).sum(1)
+    zeros = torch.zeros_like(d_ap)
+    d_ap, d_an = torch.where(valid, d_ap, zeros), torch.where(valid, d_an, zeros)
+    return masked_mean(_margin_term(d_ap, d_an, margin, soft_margin, scale), valid)
+
+
+@LOSS_REGISTRY.register()
+class TripletLoss(FeatureLoss):
+    """Triplet loss on ``outputs[TRI.FEAT_KEY]``.
+
+    fastreid keys keep their meaning: HARD_MINING True/False = MINING batch_hard/weighted (None:
+    MINING decides), NORM_FEAT True = distance 2 - 2cos on normalised features, MARGIN 0.0 = soft
+    margin. SIM_SCALE / LEARN_SCALE set the soft margin's scale (a learnable log-scale if asked).
+    """
+
+    cfg_key = "TRI"
+    log_name = "loss_triplet"
+
+    def __init__(self, cfg: CfgNode) -> None:
+        super().__init__(cfg)
+        block = self.block(cfg)
+        self.margin = float(block.MARGIN)
+        self.mining = self._resolve_mining(block)
+        self.soft_margin = bool(block.SOFT_MARGIN) or self.margin == 0.0
+        if block.NORM_FEAT:
+            if block.DISTANCE != "euclidean":
+                raise ValueError(
+                    f"{self.key('NORM_FEAT')} True means fastreid's distance 2 - 2cos and conflicts with "
+                    f"{self.key('DISTANCE')} {block.DISTANCE!r}; leave DISTANCE at 'euclidean'"
+                )
+            self.distance, self.normalize = "sqeuclidean", True
+        else:
+            self.distance = check_choice(self.key("DISTANCE"), block.DISTANCE, DISTANCES)
+            self.normalize = bool(block.NORMALIZE)
+        if not self.soft_margin and (block.LEARN_SCALE or block.SIM_SCALE != 1.0):
+            raise ValueError(
+                f"{self.key('SIM_SCALE')} and {self.key('LEARN_SCALE')} scale the soft margin only; "
+                f"set {self.key('SOFT_MARGIN')} True (or MARGIN 0.0) or leave them at 1.0 / False"
+            )
+        self.scale = LogScale(float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE"))
+
+    @classmethod
+    def _resolve_mining(cls, block: CfgNode) -> str:
+        mining = check_choice(cls.key("MINING"), block.MINING, MINING)
+        if block.HARD_MINING is None:
+            return mining
+        if not isinstance(block.HARD_MINING, bool):
+            raise ValueError(f"{cls.key('HARD_MINING')} must be True, False or None, got {block.HARD_MINING!r}")
+        implied = "batch_hard" if block.HARD_MINING else "weighted"
+        if mining not in ("batch_hard", implied):
+            raise ValueError(
+                f"{cls.key('HARD_MINING')} {block.HARD_MINING} means MINING {implied!r} but "
+                f"{cls.key('MINING')} is {mining!r}; set only one of them"
+            )
+        return implied
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        return triplet_loss(
+            self.features(outputs),
+            targets,
+            margin=self.margin,
+            mining=self.mining,
+            distance=self.distance,
+            normalize=self.normalize,
+            soft_margin=self.soft_margin,
+            scale=self.scale(),
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"margin={self.margin}, mining={self.mining}, distance={self.distance}, "
+            f"normalize={self.normalize}, soft_margin={self.soft_margin}"
+        )

@@ -1,0 +1,221 @@
+"""Helpers shared by the losses: input checks, masked reductions, distances, learnable scales.
+
+Masked reductions never produce NaN, neither forward nor backward, when a row has no valid
+entry: that is what lets every loss return a zero with a graph on batches with no valid term.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from yacs.config import CfgNode
+
+ScaleLike = Union[float, torch.Tensor]
+
+DISTANCES = ("euclidean", "sqeuclidean", "cosine")
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise naming ``name``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_features_labels(f: torch.Tensor, y: torch.Tensor, fn: str) -> None:
+    if f.dim() != 2:
+        raise ValueError(f"{fn}: features must be a B x D tensor, got shape {tuple(f.shape)}")
+    if y.dim() != 1 or y.shape[0] != f.shape[0]:
+        raise ValueError(f"{fn}: labels must be a 1-D tensor of length {f.shape[0]}, got shape {tuple(y.shape)}")
+    if y.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{fn}: labels must be an integer tensor, got {y.dtype}")
+
+
+def check_label_range(y: torch.Tensor, num_classes: int, fn: str) -> None:
+    """Labels index a C-row parameter (classifier weights, centers, proxies): they must be in [0, C)."""
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(
+            f"{fn}: labels must lie in [0, {num_classes}) (the number of classes), "
+            f"got values in [{int(y.min())}, {int(y.max())}]"
+        )
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """``x / max(|x|, 1e-12)`` row-wise."""
+    return F.normalize(x, p=2.0, dim=-1, eps=1e-12)
+
+
+def safe_norm(x: torch.Tensor) -> torch.Tensor:
+    """Row norms ``max(|x|, 1e-12)`` (the denominators of :func:`l2_normalize`)."""
+    return x.norm(p=2, dim=-1).clamp_min(1e-12)
+
+
+def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a^ b^T`` computed as ``(a b^T) / (|a| |b|^T)``: the same value as normalising first, but the
+    C x D operand is never rewritten (much cheaper for a classifier's C x D weight, forward and backward)."""
+    norm_a = safe_norm(a)
+    norm_b = norm_a if b is a else safe_norm(b)
+    return (a @ b.t()) / (norm_a.unsqueeze(1) * norm_b.unsqueeze(0))
+
+
+def rowwise_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``cos(a_i, b_i)`` for paired rows."""
+    return (a * b).sum(dim=-1) / (safe_norm(a) * safe_norm(b))
+
+
+def pairwise_distance(
+    x: torch.Tensor, y: torch.Tensor, distance: str = "euclidean", normalize: bool = False
+) -> torch.Tensor:
+    """N x M distances: ``euclidean`` (clamped at 1e-12 before the root, as fastreid),
+    ``sqeuclidean`` (clamped at 0) or ``cosine`` = 1 - cos; ``normalize`` L2-normalises first."""
+    check_choice("distance", distance, DISTANCES)
+    if distance == "cosine":
+        return 1.0 - cosine_matrix(x, y)
+    if normalize:
+        x, y = l2_normalize(x), l2_normalize(y)
+    sq = (x * x).sum(1, keepdim=True) + (y * y).sum(1).unsqueeze(0) - 2.0 * (x @ y.t())
+    if distance == "sqeuclidean":
+        return sq.clamp_min(0.0)
+    return sq.clamp_min(1e-12).sqrt()
+
+
+def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
+    """log-sum-exp of ``x`` over the entries where ``mask`` is true; ``-inf`` where there is none.
+
+    Safe for rows whose mask is empty or whose masked values are all ``-inf``: the result is
+    ``-inf`` there and the gradient is zero, never NaN.
+    """
+    neg_inf = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
+    masked = torch.where(mask, x, neg_inf)
+    peak = masked.amax(dim=dim, keepdim=True).detach()
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    total = torch.exp(masked - peak).sum(dim=dim, keepdim=True)
+    empty = total == 0
+    out = peak + torch.log(torch.where(empty, torch.ones_like(total), total))
+    out = torch.where(empty, neg_inf, out)
+    return out if keepdim else out.squeeze(dim)
+
+
+def masked_softmax(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Softmax of ``x`` restricted to ``mask`` (zero elsewhere; all-zero rows where the mask is empty)."""
+    lse = masked_logsumexp(x, mask, dim=dim, keepdim=True)
+    lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+    neg_inf = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
+    return torch.exp(torch.where(mask, x, neg_inf) - lse)
+
+
+def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over ``valid``; a zero that keeps the graph (no NaN) when nothing is valid.
+
+    Invalid entries may hold ``inf``: they are replaced before summing and get zero gradient.
+    """
+    picked = torch.where(valid, values, torch.zeros_like(values))
+    return picked.sum() / valid.sum().clamp_min(1).to(values.dtype)
+
+
+def zero_loss(f: torch.Tensor) -> torch.Tensor:
+    """The loss of a batch with no valid term: zero, with a graph to ``f``."""
+    return (f * 0).sum()
+
+
+def same_label_masks(y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(positives without self, negatives) B x B boolean masks."""
+    same = y.unsqueeze(1) == y.unsqueeze(0)
+    eye = torch.eye(y.shape[0], dtype=torch.bool, device=y.device)
+    return same & ~eye, ~same
+
+
+def class_index(y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(classes present, index of each sample's class in them, class sizes)."""
+    classes, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
+    return classes, inverse, counts
+
+
+def class_members(y: torch.Tensor) -> torch.Tensor:
+    """P x B boolean: row c marks the samples of the c-th class present in the batch."""
+    _, inverse = torch.unique(y, return_inverse=True)
+    num_classes = int(inverse.max()) + 1 if inverse.numel() else 0
+    return inverse.unsqueeze(0) == torch.arange(num_classes, device=y.device).unsqueeze(1)
+
+
+def resolve_scale(scale: ScaleLike, name: str = "scale") -> ScaleLike:
+    if not isinstance(scale, torch.Tensor) and not scale > 0:
+        raise ValueError(f"{name} must be positive, got {scale}")
+    return scale
+
+
+class LogScale(nn.Module):
+    """A positive multiplier ``s`` of similarities or logits (a temperature ``1/s``).
+
+    Learnable: a parameter holding ``log s`` (so ``s`` stays positive), initialised from the config.
+    Fixed: a plain float, exactly the configured value.
+    """
+
+    def __init__(self, init: float, learnable: bool, key: str) -> None:
+        super().__init__()
+        if not init > 0:
+            raise ValueError(f"{key} must be positive, got {init}")
+        self.learnable = bool(learnable)
+        self.fixed = float(init)
+        if self.learnable:
+            self.log_scale = nn.Parameter(torch.tensor(math.log(init)))
+
+    def forward(self) -> ScaleLike:
+        return self.log_scale.exp() if self.learnable else self.fixed
+
+    def extra_repr(self) -> str:
+        return f"learnable={self.learnable}, init={self.fixed}"
+
+
+def loss_block(cfg: CfgNode, cfg_key: str) -> CfgNode:
+    if cfg_key not in cfg.MODEL.LOSSES:
+        raise KeyError(f"config has no block MODEL.LOSSES.{cfg_key}")
+    return cfg.MODEL.LOSSES[cfg_key]
+
+
+def read_output(outputs: Mapping[str, torch.Tensor], key: str, loss: str, cfg_key: str) -> torch.Tensor:
+    if key not in outputs:
+        raise KeyError(
+            f"{loss} reads '{key}' from the model outputs (MODEL.LOSSES.{cfg_key}), "
+            f"but the outputs dict has only: {sorted(outputs)}"
+        )
+    return outputs[key]
+
+
+def require_num_classes(cfg: CfgNode, loss: str) -> int:
+    num_classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
+    if num_classes <= 0:
+        raise ValueError(
+            f"{loss} needs the number of training identities, but MODEL.HEADS.NUM_CLASSES is "
+            f"{num_classes}: the trainer sets it from the training set before building the model"
+        )
+    return num_classes
+
+
+def resolve_feat_dim(cfg: CfgNode, cfg_key: str, loss: str, head_dim: Optional[int] = None) -> int:
+    """The dim of the features a loss with per-dimension parameters is built for, first of:
+    MODEL.LOSSES.<cfg_key>.FEAT_DIM if > 0; ``head_dim`` (the head's output dim, passed by the
+    meta-architecture through ``build_losses(cfg, feat_dim=...)``); MODEL.HEADS.EMBEDDING_DIM if
+    > 0; MODEL.BACKBONE.FEAT_DIM if > 0."""
+    dim = int(loss_block(cfg, cfg_key).FEAT_DIM)
+    if dim < 0:
+        raise ValueError(f"MODEL.LOSSES.{cfg_key}.FEAT_DIM must be >= 0 (0 = the head's output dim), got {dim}")
+    for candidate in (dim, head_dim or 0, int(cfg.MODEL.HEADS.EMBEDDING_DIM), int(cfg.MODEL.BACKBONE.FEAT_DIM)):
+        if candidate > 0:
+            return candidate
+    raise ValueError(
+        f"{loss} cannot infer the dim of its features: set MODEL.LOSSES.{cfg_key}.FEAT_DIM (or "
+        f"MODEL.HEADS.EMBEDDING_DIM / MODEL.BACKBONE.FEAT_DIM), or build the losses with "
+        f"build_losses(cfg, feat_dim=<the head's output dim>)"
+    )
+
+
+def check_feature_dim(f: torch.Tensor, expected: int, loss: str, cfg_key: str) -> None:
+    if f.shape[-1] != expected:
+        raise ValueError(
+            f"{loss} was built for {expected}-d features (MODEL.LOSSES.{cfg_key}.FEAT_DIM, 0 = the head's "
+            f"output dim) but got features of shape {tuple(f.shape)}"
+        )

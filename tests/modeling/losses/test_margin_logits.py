@@ -1,0 +1,91 @@
+"""NSL, CosFace, ArcFace and class-level circle logits (the plain functions) against element loops."""
+import math
+
+import pytest
+import torch
+
+from reid.modeling.losses import (
+    arcface_logits,
+    circle_logits,
+    cosface_logits,
+    cross_entropy_loss,
+    normalized_softmax_logits,
+)
+
+
+def _setup(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    W = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 3, 3, 5, 1])
+    return f, W, y
+
+
+def _cos(a, b):
+    return float(a @ b) / (float(a.norm()) * float(b.norm()))
+
+
+def _loop(f, W, y, target_fn, other_fn, scale):
+    out = torch.zeros(f.shape[0], W.shape[0], dtype=torch.float64)
+    for i in range(f.shape[0]):
+        for k in range(W.shape[0]):
+            c = _cos(f[i], W[k])
+            out[i, k] = scale * (target_fn(c) if k == int(y[i]) else other_fn(c))
+    return out
+
+
+def test_nsl_is_scaled_cosine():
+    f, W, y = _setup()
+    assert torch.allclose(normalized_softmax_logits(f, W, 14.0), _loop(f, W, y, lambda c: c, lambda c: c, 14.0), rtol=1e-12)
+
+
+def test_cosface_subtracts_the_margin_on_the_true_class():
+    f, W, y = _setup()
+    expected = _loop(f, W, y, lambda c: c - 0.35, lambda c: c, 64.0)
+    assert torch.allclose(cosface_logits(f, W, y, 64.0, 0.35), expected, rtol=1e-12)
+
+
+def _arc_target(c, m):
+    c = max(-1.0, min(1.0, c))  # cos clamped to [-1, 1]
+    theta = math.acos(c)
+    return math.cos(theta + m) if theta <= math.pi - m else c - m * math.sin(m)
+
+
+@pytest.mark.parametrize("margin", [0.1, 0.5, 1.2])
+def test_arcface_adds_the_angle_with_the_fallback_beyond_pi_minus_m(margin):
+    f, W, y = _setup(1)
+    f[1] = -W[3] * 2.0  # theta = pi for sample 1: the fallback branch
+    expected = _loop(f, W, y, lambda c: _arc_target(c, margin), lambda c: c, 30.0)
+    assert torch.allclose(arcface_logits(f, W, y, 30.0, margin), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_arcface_gradient_is_finite_at_aligned_features():
+    _, W, y = _setup()
+    f = W[y].clone().requires_grad_(True)  # theta = 0 on every true class
+    cross_entropy_loss(arcface_logits(f, W, y), y).backward()
+    assert torch.isfinite(f.grad).all()
+
+
+def test_circle_logits_use_detached_adaptive_weights():
+    f, W, y = _setup(2)
+    m = 0.25
+    expected = _loop(
+        f, W, y, lambda c: max(1 + m - c, 0) * (c - (1 - m)), lambda c: max(c + m, 0) * (c - m), 64.0
+    )
+    assert torch.allclose(circle_logits(f, W, y, 64.0, m), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [cosface_logits, arcface_logits])
+def test_margin_logits_gradcheck(fn):
+    f, W, y = _setup(3)
+    f.requires_grad_(True)
+    W.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: cross_entropy_loss(fn(a, b, y, 4.0, 0.3), y), (f, W))
+
+
+def test_margin_logits_validate_labels_and_margin():
+    f, W, _ = _setup()
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 6\)"):
+        cosface_logits(f, W, torch.tensor([0, 1, 2, 3, 6]))
+    with pytest.raises(ValueError, match=r"ArcFace margin must be in \[0, pi\)"):
+        arcface_logits(f, W, torch.tensor([0, 1, 2, 3, 4]), margin=3.5)

@@ -1,0 +1,171 @@
+"""Triplet loss: every mining / margin / distance against a per-anchor loop, and the fastreid keys."""
+import math
+
+import pytest
+import torch
+
+from reid.config import get_cfg
+from reid.config.config import merge_from_list
+from reid.modeling.losses import TripletLoss, triplet_loss
+
+
+def _dist(a, b, distance, normalize):
+    if distance == "cosine":
+        return 1 - float(a @ b) / (float(a.norm()) * float(b.norm()))
+    if normalize:
+        a, b = a / a.norm(), b / b.norm()
+    sq = float(((a - b) ** 2).sum())
+    return sq if distance == "sqeuclidean" else math.sqrt(sq)
+
+
+def _term(x, margin, soft, scale):
+    return math.log1p(math.exp(scale * x + margin)) if soft else max(x + margin, 0.0)
+
+
+def _softmax(values):
+    m = max(values)
+    e = [math.exp(v - m) for v in values]
+    return [v / sum(e) for v in e]
+
+
+def reference_triplet(f, y, margin, mining, distance, normalize, soft, scale):
+    """Independent loop over anchors (and over positives and negatives for mining "all")."""
+    n = len(y)
+    d = [[_dist(f[i], f[j], distance, normalize) for j in range(n)] for i in range(n)]
+    terms = []
+    for a in range(n):
+        pos = [p for p in range(n) if p != a and y[p] == y[a]]
+        neg = [q for q in range(n) if y[q] != y[a]]
+        if mining == "all":
+            terms += [_term(d[a][p] - d[a][q], margin, soft, scale) for p in pos for q in neg]
+            continue
+        if not pos or not neg:
+            continue
+        if mining == "batch_hard":
+            d_ap, d_an = max(d[a][p] for p in pos), min(d[a][q] for q in neg)
+        else:
+            wp = _softmax([d[a][p] for p in pos])
+            wn = _softmax([-d[a][q] for q in neg])
+            d_ap = sum(w * d[a][p] for w, p in zip(wp, pos))
+            d_an = sum(w * d[a][q] for w, q in zip(wn, neg))
+        terms.append(_term(d_ap - d_an, margin, soft, scale))
+    return sum(terms) / len(terms) if terms else 0.0
+
+
+CASES = [
+    dict(mining=m, distance=d, normalize=nz, soft=s)
+    for m in ("batch_hard", "all", "weighted")
+    for d, nz in (("euclidean", False), ("euclidean", True), ("sqeuclidean", True), ("cosine", False))
+    for s in (False, True)
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_triplet_matches_loop_on_unequal_classes(make_batch, case):
+    f, y = make_batch([4, 1, 2, 3], dim=5)
+    scale = 1.7 if case["soft"] else 1.0
+    value = triplet_loss(f, y, 0.3, case["mining"], case["distance"], case["normalize"], case["soft"], scale)
+    expected = reference_triplet(f, y.tolist(), 0.3, case["mining"], case["distance"], case["normalize"], case["soft"], scale)
+    assert value.item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("mining", ["weighted", "all"])
+def test_triplet_gradcheck_where_smooth(make_batch, mining):
+    f, y = make_batch([2, 3, 2], dim=4)
+    f.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: triplet_loss(x, y, 0.1, mining, "euclidean", soft_margin=True, scale=0.7), (f,))
+    assert torch.autograd.gradcheck(lambda x: triplet_loss(x, y, 0.2, mining, "cosine", soft_margin=True), (f,))
+
+
+def test_learnable_scale_gets_gradient(make_batch):
+    f, y = make_batch([3, 3, 2])
+    log_s = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    triplet_loss(f, y, 0.0, "all", "cosine", soft_margin=True, scale=log_s.exp()).backward()
+    assert log_s.grad is not None and log_s.grad.item() != 0.0
+
+
+def test_triplet_rejects_bad_arguments(make_batch):
+    f, y = make_batch([2, 2])
+    with pytest.raises(ValueError, match="mining must be one of"):
+        triplet_loss(f, y, mining="semi_hard")
+    with pytest.raises(ValueError, match="distance must be one of"):
+        triplet_loss(f, y, distance="manhattan")
+    with pytest.raises(ValueError, match="scale applies to the soft margin only"):
+        triplet_loss(f, y, scale=2.0)
+    with pytest.raises(ValueError, match="labels must be a 1-D tensor of length 4"):
+        triplet_loss(f, y[:3])
+
+
+def _cfg(*opts):
+    cfg = get_cfg()
+    merge_from_list(cfg, list(opts))
+    return cfg
+
+
+def test_module_defaults_are_bag_of_tricks_batch_hard_hinge(make_batch):
+    f, y = make_batch([3, 3, 2, 2])
+    module = TripletLoss(_cfg())
+    expected = reference_triplet(f, y.tolist(), 0.3, "batch_hard", "euclidean", False, False, 1.0)
+    assert module({"features": f}, y).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_fastreid_norm_feat_is_two_minus_two_cos(make_batch):
+    f, y = make_batch([3, 3, 2, 2])
+    module = TripletLoss(_cfg("MODEL.LOSSES.TRI.NORM_FEAT", True, "MODEL.LOSSES.TRI.MARGIN", 0.4))
+    n = len(y)
+    cos = [[float(f[i] @ f[j] / (f[i].norm() * f[j].norm())) for j in range(n)] for i in range(n)]
+    terms = []
+    for a in range(n):
+        d_ap = max(2 - 2 * cos[a][p] for p in range(n) if p != a and y[p] == y[a])
+        d_an = min(2 - 2 * cos[a][q] for q in range(n) if y[q] != y[a])
+        terms.append(max(d_ap - d_an + 0.4, 0.0))
+    assert module({"features": f}, y).item() == pytest.approx(sum(terms) / n, rel=1e-9)
+
+
+def test_fastreid_margin_zero_means_soft_margin(make_batch):
+    f, y = make_batch([3, 3, 2, 2])
+    module = TripletLoss(_cfg("MODEL.LOSSES.TRI.MARGIN", 0.0))
+    assert module.soft_margin
+    expected = reference_triplet(f, y.tolist(), 0.0, "batch_hard", "euclidean", False, True, 1.0)
+    assert module({"features": f}, y).item() == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("hard,mining", [(True, "batch_hard"), (False, "weighted"), (None, "all")])
+def test_fastreid_hard_mining_selects_the_mining(make_batch, hard, mining):
+    f, y = make_batch([3, 2, 3])
+    opts = ["MODEL.LOSSES.TRI.HARD_MINING", hard]
+    if hard is None:
+        opts += ["MODEL.LOSSES.TRI.MINING", "all"]
+    module = TripletLoss(_cfg(*opts))
+    assert module.mining == mining
+    expected = reference_triplet(f, y.tolist(), 0.3, mining, "euclidean", False, False, 1.0)
+    assert module({"features": f}, y).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_module_cosine_soft_margin_with_learnable_scale_and_feat_key(make_batch):
+    f, y = make_batch([3, 3, 2])
+    cfg = _cfg(
+        "MODEL.LOSSES.TRI.DISTANCE", "cosine", "MODEL.LOSSES.TRI.MINING", "all", "MODEL.LOSSES.TRI.SOFT_MARGIN", True,
+        "MODEL.LOSSES.TRI.MARGIN", 0.1, "MODEL.LOSSES.TRI.SIM_SCALE", 5.0, "MODEL.LOSSES.TRI.LEARN_SCALE", True,
+        "MODEL.LOSSES.TRI.FEAT_KEY", "neck_features",
+    )
+    module = TripletLoss(cfg).double()
+    assert [n for n, _ in module.named_parameters()] == ["scale.log_scale"]
+    assert module.scale.log_scale.item() == pytest.approx(math.log(5.0))
+    scale = module.scale().item()  # 5 up to the float32 rounding of log 5 at initialisation
+    assert scale == pytest.approx(5.0, rel=1e-6)
+    value = module({"neck_features": f, "features": f * 0}, y)
+    assert value.item() == pytest.approx(reference_triplet(f, y.tolist(), 0.1, "all", "cosine", False, True, scale), rel=1e-9)
+    value.backward()
+    assert module.scale.log_scale.grad.item() != 0.0
+
+
+def test_module_config_conflicts_are_errors():
+    with pytest.raises(ValueError, match="MODEL.LOSSES.TRI.NORM_FEAT True .* conflicts with MODEL.LOSSES.TRI.DISTANCE 'cosine'"):
+        TripletLoss(_cfg("MODEL.LOSSES.TRI.NORM_FEAT", True, "MODEL.LOSSES.TRI.DISTANCE", "cosine"))
+    with pytest.raises(ValueError, match="HARD_MINING True means MINING 'batch_hard' but MODEL.LOSSES.TRI.MINING is 'all'"):
+        TripletLoss(_cfg("MODEL.LOSSES.TRI.HARD_MINING", True, "MODEL.LOSSES.TRI.MINING", "all"))
+    with pytest.raises(ValueError, match="scale the soft margin only"):
+        TripletLoss(_cfg("MODEL.LOSSES.TRI.LEARN_SCALE", True))
+    with pytest.raises(ValueError, match="MODEL.LOSSES.TRI.MINING must be one of"):
+        TripletLoss(_cfg("MODEL.LOSSES.TRI.MINING", "hard"))

@@ -1,0 +1,137 @@
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from reid.config import get_cfg
+from reid.modeling import build_model
+from reid.modeling.meta_arch import MGN
+from reid.utils.registry import RegistryKeyError
+
+EMB, N_CLASSES = 16, 4
+HEADS = ["b1", "b2", "b3", "b21", "b22", "b31", "b32", "b33"]
+GROUPS = ["b1", "b2", "b3", "b2_parts", "b3_parts"]
+
+
+def _cfg(losses, **mgn):
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.META_ARCHITECTURE = "MGN"
+    cfg.MODEL.BACKBONE.DEPTH = "18x"
+    cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.MODEL.BACKBONE.LAST_STRIDE = 2
+    cfg.MODEL.HEADS.EMBEDDING_DIM = EMB
+    cfg.MODEL.HEADS.NUM_CLASSES = N_CLASSES
+    cfg.MODEL.LOSSES.NAME = losses
+    cfg.MODEL.MGN.HEAD_LOSSES = ["TestLogitsCE"]
+    for key, value in mgn.items():
+        cfg.MODEL.MGN[key] = value
+    return cfg
+
+
+def _batch(h: int = 96, w: int = 32):
+    return {"images": torch.rand(4, 3, h, w) * 255, "targets": torch.tensor([0, 0, 1, 1])}
+
+
+def test_structure_branches_and_strides(test_losses):
+    model = build_model(_cfg(test_losses))
+    assert isinstance(model, MGN)
+    assert model.head_names == HEADS and model.group_names == GROUPS
+    assert list(model.heads.keys()) == HEADS
+    # shared trunk ends with the first block of layer3; each branch owns the rest of layer3 and a layer4
+    assert model.backbone[-1].conv1.stride == (2, 2) and len(model.b1[0]) == 1
+    assert model.b1[1][0].conv1.stride == (2, 2)  # global branch: LAST_STRIDE
+    for branch in (model.b2, model.b3):
+        assert branch[1][0].conv1.stride == (1, 1) and branch[1][0].downsample[0].stride == (1, 1)
+    shared = model.backbone(torch.rand(1, 3, 96, 32))
+    assert shared.shape == (1, 256, 6, 2)
+    assert model.b1(shared).shape == (1, 512, 3, 1) and model.b2(shared).shape == (1, 512, 6, 2)
+    assert model.b1[1][0].conv1.weight.data_ptr() != model.b2[1][0].conv1.weight.data_ptr()
+    assert model.b2[0][0].conv1.weight.data_ptr() != model.b3[0][0].conv1.weight.data_ptr()
+
+
+def test_branches_start_from_the_pretrained_layers(tmp_path, test_losses):
+    state = torchvision.models.resnet18().state_dict()
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    cfg = _cfg(test_losses)
+    cfg.MODEL.BACKBONE.PRETRAIN = True
+    cfg.MODEL.BACKBONE.PRETRAIN_PATH = str(path)
+    model = build_model(cfg)
+    for branch in (model.b1, model.b2, model.b3):
+        torch.testing.assert_close(branch[0][0].conv2.weight, state["layer3.1.conv2.weight"])
+        torch.testing.assert_close(branch[1][0].downsample[0].weight, state["layer4.0.downsample.0.weight"])
+    torch.testing.assert_close(model.backbone[6].conv1.weight, state["layer3.0.conv1.weight"])
+
+
+def test_test_feature_is_the_concatenation_of_the_heads_in_fastreid_order(test_losses):
+    model = build_model(_cfg(test_losses)).eval()
+    batch = _batch()
+    feat = model(batch)
+    assert feat.shape == (4, 8 * EMB)
+    with torch.no_grad():
+        shared = model.backbone(model.preprocess_image(batch))
+        g1, g2, g3 = model.b1(shared), model.b2(shared), model.b3(shared)
+        assert g2.shape[2] == 6
+        maps = {"b1": g1, "b2": g2, "b3": g3, "b21": g2[:, :, :3], "b22": g2[:, :, 3:],
+                "b31": g3[:, :, :2], "b32": g3[:, :, 2:4], "b33": g3[:, :, 4:]}
+        expected = torch.cat([model.heads[name](maps[name]) for name in HEADS], dim=1)
+    torch.testing.assert_close(feat, expected)
+
+
+def test_training_outputs_and_fastreid_loss_weights(test_losses):
+    model = build_model(_cfg(test_losses)).train()
+    batch = _batch()
+    out = model(batch)
+    assert list(out["heads"]) == HEADS and list(out["groups"]) == GROUPS
+    assert out["features"].shape == (4, 8 * EMB) and out["logits"] is out["heads"]["b1"]["logits"]
+    torch.testing.assert_close(out["groups"]["b3_parts"]["features"],
+                               torch.cat([out["heads"][n]["features"] for n in ("b31", "b32", "b33")], dim=1))
+    assert out["groups"]["b2"] is out["heads"]["b2"]
+    targets = batch["targets"]
+    losses = model.losses(out, targets)
+    assert set(losses) == {f"loss_test_cls_{h}" for h in HEADS} | {f"loss_test_feat_{g}" for g in GROUPS}
+    for name in HEADS:
+        torch.testing.assert_close(losses[f"loss_test_cls_{name}"], F.cross_entropy(out["heads"][name]["logits"], targets) / 8)
+    for name in GROUPS:
+        torch.testing.assert_close(losses[f"loss_test_feat_{name}"], out["groups"][name]["features"].pow(2).mean() / 5)
+    sum(losses.values()).backward()
+    grads = [model.backbone[0].weight.grad, model.b3[1][0].conv1.weight.grad, model.heads["b33"].classifier.weight.grad]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_configurable_weights_parts_and_stage_weights(test_losses):
+    cfg = _cfg(test_losses, PARTS=[2], HEAD_WEIGHTS=[1.0, 0.0, 0.5, 0.5], GROUP_WEIGHTS=[2.0, 0.0, 1.0])
+    cfg.MODEL.LOSSES.CE.SCALE = 3.0
+    model = build_model(cfg).train()
+    assert model.head_names == ["b1", "b2", "b21", "b22"] and model.group_names == ["b1", "b2", "b2_parts"]
+    batch = _batch(64, 32)
+    out = model(batch)
+    losses = model.losses(out, batch["targets"])
+    assert "loss_test_cls_b2" not in losses and "loss_test_feat_b2" not in losses  # weight 0: not computed
+    ce = F.cross_entropy(out["heads"]["b21"]["logits"], batch["targets"])
+    torch.testing.assert_close(losses["loss_test_cls_b21"], 3.0 * 0.5 * ce)
+    torch.testing.assert_close(losses["loss_test_feat_b1"], 2.0 * out["heads"]["b1"]["features"].pow(2).mean())
+    only_feat = model.losses(out, batch["targets"], weights={"TestFeatureEnergy": 1.0})
+    assert set(only_feat) == {"loss_test_feat_b1", "loss_test_feat_b2_parts"}
+    assert model(batch)["features"].shape == (4, 4 * EMB)
+
+
+def test_mgn_errors(test_losses):
+    with pytest.raises(ValueError, match="HEAD_WEIGHTS must list 8 weights"):
+        build_model(_cfg(test_losses, HEAD_WEIGHTS=[1.0]))
+    with pytest.raises(ValueError, match="PARTS must list the stripe count"):
+        build_model(_cfg(test_losses, PARTS=[1, 3]))
+    with pytest.raises(RegistryKeyError, match="TestLogitsCE"):
+        build_model(_cfg(test_losses, HEAD_LOSSES=["TestLogitCE"]))
+    cfg = _cfg(test_losses)
+    cfg.MODEL.BACKBONE.WITH_NL = True
+    with pytest.raises(ValueError, match="WITH_NL"):
+        build_model(cfg)
+    model = build_model(_cfg(test_losses)).eval()
+    with pytest.raises(ValueError, match="height 2 into 3 stripes"):
+        model(_batch(32, 32))
+    misplaced = build_model(_cfg(test_losses, HEAD_LOSSES=[])).train()
+    batch = _batch()
+    with pytest.raises(KeyError, match="MGN feature group 'b2_parts' lacks an output .* MODEL.MGN.HEAD_LOSSES"):
+        misplaced.losses(misplaced(batch), batch["targets"], weights={"TestLogitsCE": 1.0})
