@@ -17,14 +17,13 @@ is the straightforward per-query loop (a stable argsort of each row, then the hi
 torchreid's / fastreid's Python evaluation.
 
 Our metric does a few memory-bound passes per chunk of queries; on a machine whose cores are
-busy with other work, extra intra-op threads mostly wait for each other, hence the default of
-one thread (--threads changes it).
+busy with other work, extra intra-op threads mostly wait for each other, hence evaluate_rank's
+default of one thread (num_threads=1); --threads passes another value.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -82,7 +81,6 @@ def run_case(case: str, threads: int) -> Dict[str, float]:
 
     from reid.evaluation.rank import evaluate_rank
 
-    torch.set_num_threads(threads)
     scale = "market" if case in ("market", "numpy") else "msmt"
     inputs = make_inputs(**SCALES[scale])
     if case != "numpy":  # warm-up on a few queries (lazy initialisation of torch kernels)
@@ -91,7 +89,7 @@ def run_case(case: str, threads: int) -> Dict[str, float]:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     start, cpu_start = time.perf_counter(), time.process_time()
-    cmc, ap, inp = numpy_loop(*inputs) if case == "numpy" else evaluate_rank(*inputs)
+    cmc, ap, inp = numpy_loop(*inputs) if case == "numpy" else evaluate_rank(*inputs, num_threads=threads)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak_extra = _status_kib("VmHWM") - rss_before
     result = dict(
@@ -117,9 +115,8 @@ def run_case(case: str, threads: int) -> Dict[str, float]:
 
 
 def spawn(case: str, threads: int) -> Dict[str, float]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, __file__, "--case", case, "--threads", str(threads)]
-    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -141,7 +138,7 @@ def print_table(rows: List[Dict[str, float]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for our metric")
+    parser.add_argument("--threads", type=int, default=1, help="evaluate_rank's num_threads (0: torch's default)")
     parser.add_argument("--skip-msmt", action="store_true", help="only the Market-scale cases")
     parser.add_argument("--case", choices=["market", "numpy", "msmt"], help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -456,6 +456,9 @@ _C.TEST.FLIP.ENABLED = False
 # Queries per chunk for distances, ranking and re-ranking; 0 = chosen from the gallery size
 # (about 4M distances per chunk on CPU, 16M on CUDA), which bounds the extra memory.
 _C.TEST.CHUNK_SIZE = 0
+# torch CPU threads for the ranking metric's passes (distances keep torch's setting); 0 = torch's
+# setting. One thread avoids the stalls of multi-threaded short passes on shared cores.
+_C.TEST.METRIC_THREADS = 1
 # AP as the Market-1501 devkit computes it (trapezoid rule) instead of the non-interpolated AP
 # of torchreid / fastreid (the default, used by the papers' tables).
 _C.TEST.OFFICIAL_MARKET_AP = False

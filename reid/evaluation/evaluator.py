@@ -29,7 +29,7 @@ from reid.utils.file_io import atomic_open
 
 from .distance import Distance, build_distance
 from .query_expansion import alpha_query_expansion
-from .rank import RankAccumulator, auto_chunk_size, iter_chunks
+from .rank import RankAccumulator, auto_chunk_size, intra_op_threads, iter_chunks
 from .rank_cuhk03 import SingleGalleryShotCMC
 from .rerank import FeatureDistances, rerank_chunks
 from .roc import RocAccumulator
@@ -142,11 +142,12 @@ def score_features(
     if t.CUHK03_CLASSIC.ENABLED and "cuhk03" in dataset_name.lower():
         classic = SingleGalleryShotCMC(g_pids, g_camids, num_query, t.CUHK03_CLASSIC.REPEATS, t.CUHK03_CLASSIC.SEED)
     for start, end, dist in _distance_chunks(cfg, qf, gf, distance):
-        ranking.add(dist, q_pids[start:end], q_camids[start:end])
-        if roc is not None:
-            roc.add(dist, q_pids[start:end], q_camids[start:end])
-        if classic is not None:
-            classic.add(start, dist, q_pids[start:end], q_camids[start:end])
+        with intra_op_threads(t.METRIC_THREADS, dist.device):
+            ranking.add(dist, q_pids[start:end], q_camids[start:end])
+            if roc is not None:
+                roc.add(dist, q_pids[start:end], q_camids[start:end])
+            if classic is not None:
+                classic.add(start, dist, q_pids[start:end], q_camids[start:end])
     cmc, all_ap, all_inp = ranking.compute(max(RANKS), official_ap=t.OFFICIAL_MARKET_AP)
     if classic is not None:
         cmc = classic.compute(max(RANKS))

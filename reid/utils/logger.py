@@ -13,9 +13,15 @@ _DATEFMT = "%m/%d %H:%M:%S"
 def setup_logger(output_dir: Optional[str] = None, distributed_rank: int = 0, name: str = "reid") -> logging.Logger:
     """Configure the ``reid`` logger: INFO to stdout on rank 0, everything to ``output_dir/log.txt``.
 
+    Python warnings (e.g. dataset counts that differ from the official ones) go to the same places.
     Calling it again replaces the handlers (so tests and repeated runs do not duplicate lines).
     """
-    logger = logging.getLogger(name)
+    logging.captureWarnings(True)
+    _configure(logging.getLogger("py.warnings"), output_dir, distributed_rank)
+    return _configure(logging.getLogger(name), output_dir, distributed_rank)
+
+
+def _configure(logger: logging.Logger, output_dir: Optional[str], distributed_rank: int) -> logging.Logger:
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     for handler in list(logger.handlers):

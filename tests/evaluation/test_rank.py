@@ -169,3 +169,22 @@ def test_cuda_matches_cpu():
     cpu = evaluate_rank(*case)
     gpu = evaluate_rank(torch.from_numpy(case[0]).cuda(), *case[1:])
     assert_same(gpu, cpu)
+
+
+def test_thread_setting_is_restored(monkeypatch):
+    from reid.evaluation import rank as rank_module
+
+    case = random_case(np.random.default_rng(9), 10, 20, ties=False)
+    before = torch.get_num_threads()
+    seen = []
+    original = rank_module.rank_relevant
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rank_module, "rank_relevant", spy)
+    evaluate_rank(*case, num_threads=1)
+    evaluate_rank(*case, num_threads=None)
+    assert seen == [1, before]
+    assert torch.get_num_threads() == before
