@@ -198,7 +198,7 @@ class DefaultTrainer(SimpleTrainer):
         results: Dict[str, Dict[str, float]] = OrderedDict()
         for name in cfg.DATASETS.TESTS:
             loader, num_query = build_reid_test_loader(cfg, name)
-            evaluator = ReidEvaluator(cfg, num_query, output_dir=cfg.OUTPUT_DIR)
+            evaluator = ReidEvaluator(cfg, num_query, output_dir=cfg.OUTPUT_DIR, dataset_name=name)
             results[name] = inference_on_dataset(model, loader, evaluator, flip=cfg.TEST.FLIP.ENABLED)
         if comm.is_main_process():
             logger.info("Evaluation results%s:\n%s", "" if epoch is None else f" after epoch {epoch + 1}", format_results_table(results))

@@ -45,18 +45,19 @@ class ReidEvaluator:
     """Collects (feature, pid, camid) per image with ``process`` and scores them in ``evaluate``.
 
     ``num_query``: the first ``num_query`` images (in loader order, over all ranks) are queries.
-    ``output_dir``: when given, ``evaluate`` also writes its results to
-    ``<output_dir>/inference/<dataset_name>.json``. ``dataset_name`` also decides whether the
-    CUHK03 classic metric applies (TEST.CUHK03_CLASSIC, names containing "cuhk03").
+    ``dataset_name``: names the set in messages, decides whether the CUHK03 classic metric
+    applies (TEST.CUHK03_CLASSIC: names containing "cuhk03") and, with ``output_dir``, makes
+    ``evaluate`` write its results to ``<output_dir>/inference/<dataset_name>.json``.
     """
 
-    def __init__(self, cfg: CfgNode, num_query: int, output_dir: Optional[str] = None, dataset_name: str = "test") -> None:
+    def __init__(self, cfg: CfgNode, num_query: int, output_dir: Optional[str] = None, dataset_name: Optional[str] = None) -> None:
         if num_query < 1:
             raise ValueError(f"num_query must be >= 1 (the test loader yields queries first), got {num_query}")
         self.cfg = cfg
         self.num_query = num_query
         self.output_dir = output_dir
         self.dataset_name = dataset_name
+        self._label = dataset_name or "test set"
         self._features: List[torch.Tensor] = []
         self._pids: List[torch.Tensor] = []
         self._camids: List[torch.Tensor] = []
@@ -87,7 +88,7 @@ class ReidEvaluator:
                 features = torch.zeros(0, max(dim, 0))
             features, pids, camids = (torch.cat(comm.all_gather(t)) for t in (features, pids, camids))
         if features is None:
-            raise ValueError(f"{self.dataset_name}: no features were processed; the test loader yielded no batch")
+            raise ValueError(f"{self._label}: no features were processed; the test loader yielded no batch")
         if not (features.shape[0] == pids.shape[0] == camids.shape[0]):
             raise ValueError(f"got {features.shape[0]} features for {pids.shape[0]} pids and {camids.shape[0]} camids")
         return features, pids.long(), camids.long()
@@ -98,16 +99,16 @@ class ReidEvaluator:
             return {}
         if features.shape[0] <= self.num_query:
             raise ValueError(
-                f"{self.dataset_name}: {features.shape[0]} images were processed but num_query is {self.num_query}: "
+                f"{self._label}: {features.shape[0]} images were processed but num_query is {self.num_query}: "
                 "the test set needs query images followed by at least one gallery image"
             )
         start = time.perf_counter()
         device = self._device if self._device is not None else torch.device("cpu")
-        results = score_features(self.cfg, features.to(device), pids.to(device), camids.to(device), self.num_query, self.dataset_name)
+        results = score_features(self.cfg, features.to(device), pids.to(device), camids.to(device), self.num_query, self.dataset_name or "")
         seconds = time.perf_counter() - start
         num_gallery = features.shape[0] - self.num_query
-        logger.info("Evaluated %s (%d queries, %d gallery) in %.1f s", self.dataset_name, self.num_query, num_gallery, seconds)
-        if self.output_dir:
+        logger.info("Evaluated %s (%d queries, %d gallery) in %.1f s", self._label, self.num_query, num_gallery, seconds)
+        if self.output_dir and self.dataset_name:
             path = os.path.join(self.output_dir, "inference", f"{self.dataset_name}.json")
             write_results_json(path, {self.dataset_name: results})
         return results
@@ -125,7 +126,7 @@ def _distance_chunks(cfg: CfgNode, qf: torch.Tensor, gf: torch.Tensor, distance:
 
 
 def score_features(
-    cfg: CfgNode, features: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor, num_query: int, dataset_name: str = "test"
+    cfg: CfgNode, features: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor, num_query: int, dataset_name: str = ""
 ) -> Dict[str, float]:
     """The metrics of the TEST section for features of queries (first ``num_query``) then gallery."""
     t = cfg.TEST

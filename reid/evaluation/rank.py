@@ -173,6 +173,7 @@ class Workspace:
         return buf[:numel]
 
 
+@torch.no_grad()
 def rank_relevant(
     dist: torch.Tensor,
     q_pids: torch.Tensor,

@@ -42,6 +42,7 @@ class SingleGalleryShotCMC:
         self._ranks: List[torch.Tensor] = []
         self._valid: List[torch.Tensor] = []
 
+    @torch.no_grad()
     def add(self, start: int, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
         c = dist.shape[0]
         rows, cols, relevant = self.gallery.same_id_pairs(q_pids, q_camids)

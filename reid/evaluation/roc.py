@@ -47,6 +47,7 @@ class RocAccumulator:
         self._bound = math.inf
         self._positives: List[torch.Tensor] = []
 
+    @torch.no_grad()
     def add(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
         rows, cols, relevant = self.gallery.same_id_pairs(q_pids, q_camids)
         self._positives.append(dist[rows[relevant], cols[relevant]].double().cpu())

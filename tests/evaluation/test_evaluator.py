@@ -147,6 +147,9 @@ def test_results_json_in_output_dir(tmp_path):
     results = inference_on_dataset(RowModel(), loader, ReidEvaluator(get_cfg(), NUM_QUERY, output_dir=str(tmp_path), dataset_name="Toy"))
     with open(tmp_path / "inference" / "Toy.json") as f:
         assert json.load(f) == {"Toy": pytest.approx(results)}
+    unnamed = tmp_path / "unnamed"
+    inference_on_dataset(RowModel(), loader, ReidEvaluator(get_cfg(), NUM_QUERY, output_dir=str(unnamed)))
+    assert not unnamed.exists()
 
 
 def test_bad_num_query():

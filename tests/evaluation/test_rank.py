@@ -70,7 +70,8 @@ def test_matches_loop_at_a_larger_size_with_float32_and_torch_input():
     distmat = distmat.astype(np.float32)
     distmat[:, ::7] = np.round(distmat[:, ::7], 2)  # ties between far-apart columns
     reference = loop_reference(distmat, q_pids, g_pids, q_camids, g_camids)
-    result = evaluate_rank(torch.from_numpy(distmat), torch.from_numpy(q_pids), g_pids, q_camids.tolist(), torch.from_numpy(g_camids))
+    as_tensor = torch.from_numpy(distmat).requires_grad_()  # e.g. straight from a model's features
+    result = evaluate_rank(as_tensor, torch.from_numpy(q_pids), g_pids, q_camids.tolist(), torch.from_numpy(g_camids))
     assert_same(result, reference)
 
 
