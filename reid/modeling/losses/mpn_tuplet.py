@@ -31,7 +31,14 @@ def mpn_tuplet_loss(
     exclude_anchor: bool = False,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
-    """MPN-tuplet: logits ``s cos(f_i, mean_{y_j = c} phi(f_j))``; see :func:`prototype_tuplet_loss`."""
+    """MPN-tuplet: logits ``s cos(f_i, mean_{y_j = c} phi(f_j))``; see :func:`prototype_tuplet_loss`.
+
+    When ``phi`` ends with a bias-free linear layer (as :func:`build_phi` does), the class means
+    are taken before that layer, which maps P means instead of B samples (same prototypes).
+    """
+    last = phi[-1] if isinstance(phi, nn.Sequential) and len(phi) > 1 else None
+    if isinstance(last, nn.Linear) and last.bias is None:
+        return prototype_tuplet_loss(f, y, phi[:-1](f), n_classes, scale, exclude_anchor, generator, project=last)
     return prototype_tuplet_loss(f, y, phi(f), n_classes, scale, exclude_anchor, generator)
 
 

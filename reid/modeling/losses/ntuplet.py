@@ -93,7 +93,10 @@ def sample_tuplets(
         current = _take(table_flat, row + (c * (k + 1)) + remaining)
         after = _take(table_flat, row + ((c + 1) * (k + 1) - 1) + remaining.clamp_min(1))
         log_p = _take(log_w_flat, a_cls * num_p + c) + after - current
-        take = (draws[c] < torch.exp(log_p)) & (remaining > 0)
+        # Where every class left is needed the probability is 1; force it so rounding cannot drop one.
+        eligible_left = (num_p - c) - (a_cls >= c).long()
+        forced = (remaining >= eligible_left) & (a_cls != c)
+        take = ((draws[c] < torch.exp(log_p)) | forced) & (remaining > 0)
         chosen[:, c] = take
         remaining = remaining - take.long()
     neg_classes = torch.nonzero(chosen)[:, 1].view(num_tuplets, k)

@@ -1,7 +1,7 @@
 """Prototypical N-tuplet loss: classification of each anchor among the batch's class prototypes."""
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 from yacs.config import CfgNode
@@ -29,9 +29,12 @@ def prototype_tuplet_loss(
     scale: ScaleLike = 16.0,
     exclude_anchor: bool = False,
     generator: Optional[torch.Generator] = None,
+    project: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Cross-entropy of each anchor ``f_i`` over the logits ``s cos(f_i, mu_c)``, ``mu_c`` the batch
-    mean of ``refs`` over class c (``refs = f`` for PN, ``phi(f)`` for MPN).
+    mean of ``refs`` over class c (``refs = f`` for PN, ``phi(f)`` for MPN). ``project``, a linear
+    map, is applied to the class means instead of to every reference (the same prototypes, since
+    it commutes with averaging; MPN passes phi's last layer there).
 
     ``n_classes``: the anchor's class plus n - 1 other classes drawn uniformly per anchor (from
     ``generator`` if given, else the global RNG); None = all classes of the batch (also when n is
@@ -39,16 +42,20 @@ def prototype_tuplet_loss(
     over anchors with a positive prototype, in batches with at least two classes.
     """
     check_features_labels(f, y, "prototype_tuplet_loss")
-    if refs.shape[0] != f.shape[0] or refs.shape[1] != f.shape[1]:
-        raise ValueError(f"prototype references must have the features' shape {tuple(f.shape)}, got {tuple(refs.shape)}")
+    if refs.dim() != 2 or refs.shape[0] != f.shape[0] or (project is None and refs.shape[1] != f.shape[1]):
+        raise ValueError(
+            f"prototype references must have the features' shape {tuple(f.shape)}, got {tuple(refs.shape)}"
+        )
     if n_classes is not None and n_classes < 2:
         raise ValueError(f"n_classes must be >= 2 or None (all classes of the batch), got {n_classes}")
     resolve_scale(scale)
     protos = batch_prototypes(refs, y)
     num_p = protos.counts.shape[0]
-    logits = scale * cosine_matrix(f, protos.means)
+    means = protos.means if project is None else project(protos.means)
+    logits = scale * cosine_matrix(f, means)
     if exclude_anchor:
-        own_cos = rowwise_cosine(f, protos.leave_one_out(refs)).unsqueeze(1)
+        own = protos.leave_one_out(refs)
+        own_cos = rowwise_cosine(f, own if project is None else project(own)).unsqueeze(1)
         logits = torch.where(protos.own, scale * own_cos, logits)
         has_pos = protos.counts[protos.inverse] > 1
     else:

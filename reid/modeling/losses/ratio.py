@@ -48,16 +48,19 @@ def ratio_loss(
         raise ValueError(f"ratio_loss: eps must be >= 0, got {eps}")
     check_label_range(y, W.shape[0], "ratio_loss")
     classes, inverse, _ = class_index(y)
-    d_sample = _cos_to_distance(rowwise_cosine(f, W[y]), distance)
-    d_intra = torch.zeros(classes.shape[0], dtype=d_sample.dtype, device=d_sample.device)
-    d_intra = d_intra.scatter_reduce(0, inverse, d_sample, reduce="amax", include_self=False)
     # Every distance decreases with the cosine: the nearest other class is the most similar one. Find
     # it without a graph over all C classes, then take the distance of that pair with its gradient.
     with torch.no_grad():
         cos_weights = cosine_matrix(W[classes], W)
         cos_weights.scatter_(1, classes.unsqueeze(1), float("-inf"))
         nearest = cos_weights.argmax(dim=1)
-    d_inter = _cos_to_distance(rowwise_cosine(W[classes], W[nearest]), distance)
+    # One gather of every weight row the loss uses: its backward writes a single C x D gradient.
+    rows = W.index_select(0, torch.cat([y, classes, nearest]))
+    w_sample, w_class, w_nearest = rows.split([y.shape[0], classes.shape[0], classes.shape[0]])
+    d_sample = _cos_to_distance(rowwise_cosine(f, w_sample), distance)
+    d_intra = torch.zeros(classes.shape[0], dtype=d_sample.dtype, device=d_sample.device)
+    d_intra = d_intra.scatter_reduce(0, inverse, d_sample, reduce="amax", include_self=False)
+    d_inter = _cos_to_distance(rowwise_cosine(w_class, w_nearest), distance)
     return (d_intra / (d_inter + eps)).mean()
 
 

@@ -57,8 +57,8 @@ class _CosineMatrix(torch.autograd.Function):
     """``(a b^T) / (max(|a|, eps) max(|b|, eps)^T)`` with a hand-written backward.
 
     Autograd through "normalise, then multiply" rewrites the C x D operand (a classifier's weights,
-    the proxies) several times forward and backward; here the backward is one GEMM per input whose
-    accumulator already holds the radial term: ``grad_b = (G')^T a - b * sum_i(G cos)_ij / |b_j|^2``
+    the proxies) several times forward and backward; here the backward is one GEMM per input plus one
+    in-place pass for the radial term: ``grad_b = (G')^T a - b * sum_i(G cos)_ij / |b_j|^2``
     with ``G' = G / (|a| |b|^T)`` (the radial term vanishes where the norm is clamped at eps).
     """
 
@@ -78,10 +78,10 @@ class _CosineMatrix(torch.autograd.Function):
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
             coef = torch.where(free_a, radial.sum(1) / norm_a.square(), torch.zeros_like(norm_a))
-            grad_a = torch.addmm(a * -coef.unsqueeze(1), scaled, b)
+            grad_a = torch.mm(scaled, b).addcmul_(a, coef.unsqueeze(1), value=-1.0)
         if ctx.needs_input_grad[1]:
             coef = torch.where(free_b, radial.sum(0) / norm_b.square(), torch.zeros_like(norm_b))
-            grad_b = torch.addmm(b * -coef.unsqueeze(1), scaled.t(), a)
+            grad_b = torch.mm(scaled.t(), a).addcmul_(b, coef.unsqueeze(1), value=-1.0)
         return grad_a, grad_b
 
 

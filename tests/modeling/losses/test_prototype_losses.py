@@ -163,3 +163,14 @@ def test_mpn_module_owns_phi_and_a_learnable_scale(make_batch):
     with pytest.raises(ValueError, match="MODEL.LOSSES.MPN.REDUCTION \\(5\\) must be a positive divisor of the feature dim 16"):
         MPNTupletLoss(_cfg("MODEL.LOSSES.MPN.FEAT_DIM", 16, "MODEL.LOSSES.MPN.REDUCTION", 5))
     assert MPNTupletLoss(_cfg("MODEL.LOSSES.MPN.REDUCTION", 8), feat_dim=32).phi[2].out_features == 32
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_mpn_class_means_before_phis_last_layer_match_mapping_every_sample(make_batch, exclude):
+    f, y = make_batch([3, 1, 2, 3], dim=16)
+    phi = build_phi(16, 4).double()
+    per_sample = nn.Sequential(phi, nn.Identity())  # ends with no linear layer: phi applied to each sample
+    fast = mpn_tuplet_loss(f, y, phi, None, 5.0, exclude_anchor=exclude)
+    slow = mpn_tuplet_loss(f, y, per_sample, None, 5.0, exclude_anchor=exclude)
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-12)
+    assert fast.item() == pytest.approx(reference_pn(f, phi(f).detach(), y.tolist(), 5.0, exclude), rel=1e-9)
