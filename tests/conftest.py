@@ -1,4 +1,5 @@
 """Shared test settings: small thread pools, seeding, and a tiny end-to-end config."""
+import logging
 import os
 from typing import Callable, Sequence
 
@@ -43,6 +44,19 @@ TINY_OPTS = [
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Runs call setup_logger (own handlers, no propagation): undo it so caplog works in later tests."""
+    yield
+    logging.captureWarnings(False)
+    for name in ("reid", "py.warnings"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.propagate = True
 
 
 @pytest.fixture(scope="session")
