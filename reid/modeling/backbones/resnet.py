@@ -25,42 +25,39 @@ from .build import BACKBONE_REGISTRY
 from .pretrained import find_published_file, load_pretrained
 
 
-class BasicBlock(tv_resnet.BasicBlock):
-    """torchvision's BasicBlock with optional IBN-a first norm and squeeze-and-excitation."""
+class _ReIDBlock:
+    """What the ReID blocks add to torchvision's: an IBN-a first norm, squeeze-and-excitation on the
+    residual branch, and changing the block's stride in place (the stride lives on ``strided_conv``)."""
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: Optional[nn.Module] = None,
-        norm: str = "BN",
-        ibn: bool = False,
-        se: bool = False,
-    ) -> None:
-        super().__init__(inplanes, planes, stride, downsample, norm_layer=functools.partial(get_norm, norm))
+    strided_conv: str
+    bn1: nn.Module
+    downsample: Optional[nn.Module]
+    relu: nn.Module
+    expansion: int
+
+    def _add_ibn_se(self, planes: int, norm: str, ibn: bool, se: bool) -> None:
         if ibn:
             self.bn1 = IBN(planes, norm)
         self.se = SELayer(planes * self.expansion) if se else None
 
     def set_stride(self, stride: int) -> None:
         """Change the block's spatial stride in place (same parameters)."""
-        self.conv1.stride = (stride, stride)
+        getattr(self, self.strided_conv).stride = (stride, stride)
         if self.downsample is not None:
             self.downsample[0].stride = (stride, stride)
         self.stride = stride
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+    def _merge(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.se is not None:
             out = self.se(out)
         identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
 
 
-class Bottleneck(tv_resnet.Bottleneck):
-    """torchvision's Bottleneck (stride on the 3x3 conv) with optional IBN-a first norm and SE."""
+class BasicBlock(_ReIDBlock, tv_resnet.BasicBlock):
+    """torchvision's BasicBlock with optional IBN-a first norm and squeeze-and-excitation."""
+
+    strided_conv = "conv1"
 
     def __init__(
         self,
@@ -73,25 +70,35 @@ class Bottleneck(tv_resnet.Bottleneck):
         se: bool = False,
     ) -> None:
         super().__init__(inplanes, planes, stride, downsample, norm_layer=functools.partial(get_norm, norm))
-        if ibn:
-            self.bn1 = IBN(planes, norm)
-        self.se = SELayer(planes * self.expansion) if se else None
+        self._add_ibn_se(planes, norm, ibn, se)
 
-    def set_stride(self, stride: int) -> None:
-        """Change the block's spatial stride in place (same parameters)."""
-        self.conv2.stride = (stride, stride)
-        if self.downsample is not None:
-            self.downsample[0].stride = (stride, stride)
-        self.stride = stride
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self._merge(self.bn2(self.conv2(out)), x)
+
+
+class Bottleneck(_ReIDBlock, tv_resnet.Bottleneck):
+    """torchvision's Bottleneck (stride on the 3x3 conv) with optional IBN-a first norm and SE."""
+
+    strided_conv = "conv2"
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Optional[nn.Module] = None,
+        norm: str = "BN",
+        ibn: bool = False,
+        se: bool = False,
+    ) -> None:
+        super().__init__(inplanes, planes, stride, downsample, norm_layer=functools.partial(get_norm, norm))
+        self._add_ibn_se(planes, norm, ibn, se)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.se is not None:
-            out = self.se(out)
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        return self._merge(self.bn3(self.conv3(out)), x)
 
 
 Block = Union[Type[BasicBlock], Type[Bottleneck]]

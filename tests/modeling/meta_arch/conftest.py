@@ -1,16 +1,6 @@
-"""Fixtures of the meta-architecture tests: single-threaded torch (tiny convolutions run several
-times faster on one thread than on two when other test processes share the cores) and two
-test-only losses with exactly known values, registered for the duration of one test."""
+"""Two test-only losses with exactly known values, registered for the duration of one test."""
 import pytest
 import torch
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 class LogitsCE(torch.nn.Module):
