@@ -15,8 +15,9 @@ A record is a YAML file in ``configs/papers/tables/<name>.yaml``:
       - {dataset: Market1501, metric: mAP}   # optional: test (another test set of the run), label
     rows:
       - name: Baseline (NSL)
-        config: ratio/nsl.yml                # one config for every dataset, or {dataset: config, ...},
-                                             # or null for a row that is only quoted from the paper
+        config: ratio/nsl.yml                # one config for every dataset, or {dataset: config, ...}
+                                             # (datasets left out are not run), or null for a row
+                                             # that is only quoted from the paper
         paper: [81.65, 92.31, ...]           # one value per column, null where the paper has none
         note: "..."                          # optional
 
@@ -76,7 +77,9 @@ class Column:
 @dataclass(frozen=True)
 class Row:
     name: str
-    configs: Dict[str, str]  # dataset key -> absolute config path; empty for a reference row
+    # dataset key -> absolute config path; datasets without one (all, for a row quoted from the
+    # paper) are not run
+    configs: Dict[str, str]
     paper: Tuple[Optional[float], ...]
     note: str = ""
 
@@ -242,10 +245,9 @@ def _parse_row(at: str, raw: Any, columns: Sequence[Column], papers_dir: str) ->
         extra = set(config) - set(needed)
         if extra:
             raise TableRecordError(f"{at}.config: datasets {sorted(extra)} have no column")
-        missing = [d for d in needed if d not in config]
-        if missing:
-            raise TableRecordError(f"{at}.config: no config for datasets {missing}")
-        configs = {d: _existing_file(f"{at}.config.{d}", papers_dir, config[d]) for d in needed}
+        if not config:
+            raise TableRecordError(f"{at}.config: an empty mapping; use null for a row that is only quoted")
+        configs = {d: _existing_file(f"{at}.config.{d}", papers_dir, config[d]) for d in needed if d in config}
     elif config is not None:
         raise TableRecordError(f"{at}.config: expected a path, a mapping dataset -> path, or null, got {config!r}")
     paper = _parse_paper_values(f"{at}.paper", raw.get("paper"), len(columns))

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 
 import pytest
@@ -33,8 +34,16 @@ def _state(path):
     return load_checkpoint_file(path)["model"]
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg):
-    opts = ("SOLVER.MAX_EPOCH", "3", "SOLVER.STEPS", "[2]", "TEST.EVAL_PERIOD", "0")
+TWO_STAGES = (
+    "[{'EPOCHS': 1, 'LOSSES': {'CrossEntropyLoss': 1.0}},"
+    " {'EPOCHS': 2, 'LOSSES': {'CrossEntropyLoss': 1.0, 'TripletLoss': 1.0}, 'TRAINABLE': ['heads\\\\.', 'backbone\\\\.layer4'],"
+    "  'SOLVER': {'BASE_LR': 0.001, 'SCHED': 'CosineAnnealingLR', 'ETA_MIN_LR': 0.0001}}]"
+)
+
+
+@pytest.mark.parametrize("stages", ["[]", TWO_STAGES], ids=["one-stage", "mid-stage"])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg, stages):
+    opts = ("SOLVER.MAX_EPOCH", "3", "SOLVER.STEPS", "[2]", "TEST.EVAL_PERIOD", "0", "SOLVER.STAGES", stages)
     full = tiny_cfg(*opts, output="full")
     _train(full)
 
@@ -207,3 +216,25 @@ def test_clipping_and_ema(tiny_cfg):
     assert "ema" in load_checkpoint_file(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
     results = json.load(open(os.path.join(cfg.OUTPUT_DIR, "results.json")))
     assert set(results["results"]["Synthetic"]) >= {"Rank-1", "mAP", "mINP"}
+
+
+def test_a_stage_with_its_own_schedule_restarts_the_lr(tiny_cfg):
+    cfg = tiny_cfg("SOLVER.MAX_EPOCH", "3", "SOLVER.STEPS", "[1]", "SOLVER.BASE_LR", "0.01", "SOLVER.STAGES", TWO_STAGES,
+                   "TEST.EVAL_PERIOD", "0")
+    trainer = _train(cfg)
+    n = trainer.iters_per_epoch
+    lrs = [json.loads(l)["lr"] for l in open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
+    assert lrs[:n] == pytest.approx([0.01] * n)  # global schedule: step at epoch 1 is not reached
+    # stage 2: cosine from 1e-3 down to 1e-4 over its own 2 epochs, counted from its first iteration
+    m = 2 * n
+    expected = [1e-4 + (1e-3 - 1e-4) * 0.5 * (1 + math.cos(math.pi * i / m)) for i in range(m)]
+    assert lrs[n:] == pytest.approx(expected)
+
+
+def test_bfloat16_autocast_runs_without_a_scaler(tiny_cfg):
+    cfg = tiny_cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "bfloat16", "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "0")
+    trainer = _train(cfg)
+    assert trainer.options.amp_dtype == torch.bfloat16 and trainer.options.grad_scaler is None
+    assert "grad_scaler" not in load_checkpoint_file(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+    with pytest.raises(ValueError, match="SOLVER.AMP.DTYPE must be one of"):
+        DefaultTrainer(default_setup(tiny_cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "half")))

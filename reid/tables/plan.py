@@ -1,0 +1,193 @@
+"""Turning a table record into runs: one training run per (config, dataset) that its cells need.
+
+A run is the row's config, then its dataset layer (or, with ``quick``, the quick setting), then the
+user's overrides, with OUTPUT_DIR = ``<output root>/<config path without .yml>/<dataset>``. Runs are
+named after the config and the dataset only, so cells that share them (the same config in several
+tables, the same quick run for every dataset of a row) train once.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shlex
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from yacs.config import CfgNode
+
+from reid.config import load_config
+
+from .quick import QUICK_DATASET, quick_opts
+from .record import TableRecord, load_yaml_strict
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: ``config`` with ``opts`` (KEY -> value, applied in order) into ``output_dir``."""
+
+    name: str
+    config: str
+    dataset: str  # the record's dataset key, or the quick dataset
+    opts: Tuple[Tuple[str, Any], ...]
+    output_dir: str
+    max_epoch: int
+
+    def opts_list(self) -> List[str]:
+        """``opts`` as the KEY VALUE strings ``load_config`` and tools/train_net.py take."""
+        return _texts(self.opts)
+
+    def command(self, resume: bool = False) -> str:
+        """The equivalent tools/train_net.py command line."""
+        config = os.path.relpath(self.config)
+        parts = ["python", "tools/train_net.py", "--config-file", self.config if config.startswith("..") else config]
+        if resume:
+            parts.append("--resume")
+        return " ".join(shlex.quote(p) for p in parts + self.opts_list())
+
+    def load(self) -> CfgNode:
+        return load_config(self.config, self.opts_list())
+
+
+@dataclass(frozen=True)
+class CellRef:
+    """Where a cell's number comes from: a run, its test set and a metric."""
+
+    run: Optional[str]  # Run.name, None for cells of reference rows or of datasets not requested
+    test: str
+    metric: str
+
+
+@dataclass
+class TablePlan:
+    record: TableRecord
+    quick: bool
+    runs: "OrderedDict[str, Run]" = field(default_factory=OrderedDict)
+    cells: Dict[Tuple[int, int], CellRef] = field(default_factory=dict)  # (row, column) -> source
+    datasets: List[str] = field(default_factory=list)  # the dataset keys requested
+
+    def runs_for_dataset(self, dataset: str) -> List[Run]:
+        return [r for r in self.runs.values() if r.dataset == dataset]
+
+
+def _literal_text(value: Any) -> str:
+    """A Python literal for ``value`` with strings double-quoted (reads better in a shell command)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal_text(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_literal_text(str(k))}: {_literal_text(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def format_opt_value(value: Any) -> str:
+    """A value as a command-line override text that ``load_config`` parses back to ``value``."""
+    if isinstance(value, str) and _literal(value) is value:
+        return value
+    return _literal_text(value)
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> List[Tuple[str, Any]]:
+    """Nested mapping -> [(dotted key, value)] in file order."""
+    items: List[Tuple[str, Any]] = []
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            items.extend(flatten(value, full + "."))
+        else:
+            items.append((full, value))
+    return items
+
+
+def layer_opts(path: str) -> List[Tuple[str, Any]]:
+    """A dataset layer file as overrides."""
+    data = load_yaml_strict(path) or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: a dataset layer must be a mapping of config keys, got {type(data).__name__}")
+    return flatten(data)
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _pairs(opts: Sequence[str]) -> List[Tuple[str, Any]]:
+    """Command-line KEY VALUE strings as (key, value), values parsed as load_config parses them."""
+    if len(opts) % 2:
+        raise ValueError(f"overrides must be KEY VALUE pairs, got an odd number of items: {list(opts)}")
+    return [(k, _literal(v)) for k, v in zip(opts[0::2], opts[1::2])]
+
+
+def _texts(pairs: Sequence[Tuple[str, Any]]) -> List[str]:
+    return [text for key, value in pairs for text in (key, format_opt_value(value))]
+
+
+def run_name(record: TableRecord, config: str, dataset: str) -> str:
+    return f"{os.path.splitext(record.relpath(config))[0]}/{dataset}"
+
+
+def plan_table(
+    record: TableRecord,
+    output_root: str,
+    datasets: Optional[Sequence[str]] = None,
+    quick: bool = False,
+    opts: Sequence[str] = (),
+) -> TablePlan:
+    """The runs of ``record`` for the requested ``datasets`` (all by default), each config loaded once.
+
+    ``opts`` (KEY VALUE strings) come last in every run, so they override the config, the dataset
+    layer and the quick setting. Raises ValueError for an unknown dataset key, ConfigError for a
+    config that does not load.
+    """
+    known = record.column_datasets()
+    requested = list(datasets) if datasets else known
+    unknown = [d for d in requested if d not in known]
+    if unknown:
+        raise ValueError(f"table {record.name}: unknown dataset(s) {unknown}; its datasets are {known}")
+    user = _pairs(list(opts))
+    plan = TablePlan(record=record, quick=quick, datasets=[d for d in known if d in requested])
+    for i, row in enumerate(record.rows):
+        for j, col in enumerate(record.columns):
+            if col.dataset not in row.configs or col.dataset not in requested:
+                plan.cells[(i, j)] = CellRef(run=None, test=col.test, metric=col.metric)
+                continue
+            config = row.configs[col.dataset]
+            dataset = QUICK_DATASET if quick else col.dataset
+            name = run_name(record, config, dataset)
+            if name not in plan.runs:
+                plan.runs[name] = _make_run(record, name, config, col.dataset, quick, user, output_root)
+            test = QUICK_DATASET if quick else col.test
+            plan.cells[(i, j)] = CellRef(run=name, test=test, metric=col.metric)
+    return plan
+
+
+def _make_run(
+    record: TableRecord,
+    name: str,
+    config: str,
+    dataset: str,
+    quick: bool,
+    user: List[Tuple[str, Any]],
+    output_root: str,
+) -> Run:
+    output = [("OUTPUT_DIR", os.path.join(output_root, *name.split("/")))]
+    layer = [] if quick else layer_opts(record.datasets[dataset].layer)
+    extra: List[Tuple[str, Any]] = []
+    if quick:
+        base = load_config(config, _texts(user))
+        extra = list(quick_opts(base).items())
+    ordered = layer + extra + user + output
+    cfg = load_config(config, _texts(ordered))
+    return Run(
+        name=name,
+        config=config,
+        dataset=QUICK_DATASET if quick else dataset,
+        opts=tuple(ordered),
+        output_dir=cfg.OUTPUT_DIR,
+        max_epoch=cfg.SOLVER.MAX_EPOCH,
+    )

@@ -1,0 +1,139 @@
+"""Running a table's runs: which are finished, which datasets are there, training the rest in-process.
+
+A run is finished when OUTPUT_DIR/results.json reports the run's last epoch (SOLVER.MAX_EPOCH); it
+is then skipped. A run with a checkpoint (OUTPUT_DIR/last_checkpoint) resumes from it. A dataset
+that cannot be found is reported and its runs are skipped; a run that fails is reported and the
+others go on.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+from reid.config import load_config
+from reid.data.datasets import DATASET_REGISTRY
+from reid.data.datasets.bases import DatasetFormatError, DatasetNotFoundError
+from reid.data.datasets.build import resolve_root
+from reid.utils.checkpoint import LAST_CHECKPOINT
+
+from .plan import Run, TablePlan, format_opt_value, layer_opts
+
+logger = logging.getLogger("reid.tables")
+
+RESULTS_FILE = "results.json"
+
+# Run states.
+FINISHED = "finished"
+PARTIAL = "partial"  # a checkpoint or intermediate results: resumed
+NEW = "new"
+FAILED = "failed"
+SKIPPED = "skipped"  # its dataset is missing
+
+
+def read_results(output_dir: str) -> Optional[dict]:
+    """OUTPUT_DIR/results.json ({"epoch": N, "results": {test set: metrics}}), None if absent or unreadable."""
+    path = os.path.join(output_dir, RESULTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        logger.warning("Cannot read %s (%s): treating the run as unfinished", path, e)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        logger.warning("%s has no 'results' mapping: treating the run as unfinished", path)
+        return None
+    return data
+
+
+def run_status(run: Run) -> str:
+    """FINISHED, PARTIAL or NEW from what OUTPUT_DIR holds."""
+    results = read_results(run.output_dir)
+    if results is not None and results.get("epoch") == run.max_epoch:
+        return FINISHED
+    if results is not None or os.path.isfile(os.path.join(run.output_dir, LAST_CHECKPOINT)):
+        return PARTIAL
+    return NEW
+
+
+def check_dataset(opts: Sequence[str]) -> Optional[str]:
+    """None when every dataset of DATASETS.NAMES and DATASETS.TESTS can be read with ``opts`` (the
+    dataset layer's keys, DATASETS.ROOT, ...), else why not (the reader's message)."""
+    cfg = load_config(None, list(opts))
+    root = resolve_root(cfg)
+    for name in dict.fromkeys([*cfg.DATASETS.NAMES, *cfg.DATASETS.TESTS]):
+        try:
+            DATASET_REGISTRY.get(name).from_config(cfg, root)
+        except (DatasetNotFoundError, DatasetFormatError) as e:
+            return str(e)
+    return None
+
+
+def missing_datasets(plan: TablePlan, opts: Sequence[str] = ()) -> Dict[str, str]:
+    """Dataset key -> reason, for the requested datasets of ``plan`` that cannot be read.
+
+    ``opts`` are the user's overrides (DATASETS.ROOT, ...). The quick setting's synthetic data is
+    generated on first use, so it is never missing.
+    """
+    if plan.quick:
+        return {}
+    missing = {}
+    for key in plan.datasets:
+        layer = [t for k, v in layer_opts(plan.record.datasets[key].layer) for t in (k, format_opt_value(v))]
+        reason = check_dataset(layer + list(opts))
+        if reason is not None:
+            missing[key] = reason
+    return missing
+
+
+def train_run(run: Run) -> None:
+    """Train ``run`` in this process, resuming from its last checkpoint if there is one."""
+    from reid.engine import DefaultTrainer, default_setup
+
+    cfg = default_setup(run.load())
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    trainer.train()
+
+
+@dataclass
+class RunOutcome:
+    run: Run
+    status: str
+    error: str = ""
+
+
+def execute(
+    runs: Sequence[Run],
+    skip_datasets: Iterable[str] = (),
+    train: Callable[[Run], None] = train_run,
+) -> List[RunOutcome]:
+    """Train every unfinished run of ``runs`` (finished ones and those of ``skip_datasets`` skipped).
+
+    A run that raises is reported as FAILED with its error and the next run starts.
+    """
+    skip = set(skip_datasets)
+    outcomes = []
+    for k, run in enumerate(runs, start=1):
+        if run.dataset in skip:
+            outcomes.append(RunOutcome(run, SKIPPED, "dataset missing"))
+            continue
+        status = run_status(run)
+        if status == FINISHED:
+            logger.info("[%d/%d] %s: finished, skipped", k, len(runs), run.name)
+            outcomes.append(RunOutcome(run, FINISHED))
+            continue
+        logger.info("[%d/%d] %s: %s", k, len(runs), run.name, "resuming" if status == PARTIAL else "training")
+        try:
+            train(run)
+        except Exception as e:  # noqa: BLE001 - one broken run must not stop the table
+            logger.error("Run %s failed:\n%s", run.name, traceback.format_exc())
+            outcomes.append(RunOutcome(run, FAILED, f"{type(e).__name__}: {e}"))
+            continue
+        outcomes.append(RunOutcome(run, run_status(run)))
+    return outcomes
