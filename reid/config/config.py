@@ -207,7 +207,7 @@ def _require(cond: bool, message: str) -> None:
 
 def check_config(cfg: CfgNode) -> None:
     """Cross-field checks that catch a broken config before any work starts."""
-    identity_samplers = {"NaiveIdentitySampler", "BalancedIdentitySampler"}
+    identity_samplers = {"NaiveIdentitySampler"}
     bs, k = cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE
     _require(bs > 0, f"SOLVER.IMS_PER_BATCH must be positive, got {bs}")
     if cfg.DATALOADER.SAMPLER_TRAIN in identity_samplers:
