@@ -52,6 +52,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--datasets", nargs="+", metavar="KEY", help="only these dataset keys of the table (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs (status, command) and the table so far; train nothing")
     parser.add_argument("--quick", action="store_true", help="every cell as a tiny run on the synthetic dataset")
+    parser.add_argument(
+        "--keep-checkpoints", action="store_true", help="with --quick: keep the runs' weights (deleted once a quick run is finished)"
+    )
     parser.add_argument("--output-dir", default=None, help=f"runs and reports go here (default {DEFAULT_OUTPUT}, {DEFAULT_QUICK_OUTPUT} with --quick)")
     parser.add_argument("--papers-dir", default=None, help="folder of the paper configs and tables/ (default configs/papers)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every run")
@@ -83,7 +86,8 @@ def reproduce_table(name: str, args: argparse.Namespace, output_dir: str) -> boo
     print(_describe_plan(plan, missing), flush=True)
     failed = {}
     if not args.dry_run:
-        failed = failed_runs(execute(list(plan.runs.values()), skip_datasets=missing))
+        keep = args.keep_checkpoints or not args.quick
+        failed = failed_runs(execute(list(plan.runs.values()), skip_datasets=missing, keep_checkpoints=keep))
     result = collect(plan, missing=missing, failed=failed)
     markdown = to_markdown(result)
     print("\n" + markdown, flush=True)

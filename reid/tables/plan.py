@@ -54,7 +54,7 @@ class Run:
 class CellRef:
     """Where a cell's number comes from: a run, its test set and a metric."""
 
-    run: Optional[str]  # Run.name, None for cells of reference rows or of datasets not requested
+    run: Optional[str]  # Run.name; None for a cell without a config or of a dataset not requested
     test: str
     metric: str
 
@@ -66,9 +66,6 @@ class TablePlan:
     runs: "OrderedDict[str, Run]" = field(default_factory=OrderedDict)
     cells: Dict[Tuple[int, int], CellRef] = field(default_factory=dict)  # (row, column) -> source
     datasets: List[str] = field(default_factory=list)  # the dataset keys requested
-
-    def runs_for_dataset(self, dataset: str) -> List[Run]:
-        return [r for r in self.runs.values() if r.dataset == dataset]
 
 
 def _literal_text(value: Any) -> str:

@@ -9,14 +9,14 @@ from .runner import FAILED, RunOutcome, read_results
 
 # What a cell without a number of ours shows.
 NOT_RUN = "not run"  # the run has not produced results (yet), or its dataset was not requested
-NO_CONFIG = "—"  # no config for the cell: a row quoted from the paper (another method)
+NO_NUMBER = "—"  # no number: a paper value it does not print, or no config for the cell (another method)
 MISSING = "no data"  # the dataset is missing
 FAILED_MARK = "failed"
 NO_METRIC = "no result"  # results.json lacks this test set or metric
 
 LEGEND = (
     "Cells: paper | ours | Δ = ours - paper, in percentage points. "
-    f"'{NO_CONFIG}': no number (for ours: no config, e.g. a row quoted from the paper); '{MISSING}': dataset not found; "
+    f"'{NO_NUMBER}': no number (for ours: no config, e.g. a row quoted from the paper); '{MISSING}': dataset not found; "
     f"'{NOT_RUN}': no results yet; '{FAILED_MARK}': the run raised (see its log.txt); "
     "* = intermediate results of an unfinished run (the epoch it was evaluated at is in results.json)."
 )
@@ -72,7 +72,7 @@ def collect(
             paper = row.paper[j]
             ours, final, mark = None, False, ""
             if col.dataset not in row.configs:
-                mark = NO_CONFIG
+                mark = NO_NUMBER
             elif ref.run is None:
                 mark = NOT_RUN
             elif col.dataset in missing and not plan.quick:
@@ -138,7 +138,7 @@ def to_markdown(result: TableResult) -> str:
     for name, row in zip(result.rows, result.cells):
         cells = [name]
         for cell in row:
-            paper = _number(cell.paper, d) if cell.paper is not None else NO_CONFIG
+            paper = _number(cell.paper, d) if cell.paper is not None else NO_NUMBER
             if cell.ours is not None:
                 ours = _number(cell.ours, d) + ("" if cell.final else "*")
             else:
@@ -148,7 +148,9 @@ def to_markdown(result: TableResult) -> str:
     lines += ["", LEGEND]
     if result.missing_datasets:
         lines += ["", "Missing datasets (their cells were not run):"]
-        lines += [f"- {key}: {summarise(reason)}" for key, reason in result.missing_datasets.items()]
+        for key, reason in result.missing_datasets.items():
+            text = summarise(reason)
+            lines.append(f"- {key}: {text[len(key) + 2:] if text.startswith(key + ': ') else text}")
     if result.failed_runs:
         lines += ["", "Failed runs:"]
         lines += [f"- {name}: {summarise(error) or 'failed'}" for name, error in result.failed_runs.items()]

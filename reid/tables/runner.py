@@ -99,6 +99,25 @@ def train_run(run: Run) -> None:
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=True)
     trainer.train()
+    results = read_results(cfg.OUTPUT_DIR)
+    if trainer.start_epoch >= cfg.SOLVER.MAX_EPOCH and (results is None or results.get("epoch") != cfg.SOLVER.MAX_EPOCH):
+        # Training had finished but its final results.json is gone: evaluate the final model again.
+        model = trainer.ema_model.module if trainer.ema_model is not None else trainer.model
+        DefaultTrainer.test(cfg, model, epoch=cfg.SOLVER.MAX_EPOCH - 1)
+
+
+def drop_checkpoints(output_dir: str) -> List[str]:
+    """Delete the weights of a finished run (``*.pth`` and ``last_checkpoint``); results and logs stay.
+
+    For quick runs, whose weights are worth nothing and would fill a laptop's disk (an MGN quick run
+    writes two checkpoints of several hundred MB). Returns the removed file names.
+    """
+    removed = []
+    for name in sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []:
+        if name.endswith(".pth") or name == LAST_CHECKPOINT:
+            os.remove(os.path.join(output_dir, name))
+            removed.append(name)
+    return removed
 
 
 @dataclass
@@ -112,10 +131,12 @@ def execute(
     runs: Sequence[Run],
     skip_datasets: Iterable[str] = (),
     train: Callable[[Run], None] = train_run,
+    keep_checkpoints: bool = True,
 ) -> List[RunOutcome]:
     """Train every unfinished run of ``runs`` (finished ones and those of ``skip_datasets`` skipped).
 
-    A run that raises is reported as FAILED with its error and the next run starts.
+    A run that raises is reported as FAILED with its error and the next run starts. Without
+    ``keep_checkpoints`` the weights of every finished run are deleted (``drop_checkpoints``).
     """
     skip = set(skip_datasets)
     outcomes = []
@@ -127,6 +148,8 @@ def execute(
         if status == FINISHED:
             logger.info("[%d/%d] %s: finished, skipped", k, len(runs), run.name)
             outcomes.append(RunOutcome(run, FINISHED))
+            if not keep_checkpoints:
+                drop_checkpoints(run.output_dir)
             continue
         logger.info("[%d/%d] %s: %s", k, len(runs), run.name, "resuming" if status == PARTIAL else "training")
         try:
@@ -135,5 +158,8 @@ def execute(
             logger.error("Run %s failed:\n%s", run.name, traceback.format_exc())
             outcomes.append(RunOutcome(run, FAILED, f"{type(e).__name__}: {e}"))
             continue
-        outcomes.append(RunOutcome(run, run_status(run)))
+        status = run_status(run)
+        outcomes.append(RunOutcome(run, status))
+        if status == FINISHED and not keep_checkpoints:
+            drop_checkpoints(run.output_dir)
     return outcomes
