@@ -100,7 +100,9 @@ class EvalHook(HookBase):
             self.best_metric, self.best_epoch = first["metric"], self.trainer.epoch
             logger.info("New best metric %.2f at epoch %d", self.best_metric, self.best_epoch + 1)
             if self.checkpointer is not None:
-                self.checkpointer.save("model_best", tag_last=False, epoch=self.trainer.epoch, iteration=self.trainer.iter)
+                self.checkpointer.save(
+                    "model_best", tag_last=False, model_only=True, epoch=self.trainer.epoch, iteration=self.trainer.iter
+                )
 
     def after_epoch(self) -> None:
         done = self.trainer.epoch + 1

@@ -118,16 +118,19 @@ class Checkpointer:
         self.save_to_disk = save_to_disk
         self.checkpointables = checkpointables
 
-    def save(self, name: str, tag_last: bool = True, **extra: Any) -> Optional[str]:
+    def save(self, name: str, tag_last: bool = True, model_only: bool = False, **extra: Any) -> Optional[str]:
         """Write ``<save_dir>/<name>.pth`` with the model, every checkpointable, RNG states and ``extra``.
 
-        ``tag_last`` makes it the checkpoint that ``resume`` continues from.
+        ``tag_last`` makes it the checkpoint that ``resume`` continues from; ``model_only`` keeps
+        just the model weights, ``meta`` and ``extra`` (for checkpoints that are only evaluated).
         """
         if not self.save_to_disk:
             return None
-        data: Dict[str, Any] = {"model": unwrap_model(self.model).state_dict(), "rng_states": get_rng_states(), **self.meta}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
+        data: Dict[str, Any] = {"model": unwrap_model(self.model).state_dict(), **self.meta}
+        if not model_only:
+            data["rng_states"] = get_rng_states()
+            for key, obj in self.checkpointables.items():
+                data[key] = obj.state_dict()
         data.update(extra)
         path = os.path.join(self.save_dir, f"{name}.pth")
         atomic_torch_save(data, path)

@@ -110,3 +110,14 @@ def test_rng_state_round_trip():
     set_rng_states(states)
     b = (random.random(), np.random.rand(), torch.rand(2))
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+def test_model_only_checkpoint_has_no_training_state(tmp_path):
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    ckpt = Checkpointer(model, str(tmp_path), meta={"num_classes": 2}, optimizer=opt)
+    ckpt.save("model_0000")
+    path = ckpt.save("model_best", tag_last=False, model_only=True, epoch=3)
+    data = torch.load(path, weights_only=True)
+    assert set(data) == {"model", "num_classes", "epoch"}
+    assert ckpt.get_checkpoint_file().endswith("model_0000.pth")
