@@ -28,6 +28,7 @@ WARMUP_FACTOR 0.01, WARMUP_EPOCHS 20, linear: 1e-5 at iteration 0, 1e-3 from epo
 from __future__ import annotations
 
 import bisect
+from abc import ABC, abstractmethod
 import math
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
@@ -76,18 +77,20 @@ class Schedule(Protocol):
     def summary(self) -> str: ...
 
 
-class MainSchedule:
+class MainSchedule(ABC):
     """The schedule after (and under) the warm-up: a factor of the group's base LR per iteration."""
 
+    @abstractmethod
     def factor(self, i: int) -> float:
-        raise NotImplementedError
+        """The LR factor at iteration ``i``."""
 
+    @abstractmethod
     def events(self) -> List[Tuple[int, str]]:
         """(iteration, label) of each point where the schedule changes course."""
-        raise NotImplementedError
 
+    @abstractmethod
     def summary(self) -> str:
-        raise NotImplementedError
+        """One line for the log."""
 
 
 @LR_SCHEDULER_REGISTRY.register(name="MultiStepLR")

@@ -12,6 +12,7 @@ Conventions for all datasets:
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 import re
 import warnings
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ def read_list_file(path: str) -> List[Tuple[int, List[str]]]:
         return [(i, line.split()) for i, line in enumerate(f, start=1) if line.strip()]
 
 
-class ImageDataset:
+class ImageDataset(ABC):
     """Base of every dataset: ``train``, ``query`` and ``gallery`` lists of :class:`Record`.
 
     Subclasses set ``name`` (the registered name), ``layouts`` (accepted folder layouts, the first
@@ -96,9 +97,9 @@ class ImageDataset:
         """Build the dataset with its options from ``cfg``; the base class has none."""
         return cls(root)
 
+    @abstractmethod
     def load(self) -> Tuple[List[Record], List[Record], List[Record]]:
         """Parse the dataset folder into (train, query, gallery)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement load()")
 
     def official_counts(self) -> Dict[str, Tuple[Optional[int], Optional[int]]]:
         """Published (ids, images) per split; empty when there are none to compare against."""
