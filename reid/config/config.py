@@ -91,12 +91,13 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     )
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> List[Tuple[str, Any]]:
+def flatten_keys(data: Mapping[str, Any], prefix: str = "") -> List[Tuple[str, Any]]:
+    """Nested mapping -> [(dotted key, value)] in the mapping's order."""
     items = []
     for k, v in data.items():
         full = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            items.extend(_flatten(v, full + "."))
+            items.extend(flatten_keys(v, full + "."))
         else:
             items.append((full, v))
     return items
@@ -104,7 +105,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> List[Tuple[str, Any]]
 
 def merge_dict_into(cfg: CfgNode, data: Mapping[str, Any], source: str) -> None:
     """Merge a nested dict of overrides into ``cfg``, validating every key and type."""
-    for raw_key, value in _flatten(data):
+    for raw_key, value in flatten_keys(data):
         key = _apply_alias(raw_key)
         node: Any = cfg
         parts = key.split(".")

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from yacs.config import CfgNode
 
 from reid.config import load_config
+from reid.config.config import flatten_keys
 
 from .quick import QUICK_DATASET, quick_opts
 from .record import TableRecord, load_yaml_strict
@@ -86,24 +87,12 @@ def format_opt_value(value: Any) -> str:
     return _literal_text(value)
 
 
-def flatten(data: Mapping[str, Any], prefix: str = "") -> List[Tuple[str, Any]]:
-    """Nested mapping -> [(dotted key, value)] in file order."""
-    items: List[Tuple[str, Any]] = []
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            items.extend(flatten(value, full + "."))
-        else:
-            items.append((full, value))
-    return items
-
-
 def layer_opts(path: str) -> List[Tuple[str, Any]]:
     """A dataset layer file as overrides."""
     data = load_yaml_strict(path) or {}
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: a dataset layer must be a mapping of config keys, got {type(data).__name__}")
-    return flatten(data)
+    return flatten_keys(data)
 
 
 def _literal(text: str) -> Any:
