@@ -29,7 +29,7 @@ def sparse_pairwise_loss(
     Classes without negatives (a batch of one class) have no term.
     """
     check_features_labels(f, y, "sparse_pairwise_loss")
-    check_choice("kind", kind, SP_KINDS)
+    kind = check_choice("kind", kind.lower().replace("_", "-"), SP_KINDS)
     if not temperature > 0:
         raise ValueError(f"sparse_pairwise_loss: temperature must be positive, got {temperature}")
     s = 1.0 / temperature
@@ -68,7 +68,7 @@ class SparsePairwiseLoss(FeatureLoss):
         super().__init__(cfg)
         block = self.block(cfg)
         self.temperature = float(block.TEMP)
-        self.kind = check_choice(self.key("TYPE"), str(block.TYPE).lower(), SP_KINDS)
+        self.kind = check_choice(self.key("TYPE"), str(block.TYPE).lower().replace("_", "-"), SP_KINDS)
         if not self.temperature > 0:
             raise ValueError(f"{self.key('TEMP')} must be positive, got {self.temperature}")
 
