@@ -4,7 +4,6 @@ import torch.nn.functional as F
 
 from reid.config import get_cfg
 from reid.modeling.heads import RatioHead, UnifiedHead, build_heads
-from reid.modeling.layers.classifiers import CLASSIFIER_REGISTRY
 
 C_IN, N_CLASSES = 16, 6
 
@@ -48,18 +47,12 @@ def test_ratio_head_defaults_to_the_papers_1024_normalised_feature():
 
 
 def test_ratio_head_training_outputs_with_the_cosine_classifier():
-    # The cosine classifier ("NSL") comes from the losses work; with only "Linear" registered the
-    # head is checked with it (the head itself is the same).
-    cls_layer = "NSL" if "NSL" in CLASSIFIER_REGISTRY else "Linear"
-    head = build_heads(_cfg("RatioHead", EMBEDDING_DIM=8, CLS_LAYER=cls_layer, SCALE=14.0), C_IN).double().train()
+    head = build_heads(_cfg("RatioHead", EMBEDDING_DIM=8, CLS_LAYER="NSL", SCALE=14.0), C_IN).double().train()
     out = head(_fmap(), torch.tensor([0, 1, 2, 3]))
     assert out["features"].shape == out["neck_features"].shape == (4, 8)
     torch.testing.assert_close(out["neck_features"], F.normalize(out["features"], dim=1))
     weight = out["cls_weight"].detach()
-    if cls_layer == "NSL":
-        expected = 14.0 * out["neck_features"] @ F.normalize(weight, dim=1).T
-    else:
-        expected = 14.0 * out["neck_features"] @ weight.T
+    expected = 14.0 * out["neck_features"] @ F.normalize(weight, dim=1).T
     torch.testing.assert_close(out["logits"], expected)
     out["logits"].sum().backward()
     assert head.reduction.weight.grad is not None and head.pool_norm.weight.grad is not None
