@@ -77,3 +77,18 @@ def test_two_gloo_processes_train_on_disjoint_identity_complete_shards(tmp_path,
     assert "model_final.pth" in files and "results.json" in files
     assert "log.txt" in files and "log.txt.rank1" in files
     assert not [f for f in files if f.endswith(".tmp")]
+
+
+def test_torchrun_launch_of_train_net_completes(tmp_path, tiny_opts):
+    out = tmp_path / "torchrun"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+        os.path.join(ROOT, "tools", "train_net.py"), *tiny_opts, "OUTPUT_DIR", str(out), "SOLVER.IMS_PER_BATCH", "16",
+        "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Rank 1 of 2" in (out / "log.txt.rank1").read_text()
+    results = json.load(open(out / "results.json"))
+    assert results["epoch"] == 1 and "mAP" in results["results"]["Synthetic"]
+    assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_best.pth", "model_final.pth"]
