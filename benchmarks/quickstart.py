@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from reid.config import load_config  # noqa: E402
 from reid.data.datasets import build_train_records  # noqa: E402
 from reid.engine import DefaultTrainer, default_setup  # noqa: E402
-from reid.engine.defaults import _with_num_classes  # noqa: E402
+from reid.engine.defaults import with_num_classes  # noqa: E402
 from reid.modeling import build_model  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "Synthetic", "quickstart.yml")
@@ -35,7 +35,7 @@ def main() -> None:
     trained = trainer.test(cfg, trainer.model)
     wall = time.perf_counter() - start
 
-    untrained_cfg = _with_num_classes(cfg, build_train_records(cfg)[1])
+    untrained_cfg = with_num_classes(cfg, build_train_records(cfg)[1])
     untrained = DefaultTrainer.test(untrained_cfg, build_model(untrained_cfg))
 
     print(f"\nquick-start wall time (build, train, evaluate twice): {wall:.1f} s")

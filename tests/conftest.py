@@ -1,6 +1,6 @@
 """Shared test settings: one torch thread, seeding, logging reset, and a tiny end-to-end config."""
 import logging
-from typing import Callable, Sequence
+from typing import Callable
 
 import pytest
 import torch

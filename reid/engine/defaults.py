@@ -84,7 +84,7 @@ def setup(args: argparse.Namespace) -> CfgNode:
     return default_setup(load_config(args.config_file or None, args.opts or []), args)
 
 
-def _with_num_classes(cfg: CfgNode, num_classes: int) -> CfgNode:
+def with_num_classes(cfg: CfgNode, num_classes: int) -> CfgNode:
     configured = cfg.MODEL.HEADS.NUM_CLASSES
     if configured and configured != num_classes:
         logger.warning(
@@ -102,7 +102,7 @@ class DefaultTrainer(SimpleTrainer):
 
     def __init__(self, cfg: CfgNode) -> None:
         data_loader, num_classes = build_reid_train_loader(cfg)
-        cfg = _with_num_classes(cfg, num_classes)
+        cfg = with_num_classes(cfg, num_classes)
         self.plan = build_training_plan(cfg)
         model = build_model(cfg)
         logger.info("Model:\n%s", model)
@@ -258,6 +258,6 @@ def build_model_for_eval(cfg: CfgNode) -> nn.Module:
     num_classes = int(checkpoint.get("num_classes", 0)) or cfg.MODEL.HEADS.NUM_CLASSES
     if not num_classes:
         num_classes = build_train_records(cfg)[1]
-    model = build_model(_with_num_classes(cfg, num_classes))
+    model = build_model(with_num_classes(cfg, num_classes))
     load_model_state(model, checkpoint["model"], source=cfg.MODEL.WEIGHTS)
     return model

@@ -1,6 +1,6 @@
 """Ranking metrics, re-ranking, query expansion, ROC, search and the ReID evaluator."""
 from .distance import DISTANCE_REGISTRY, build_distance, compute_distmat
-from .evaluator import ReidEvaluator, format_results_table, inference_on_dataset, score_features, write_results_json
+from .evaluator import ReidEvaluator, format_results_table, inference_on_dataset, score_features
 from .query_expansion import alpha_query_expansion
 from .rank import RankAccumulator, evaluate_rank
 from .rank_cuhk03 import SingleGalleryShotCMC
@@ -28,5 +28,4 @@ __all__ = [
     "rerank_chunks",
     "score_features",
     "search_topk",
-    "write_results_json",
 ]

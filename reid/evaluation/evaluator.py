@@ -10,7 +10,6 @@ once. Results are percentages keyed "Rank-1", "Rank-5", "Rank-10", "mAP", "mINP"
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -25,7 +24,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from reid.utils import comm
-from reid.utils.file_io import atomic_open
+from reid.utils.file_io import atomic_write_json
 
 from .distance import Distance, build_distance
 from .query_expansion import alpha_query_expansion
@@ -34,7 +33,7 @@ from .rank_cuhk03 import SingleGalleryShotCMC
 from .rerank import FeatureDistances, rerank_chunks
 from .roc import RocAccumulator
 
-__all__ = ["ReidEvaluator", "inference_on_dataset", "format_results_table", "write_results_json"]
+__all__ = ["ReidEvaluator", "inference_on_dataset", "format_results_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ class ReidEvaluator:
         logger.info("Evaluated %s (%d queries, %d gallery) in %.1f s", self._label, self.num_query, num_gallery, seconds)
         if self.output_dir and self.dataset_name:
             path = os.path.join(self.output_dir, "inference", f"{self.dataset_name}.json")
-            write_results_json(path, {self.dataset_name: results})
+            atomic_write_json(path, {self.dataset_name: results})
         return results
 
 
@@ -218,10 +217,3 @@ def _cell(value: Optional[float]) -> str:
     if value is None:
         return "-"
     return "nan" if math.isnan(value) else f"{value:.2f}"
-
-
-def write_results_json(path: str, results: Mapping[str, Any]) -> None:
-    """Write ``results`` as JSON (metric order kept) atomically: a temporary file, then os.replace."""
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")

@@ -37,7 +37,9 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """``obj`` as indented JSON, keys in their order (metric tables stay readable)."""
+    text = json.dumps(obj, indent=2) + "\n"  # serialise first: an error leaves ``path`` untouched
+    atomic_write_text(path, text)
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:

@@ -1,7 +1,7 @@
 """Name -> object registries: what a YAML file names is what gets built."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, TypeVar
+from typing import Any, Dict, Iterator, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
 

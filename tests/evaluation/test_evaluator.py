@@ -9,7 +9,7 @@ from torch import nn
 
 from reid.config import get_cfg
 from reid.evaluation.distance import build_distance, compute_distmat
-from reid.evaluation.evaluator import ReidEvaluator, format_results_table, inference_on_dataset, write_results_json
+from reid.evaluation.evaluator import ReidEvaluator, format_results_table, inference_on_dataset
 from reid.evaluation.query_expansion import alpha_query_expansion
 from reid.evaluation.rank import GalleryIndex, evaluate_rank
 from reid.evaluation.rerank import FeatureDistances, rerank_chunks
@@ -172,18 +172,6 @@ def test_results_table():
     )
     with pytest.raises(ValueError, match="at least one test set"):
         format_results_table({})
-
-
-def test_write_results_json_is_atomic(tmp_path):
-    path = tmp_path / "sub" / "results.json"
-    write_results_json(str(path), {"A": {"Rank-1": 1.0, "mAP": 2.0}})
-    write_results_json(str(path), {"B": {"mAP": 3.0, "Rank-1": 4.0}})
-    assert json.loads(path.read_text()) == {"B": {"mAP": 3.0, "Rank-1": 4.0}}
-    assert list(json.loads(path.read_text())["B"]) == ["mAP", "Rank-1"]  # order kept
-    with pytest.raises(TypeError):
-        write_results_json(str(path), {"C": object()})
-    assert json.loads(path.read_text()) == {"B": {"mAP": 3.0, "Rank-1": 4.0}}
-    assert os.listdir(path.parent) == ["results.json"]
 
 
 def _distributed_worker(rank, init_file, out_dir, rank0_batches):

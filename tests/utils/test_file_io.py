@@ -13,6 +13,16 @@ def test_atomic_write_json(tmp_path):
     assert os.listdir(path.parent) == ["r.json"]
 
 
+def test_atomic_write_json_keeps_key_order_and_old_file_on_error(tmp_path):
+    path = tmp_path / "results.json"
+    atomic_write_json(str(path), {"B": {"mAP": 3.0, "Rank-1": 4.0}})
+    assert list(json.loads(path.read_text())["B"]) == ["mAP", "Rank-1"]
+    with pytest.raises(TypeError):
+        atomic_write_json(str(path), {"C": object()})
+    assert json.loads(path.read_text()) == {"B": {"mAP": 3.0, "Rank-1": 4.0}}
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
 def test_error_keeps_old_content_and_removes_temp(tmp_path):
     path = tmp_path / "r.txt"
     path.write_text("old")

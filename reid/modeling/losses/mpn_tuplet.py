@@ -8,10 +8,9 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from .base import FeatureLoss
 from .build import LOSS_REGISTRY
-from .pn_tuplet import prototype_tuplet_loss
-from .utils import LogScale, ScaleLike, check_feature_dim, resolve_feat_dim
+from .pn_tuplet import PNTupletLoss, prototype_tuplet_loss
+from .utils import ScaleLike, check_feature_dim, resolve_feat_dim
 
 
 def build_phi(dim: int, reduction: int = 8) -> nn.Sequential:
@@ -43,7 +42,7 @@ def mpn_tuplet_loss(
 
 
 @LOSS_REGISTRY.register()
-class MPNTupletLoss(FeatureLoss):
+class MPNTupletLoss(PNTupletLoss):
     """MPN-tuplet loss on ``outputs[MPN.FEAT_KEY]``; ``phi`` maps FEAT_DIM-d features (0 = the
     head's output dim) through FEAT_DIM / REDUCTION. CLASSES_PER_TUPLET, EXCLUDE_ANCHOR,
     SIM_SCALE / LEARN_SCALE as for PN."""
@@ -56,11 +55,6 @@ class MPNTupletLoss(FeatureLoss):
     def __init__(self, cfg: CfgNode, feat_dim: Optional[int] = None) -> None:
         super().__init__(cfg)
         block = self.block(cfg)
-        n = int(block.CLASSES_PER_TUPLET)
-        if n == 1 or n < 0:
-            raise ValueError(f"{self.key('CLASSES_PER_TUPLET')} must be 0 (all classes of the batch) or >= 2, got {n}")
-        self.n_classes = n or None
-        self.exclude_anchor = bool(block.EXCLUDE_ANCHOR)
         self.feat_dim = resolve_feat_dim(cfg, self.cfg_key, type(self).__name__, feat_dim)
         reduction = int(block.REDUCTION)
         if reduction < 1 or self.feat_dim % reduction:
@@ -69,7 +63,6 @@ class MPNTupletLoss(FeatureLoss):
                 f"({self.key('FEAT_DIM')}, 0 = the head's output dim)"
             )
         self.phi = build_phi(self.feat_dim, reduction)
-        self.scale = LogScale(float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE"))
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         f = self.features(outputs)
@@ -77,4 +70,4 @@ class MPNTupletLoss(FeatureLoss):
         return mpn_tuplet_loss(f, targets, self.phi, self.n_classes, self.scale(), self.exclude_anchor)
 
     def extra_repr(self) -> str:
-        return f"n_classes={self.n_classes or 'all'}, exclude_anchor={self.exclude_anchor}, feat_dim={self.feat_dim}"
+        return f"{super().extra_repr()}, feat_dim={self.feat_dim}"

@@ -56,11 +56,23 @@ def test_registered_names_blocks_and_log_names():
 def test_every_key_of_every_loss_block_is_read_by_its_loss():
     cfg = get_cfg()
     for name, (block, _) in EXPECTED_NAMES.items():
-        source = inspect.getsource(sys.modules[LOSS_REGISTRY.get(name).__module__])
+        source = "".join(
+            inspect.getsource(sys.modules[klass.__module__])
+            for klass in LOSS_REGISTRY.get(name).__mro__
+            if klass.__module__.startswith("reid.modeling.losses.")
+        )
         base = inspect.getsource(sys.modules["reid.modeling.losses.base"]) + inspect.getsource(sys.modules["reid.modeling.losses.utils"])
         for key in cfg.MODEL.LOSSES[block]:
             if key != "SCALE":  # read by LossSet
                 assert f".{key}" in source or f".{key}" in base or f'"{key}"' in source, f"{block}.{key} is never read"
+
+
+def test_mpn_reads_its_own_block_not_pns():
+    cfg = _cfg("MODEL.LOSSES.NAME", ["MPNTupletLoss"], "MODEL.LOSSES.MPN.CLASSES_PER_TUPLET", 4,
+               "MODEL.LOSSES.MPN.EXCLUDE_ANCHOR", True, "MODEL.LOSSES.MPN.SIM_SCALE", 8.0)
+    module = build_losses(cfg, feat_dim=16).losses["MPNTupletLoss"]
+    assert module.n_classes == 4 and module.exclude_anchor
+    assert module.scale().item() == pytest.approx(8.0)
 
 
 def test_every_loss_builds_and_runs_from_the_config():
