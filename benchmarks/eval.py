@@ -20,6 +20,7 @@ Our metric does a few memory-bound passes per chunk of queries; on a machine who
 busy with other work, extra intra-op threads mostly wait for each other, hence evaluate_rank's
 default of one thread (num_threads=1); --threads passes another value.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,6 @@ import json
 import subprocess
 import sys
 import time
-from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -38,13 +38,18 @@ SCALES = {
 SEED = 0
 
 
-def make_inputs(num_query: int, num_gallery: int, num_ids: int, num_cams: int) -> Tuple[np.ndarray, ...]:
+def make_inputs(
+    num_query: int, num_gallery: int, num_ids: int, num_cams: int
+) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(SEED)
     distmat = np.empty((num_query, num_gallery), dtype=np.float32)
     for start in range(0, num_query, 1024):
         rng.random(out=distmat[start : start + 1024], dtype=np.float32)
     q_pids, g_pids = rng.integers(0, num_ids, num_query), rng.integers(0, num_ids, num_gallery)
-    q_camids, g_camids = rng.integers(0, num_cams, num_query), rng.integers(0, num_cams, num_gallery)
+    q_camids, g_camids = (
+        rng.integers(0, num_cams, num_query),
+        rng.integers(0, num_cams, num_gallery),
+    )
     return distmat, q_pids, g_pids, q_camids, g_camids
 
 
@@ -75,7 +80,7 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
-def run_case(case: str, threads: int) -> Dict[str, float]:
+def run_case(case: str, threads: int) -> dict[str, float]:
     """Runs in the subprocess: build the inputs, reset the peak, time the metric, read the peak."""
     import torch  # noqa: F401 - loaded before the peak is reset, so its memory is not counted
 
@@ -89,7 +94,9 @@ def run_case(case: str, threads: int) -> Dict[str, float]:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     start, cpu_start = time.perf_counter(), time.process_time()
-    cmc, ap, inp = numpy_loop(*inputs) if case == "numpy" else evaluate_rank(*inputs, num_threads=threads)
+    cmc, ap, inp = (
+        numpy_loop(*inputs) if case == "numpy" else evaluate_rank(*inputs, num_threads=threads)
+    )
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak_extra = _status_kib("VmHWM") - rss_before
     result = dict(
@@ -110,17 +117,19 @@ def run_case(case: str, threads: int) -> Dict[str, float]:
         sub = 200
         ref = numpy_loop(inputs[0][:sub], inputs[1][:sub], inputs[2], inputs[3][:sub], inputs[4])
         got = evaluate_rank(inputs[0][:sub], inputs[1][:sub], inputs[2], inputs[3][:sub], inputs[4])
-        result["spot_check_max_abs_diff"] = float(max(np.abs(a - b).max() for a, b in zip(ref, got)))
+        result["spot_check_max_abs_diff"] = float(
+            max(np.abs(a - b).max() for a, b in zip(ref, got))
+        )
     return result
 
 
-def spawn(case: str, threads: int) -> Dict[str, float]:
+def spawn(case: str, threads: int) -> dict[str, float]:
     command = [sys.executable, __file__, "--case", case, "--threads", str(threads)]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def print_table(rows: List[Dict[str, float]]) -> None:
+def print_table(rows: list[dict[str, float]]) -> None:
     header = (
         f"{'case':<22}{'queries x gallery':>20}{'threads':>9}{'time (s)':>10}{'cpu (s)':>9}"
         f"{'peak extra (MiB)':>18}{'input (MiB)':>13}{'mAP':>9}{'Rank-1':>9}"
@@ -137,8 +146,12 @@ def print_table(rows: List[Dict[str, float]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1, help="evaluate_rank's num_threads (0: torch's default)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="evaluate_rank's num_threads (0: torch's default)"
+    )
     parser.add_argument("--skip-msmt", action="store_true", help="only the Market-scale cases")
     parser.add_argument("--case", choices=["market", "numpy", "msmt"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -151,7 +164,9 @@ def main() -> None:
     print_table(rows)
     ours, loop = rows[0], rows[1]
     same = all(abs(ours[k] - loop[k]) < 1e-9 for k in ("rank1", "mAP", "mINP"))
-    print(f"\nMarket: ours / NumPy loop time = {ours['seconds'] / loop['seconds']:.3f}; same Rank-1, mAP, mINP: {same}")
+    print(
+        f"\nMarket: ours / NumPy loop time = {ours['seconds'] / loop['seconds']:.3f}; same Rank-1, mAP, mINP: {same}"
+    )
     if not args.skip_msmt:
         msmt = rows[2]
         print(

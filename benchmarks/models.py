@@ -9,20 +9,20 @@ format.
     python benchmarks/models.py                          # CPU, 256x128 and 384x128
     python benchmarks/models.py --device cuda --batch-size 64 --iters 20
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import time
 from contextlib import nullcontext
-from typing import Dict, List, Tuple
 
 import torch
 
 from reid.config import get_cfg
 from reid.modeling import build_model
 
-NETWORKS: Dict[str, Dict[str, object]] = {
+NETWORKS: dict[str, dict[str, object]] = {
     # Baseline = ResNet-50 (last stride 1) + BN-neck head, bag-of-tricks style.
     "R50": {"META_ARCHITECTURE": "Baseline", "BACKBONE.WITH_IBN": False},
     "R50-IBN": {"META_ARCHITECTURE": "Baseline", "BACKBONE.WITH_IBN": True},
@@ -54,10 +54,14 @@ def network_cfg(name: str, device: str, num_classes: int):
     return cfg
 
 
-def parameter_counts(model: torch.nn.Module) -> Tuple[int, int]:
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     """(all parameters, parameters used at test time: without classifiers and loss parameters)."""
     total = sum(p.numel() for p in model.parameters())
-    train_only = sum(p.numel() for n, p in model.named_parameters() if ".classifier." in f".{n}" or n.startswith("loss_set."))
+    train_only = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if ".classifier." in f".{n}" or n.startswith("loss_set.")
+    )
     return total, total - train_only
 
 
@@ -67,8 +71,14 @@ def _sync(device: torch.device) -> None:
 
 
 def time_training_step(
-    model: torch.nn.Module, size: Tuple[int, int], batch_size: int, iters: int, warmup: int, amp: bool,
-    amp_dtype: torch.dtype, channels_last: bool,
+    model: torch.nn.Module,
+    size: tuple[int, int],
+    batch_size: int,
+    iters: int,
+    warmup: int,
+    amp: bool,
+    amp_dtype: torch.dtype,
+    channels_last: bool,
 ) -> float:
     """Images per second of forward + losses + backward."""
     device = model.device
@@ -99,20 +109,30 @@ def time_training_step(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
-    parser.add_argument("--sizes", nargs="+", default=["256x128", "384x128"], help="HxW input sizes")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per step (a multiple of 4)")
+    parser.add_argument(
+        "--sizes", nargs="+", default=["256x128", "384x128"], help="HxW input sizes"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="images per step (a multiple of 4)"
+    )
     parser.add_argument("--iters", type=int, default=3, help="measured steps")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured steps first")
-    parser.add_argument("--num-classes", type=int, default=751, help="classifier size (751 = Market-1501)")
+    parser.add_argument(
+        "--num-classes", type=int, default=751, help="classifier size (751 = Market-1501)"
+    )
     parser.add_argument("--amp-dtype", default="float16", choices=["float16", "bfloat16"])
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
     parser.add_argument("--json", default="", help="also write the results to this file")
     args = parser.parse_args()
     if args.batch_size % 4 != 0:
-        parser.error(f"--batch-size must be a multiple of 4 (P x K batches with K = 4), got {args.batch_size}")
+        parser.error(
+            f"--batch-size must be a multiple of 4 (P x K batches with K = 4), got {args.batch_size}"
+        )
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     sizes = []
@@ -127,24 +147,61 @@ def main() -> None:
         modes += [("amp", True, False), ("amp+channels_last", True, True)]
     amp_dtype = getattr(torch, args.amp_dtype)
 
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# {where}; torch {torch.__version__}; batch {args.batch_size}, {args.iters} measured steps after {args.warmup}")
-    print(f"{'network':<8} {'params (M)':>10} {'test (M)':>9} {'size':>8} {'mode':>18} {'img/s':>9}")
-    results: List[Dict[str, object]] = []
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"# {where}; torch {torch.__version__}; batch {args.batch_size}, {args.iters} measured steps after {args.warmup}"
+    )
+    print(
+        f"{'network':<8} {'params (M)':>10} {'test (M)':>9} {'size':>8} {'mode':>18} {'img/s':>9}"
+    )
+    results: list[dict[str, object]] = []
     for name in args.networks:
         model = build_model(network_cfg(name, args.device, args.num_classes))
         total, test = parameter_counts(model)
         for mode, amp, channels_last in modes:
-            model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            model = model.to(
+                memory_format=torch.channels_last if channels_last else torch.contiguous_format
+            )
             for size in sizes:
-                speed = time_training_step(model, size, args.batch_size, args.iters, args.warmup, amp, amp_dtype, channels_last)
-                row = {"network": name, "params": total, "test_params": test, "size": f"{size[0]}x{size[1]}", "mode": mode, "images_per_s": speed}
+                speed = time_training_step(
+                    model,
+                    size,
+                    args.batch_size,
+                    args.iters,
+                    args.warmup,
+                    amp,
+                    amp_dtype,
+                    channels_last,
+                )
+                row = {
+                    "network": name,
+                    "params": total,
+                    "test_params": test,
+                    "size": f"{size[0]}x{size[1]}",
+                    "mode": mode,
+                    "images_per_s": speed,
+                }
                 results.append(row)
-                print(f"{name:<8} {total / 1e6:>10.2f} {test / 1e6:>9.2f} {row['size']:>8} {mode:>18} {speed:>9.2f}")
+                print(
+                    f"{name:<8} {total / 1e6:>10.2f} {test / 1e6:>9.2f} {row['size']:>8} {mode:>18} {speed:>9.2f}"
+                )
         del model
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"device": where, "batch_size": args.batch_size, "iters": args.iters, "results": results}, f, indent=2)
+            json.dump(
+                {
+                    "device": where,
+                    "batch_size": args.batch_size,
+                    "iters": args.iters,
+                    "results": results,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Prints the wall time of the quick-start run (data generation on first use, train
 and the evaluation table of the trained model and of the untrained model (same config and seed,
 no training step), so the synthetic set's difficulty can be read off.
 """
+
 import argparse
 import os
 import sys
@@ -20,14 +21,23 @@ from reid.engine import DefaultTrainer, default_setup  # noqa: E402
 from reid.engine.defaults import with_num_classes  # noqa: E402
 from reid.modeling import build_model  # noqa: E402
 
-CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "Synthetic", "quickstart.yml")
+CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "configs",
+    "Synthetic",
+    "quickstart.yml",
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides")
     args = parser.parse_args()
-    cfg = default_setup(load_config(CONFIG, ["OUTPUT_DIR", "logs/benchmark_quickstart", *args.opts]))
+    cfg = default_setup(
+        load_config(CONFIG, ["OUTPUT_DIR", "logs/benchmark_quickstart", *args.opts])
+    )
 
     start = time.perf_counter()
     trainer = DefaultTrainer(cfg)

@@ -1,6 +1,7 @@
 """Shared test settings: one torch thread, seeding, logging reset, and a tiny end-to-end config."""
+
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -12,32 +13,58 @@ torch.set_num_threads(1)
 
 # A run small enough for CPU tests: a 6-identity synthetic set at 32x16, ResNet-18, P=2 x K=4.
 TINY_OPTS = [
-    "DATASETS.NAMES", "('Synthetic',)",
-    "DATASETS.TESTS", "('Synthetic',)",
-    "DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "6",
-    "DATASETS.SYNTHETIC.NUM_TEST_IDS", "5",
-    "DATASETS.SYNTHETIC.IMGS_PER_ID", "4",
-    "DATASETS.SYNTHETIC.IMAGE_SIZE", "[32, 16]",
-    "DATASETS.SYNTHETIC.NUM_DISTRACTORS", "3",
-    "DATASETS.SYNTHETIC.NUM_JUNK", "2",
-    "MODEL.DEVICE", "cpu",
-    "MODEL.BACKBONE.DEPTH", "18x",
-    "MODEL.BACKBONE.FEAT_DIM", "512",
-    "MODEL.BACKBONE.PRETRAIN", "False",
-    "MODEL.LOSSES.NAME", "('CrossEntropyLoss', 'TripletLoss')",
-    "MODEL.LOSSES.CE.EPSILON", "0.1",
-    "INPUT.SIZE_TRAIN", "[32, 16]",
-    "INPUT.SIZE_TEST", "[32, 16]",
-    "INPUT.FLIP.ENABLED", "True",
-    "DATALOADER.NUM_INSTANCE", "4",
-    "DATALOADER.NUM_WORKERS", "0",
-    "SOLVER.IMS_PER_BATCH", "8",
-    "SOLVER.MAX_EPOCH", "2",
-    "SOLVER.STEPS", "[1]",
-    "SOLVER.CHECKPOINT_PERIOD", "1",
-    "TEST.EVAL_PERIOD", "2",
-    "TEST.IMS_PER_BATCH", "16",
-    "LOG_PERIOD", "1",
+    "DATASETS.NAMES",
+    "('Synthetic',)",
+    "DATASETS.TESTS",
+    "('Synthetic',)",
+    "DATASETS.SYNTHETIC.NUM_TRAIN_IDS",
+    "6",
+    "DATASETS.SYNTHETIC.NUM_TEST_IDS",
+    "5",
+    "DATASETS.SYNTHETIC.IMGS_PER_ID",
+    "4",
+    "DATASETS.SYNTHETIC.IMAGE_SIZE",
+    "[32, 16]",
+    "DATASETS.SYNTHETIC.NUM_DISTRACTORS",
+    "3",
+    "DATASETS.SYNTHETIC.NUM_JUNK",
+    "2",
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.BACKBONE.DEPTH",
+    "18x",
+    "MODEL.BACKBONE.FEAT_DIM",
+    "512",
+    "MODEL.BACKBONE.PRETRAIN",
+    "False",
+    "MODEL.LOSSES.NAME",
+    "('CrossEntropyLoss', 'TripletLoss')",
+    "MODEL.LOSSES.CE.EPSILON",
+    "0.1",
+    "INPUT.SIZE_TRAIN",
+    "[32, 16]",
+    "INPUT.SIZE_TEST",
+    "[32, 16]",
+    "INPUT.FLIP.ENABLED",
+    "True",
+    "DATALOADER.NUM_INSTANCE",
+    "4",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SOLVER.IMS_PER_BATCH",
+    "8",
+    "SOLVER.MAX_EPOCH",
+    "2",
+    "SOLVER.STEPS",
+    "[1]",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "1",
+    "TEST.EVAL_PERIOD",
+    "2",
+    "TEST.IMS_PER_BATCH",
+    "16",
+    "LOG_PERIOD",
+    "1",
 ]
 
 
@@ -78,7 +105,14 @@ def tiny_cfg(tmp_path, synthetic_root) -> Callable[..., object]:
     def make(*opts: str, config_file: str = None, output: str = "out"):
         return load_config(
             config_file,
-            [*TINY_OPTS, "DATASETS.ROOT", synthetic_root, "OUTPUT_DIR", str(tmp_path / output), *opts],
+            [
+                *TINY_OPTS,
+                "DATASETS.ROOT",
+                synthetic_root,
+                "OUTPUT_DIR",
+                str(tmp_path / output),
+                *opts,
+            ],
         )
 
     return make

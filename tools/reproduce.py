@@ -11,11 +11,12 @@ Finished runs (results.json at the last epoch) are skipped, unfinished ones resu
 checkpoint, missing datasets are reported and their cells left empty. The report is printed and
 written to <output-dir>/<table>.md and <table>.json. Trailing KEY VALUE pairs override every run.
 """
+
 import argparse
 import logging
 import os
 import sys
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,17 +48,42 @@ def argument_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
-    parser.add_argument("--table", nargs="+", metavar="NAME", help="table record name(s) (see --list), or 'all'")
-    parser.add_argument("--list", action="store_true", help="list the table records and exit")
-    parser.add_argument("--datasets", nargs="+", metavar="KEY", help="only these dataset keys of the table (default: all)")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs (status, command) and the table so far; train nothing")
-    parser.add_argument("--quick", action="store_true", help="every cell as a tiny run on the synthetic dataset")
     parser.add_argument(
-        "--keep-checkpoints", action="store_true", help="with --quick: keep the runs' weights (deleted once a quick run is finished)"
+        "--table", nargs="+", metavar="NAME", help="table record name(s) (see --list), or 'all'"
     )
-    parser.add_argument("--output-dir", default=None, help=f"runs and reports go here (default {DEFAULT_OUTPUT}, {DEFAULT_QUICK_OUTPUT} with --quick)")
-    parser.add_argument("--papers-dir", default=None, help="folder of the paper configs and tables/ (default configs/papers)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every run")
+    parser.add_argument("--list", action="store_true", help="list the table records and exit")
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        metavar="KEY",
+        help="only these dataset keys of the table (default: all)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs (status, command) and the table so far; train nothing",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="every cell as a tiny run on the synthetic dataset"
+    )
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="with --quick: keep the runs' weights (deleted once a quick run is finished)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=None,
+        help=f"runs and reports go here (default {DEFAULT_OUTPUT}, {DEFAULT_QUICK_OUTPUT} with --quick)",
+    )
+    parser.add_argument(
+        "--papers-dir",
+        default=None,
+        help="folder of the paper configs and tables/ (default configs/papers)",
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every run"
+    )
     return parser
 
 
@@ -79,7 +105,9 @@ def reproduce_table(name: str, args: argparse.Namespace, output_dir: str) -> boo
     if args.datasets:
         datasets = [d for d in args.datasets if d in record.column_datasets()]
         if not datasets:
-            print(f"Table {name}: none of --datasets {args.datasets} is among its datasets {record.column_datasets()}; skipped")
+            print(
+                f"Table {name}: none of --datasets {args.datasets} is among its datasets {record.column_datasets()}; skipped"
+            )
             return True
     plan = plan_table(record, output_dir, datasets=datasets, quick=args.quick, opts=args.opts)
     missing = missing_datasets(plan, args.opts)
@@ -87,7 +115,9 @@ def reproduce_table(name: str, args: argparse.Namespace, output_dir: str) -> boo
     failed = {}
     if not args.dry_run:
         keep = args.keep_checkpoints or not args.quick
-        failed = failed_runs(execute(list(plan.runs.values()), skip_datasets=missing, keep_checkpoints=keep))
+        failed = failed_runs(
+            execute(list(plan.runs.values()), skip_datasets=missing, keep_checkpoints=keep)
+        )
     result = collect(plan, missing=missing, failed=failed)
     markdown = to_markdown(result)
     print("\n" + markdown, flush=True)
@@ -96,7 +126,7 @@ def reproduce_table(name: str, args: argparse.Namespace, output_dir: str) -> boo
     return not failed
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argument_parser()
     args = parser.parse_args(argv)
     setup_logger()
@@ -107,13 +137,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if not args.table:
         parser.error("--table NAME (or --list) is required")
-    names: List[str] = list_tables(args.papers_dir) if args.table == ["all"] else list(args.table)
+    names: list[str] = list_tables(args.papers_dir) if args.table == ["all"] else list(args.table)
     if args.datasets:
         known = {d for n in names for d in load_table(n, args.papers_dir).column_datasets()}
         unknown = [d for d in args.datasets if d not in known]
         if unknown:
-            parser.error(f"--datasets: {unknown} belong to none of the tables {names} (their datasets: {sorted(known)})")
-    output_dir = os.path.abspath(args.output_dir or (DEFAULT_QUICK_OUTPUT if args.quick else DEFAULT_OUTPUT))
+            parser.error(
+                f"--datasets: {unknown} belong to none of the tables {names} (their datasets: {sorted(known)})"
+            )
+    output_dir = os.path.abspath(
+        args.output_dir or (DEFAULT_QUICK_OUTPUT if args.quick else DEFAULT_OUTPUT)
+    )
     ok = True
     for name in names:
         ok = reproduce_table(name, args, output_dir) and ok

@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Train and evaluate a ReID model from a YAML config.
 
-    python tools/train_net.py --config-file configs/Synthetic/quickstart.yml
-    python tools/train_net.py --config-file X.yml --resume
-    python tools/train_net.py --config-file X.yml --eval-only MODEL.WEIGHTS path/to/model_final.pth
-    python tools/train_net.py --config-file X.yml --num-gpus 4
-    torchrun --nproc_per_node 4 tools/train_net.py --config-file X.yml
+python tools/train_net.py --config-file configs/Synthetic/quickstart.yml
+python tools/train_net.py --config-file X.yml --resume
+python tools/train_net.py --config-file X.yml --eval-only MODEL.WEIGHTS path/to/model_final.pth
+python tools/train_net.py --config-file X.yml --num-gpus 4
+torchrun --nproc_per_node 4 tools/train_net.py --config-file X.yml
 """
+
 import argparse
 import os
 import sys

@@ -4,12 +4,14 @@ yacs holds the schema; this module replaces its merge so that errors name the fi
 the closest valid key, ints are accepted where a float is expected, and fastreid's spellings of a
 few keys are mapped onto ours.
 """
+
 from __future__ import annotations
 
 import ast
 import difflib
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
 from yacs.config import CfgNode
@@ -19,7 +21,7 @@ from .defaults import _C
 BASE_KEY = "_BASE_"
 
 # fastreid (and its AdaSP fork) names -> our names, applied to files and overrides alike.
-KEY_ALIASES: Dict[str, str] = {
+KEY_ALIASES: dict[str, str] = {
     "MODEL.LOSSES.ADASP": "MODEL.LOSSES.SP",
 }
 
@@ -33,7 +35,7 @@ def get_cfg() -> CfgNode:
     return _C.clone()
 
 
-def _all_keys(node: CfgNode, prefix: str = "") -> List[str]:
+def _all_keys(node: CfgNode, prefix: str = "") -> list[str]:
     keys = []
     for k, v in node.items():
         full = f"{prefix}{k}"
@@ -43,21 +45,25 @@ def _all_keys(node: CfgNode, prefix: str = "") -> List[str]:
     return keys
 
 
-def closest_key(cfg: CfgNode, key: str) -> Optional[str]:
+def closest_key(cfg: CfgNode, key: str) -> str | None:
     """The valid key most similar to ``key`` (full dotted names compared), or None."""
     candidates = _all_keys(cfg)
     match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
     if match:
         return match[0]
     leaf = key.rsplit(".", 1)[-1]
-    by_leaf = [c for c in candidates if difflib.SequenceMatcher(None, c.rsplit(".", 1)[-1], leaf).ratio() > 0.75]
+    by_leaf = [
+        c
+        for c in candidates
+        if difflib.SequenceMatcher(None, c.rsplit(".", 1)[-1], leaf).ratio() > 0.75
+    ]
     return by_leaf[0] if by_leaf else None
 
 
 def _apply_alias(key: str) -> str:
     for old, new in KEY_ALIASES.items():
         if key == old or key.startswith(old + "."):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     return key
 
 
@@ -91,7 +97,7 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     )
 
 
-def flatten_keys(data: Mapping[str, Any], prefix: str = "") -> List[Tuple[str, Any]]:
+def flatten_keys(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     """Nested mapping -> [(dotted key, value)] in the mapping's order."""
     items = []
     for k, v in data.items():
@@ -115,16 +121,20 @@ def merge_dict_into(cfg: CfgNode, data: Mapping[str, Any], source: str) -> None:
                     hint = closest_key(cfg, key)
                     hint_text = f"; did you mean '{hint}'?" if hint else ""
                     raise ConfigError(f"{source}: unknown config key '{raw_key}'{hint_text}")
-                raise ConfigError(f"{source}: '{'.'.join(parts[:i])}' is a value, not a group, so '{raw_key}' is not a key")
+                raise ConfigError(
+                    f"{source}: '{'.'.join(parts[:i])}' is a value, not a group, so '{raw_key}' is not a key"
+                )
             if i < len(parts) - 1:
                 node = node[part]
         leaf = parts[-1]
         if isinstance(node[leaf], CfgNode):
-            raise ConfigError(f"{source}: '{raw_key}' is a group of keys ({', '.join(node[leaf].keys())}), not a value")
+            raise ConfigError(
+                f"{source}: '{raw_key}' is a group of keys ({', '.join(node[leaf].keys())}), not a value"
+            )
         node[leaf] = _coerce(key, value, node[leaf], source)
 
 
-def load_yaml_with_base(path: str, _stack: Tuple[str, ...] = ()) -> Dict[str, Any]:
+def load_yaml_with_base(path: str, _stack: tuple[str, ...] = ()) -> dict[str, Any]:
     """Read a YAML config, resolving ``_BASE_`` (a path or a list, relative to the file) recursively."""
     path = os.path.abspath(os.path.expanduser(path))
     if path in _stack:
@@ -133,7 +143,7 @@ def load_yaml_with_base(path: str, _stack: Tuple[str, ...] = ()) -> Dict[str, An
     if not os.path.isfile(path):
         where = f" (a _BASE_ of {_stack[-1]})" if _stack else ""
         raise ConfigError(f"config file not found: {path}{where}")
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         try:
             data = yaml.safe_load(f)
         except yaml.YAMLError as e:
@@ -141,13 +151,15 @@ def load_yaml_with_base(path: str, _stack: Tuple[str, ...] = ()) -> Dict[str, An
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: a config file must be a mapping of keys, got {type(data).__name__}"
+        )
     bases = data.pop(BASE_KEY, None)
     if bases is None:
         return data
     if isinstance(bases, str):
         bases = [bases]
-    merged: Dict[str, Any] = {}
+    merged: dict[str, Any] = {}
     for base in bases:
         base_path = os.path.expanduser(base)
         if not os.path.isabs(base_path):
@@ -156,7 +168,7 @@ def load_yaml_with_base(path: str, _stack: Tuple[str, ...] = ()) -> Dict[str, An
     return _deep_merge(merged, data)
 
 
-def _deep_merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in update.items():
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
@@ -180,9 +192,11 @@ def _parse_value(text: str) -> Any:
 def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> None:
     """Apply ``KEY VALUE`` pairs from the command line (values parsed as Python literals)."""
     if len(opts) % 2 != 0:
-        raise ConfigError(f"command line: overrides must be KEY VALUE pairs, got an odd number of items: {list(opts)}")
+        raise ConfigError(
+            f"command line: overrides must be KEY VALUE pairs, got an odd number of items: {list(opts)}"
+        )
     for key, text in zip(opts[0::2], opts[1::2]):
-        nested: Dict[str, Any] = {}
+        nested: dict[str, Any] = {}
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
@@ -191,7 +205,7 @@ def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> None:
         merge_dict_into(cfg, nested, source="command line")
 
 
-def load_config(config_file: Optional[str] = None, opts: Iterable[str] = ()) -> CfgNode:
+def load_config(config_file: str | None = None, opts: Iterable[str] = ()) -> CfgNode:
     """Defaults <- config file (with its bases) <- overrides, then the cross-field checks."""
     cfg = get_cfg()
     if config_file:
@@ -218,19 +232,30 @@ def check_config(cfg: CfgNode) -> None:
             f"SOLVER.IMS_PER_BATCH ({bs}) must be divisible by DATALOADER.NUM_INSTANCE ({k}): "
             f"a PK batch holds P identities x K images",
         )
-    _require(cfg.SOLVER.MAX_EPOCH > 0, f"SOLVER.MAX_EPOCH must be positive, got {cfg.SOLVER.MAX_EPOCH}")
+    _require(
+        cfg.SOLVER.MAX_EPOCH > 0, f"SOLVER.MAX_EPOCH must be positive, got {cfg.SOLVER.MAX_EPOCH}"
+    )
     _require(cfg.SOLVER.BASE_LR > 0, f"SOLVER.BASE_LR must be positive, got {cfg.SOLVER.BASE_LR}")
     steps = list(cfg.SOLVER.STEPS)
     _require(steps == sorted(steps), f"SOLVER.STEPS must be increasing, got {steps}")
-    _require(cfg.TEST.METRIC in ("cosine", "euclidean"), f"TEST.METRIC must be 'cosine' or 'euclidean', got {cfg.TEST.METRIC!r}")
-    _require(cfg.MODEL.HEADS.NECK_FEAT in ("before", "after"), f"MODEL.HEADS.NECK_FEAT must be 'before' or 'after', got {cfg.MODEL.HEADS.NECK_FEAT!r}")
+    _require(
+        cfg.TEST.METRIC in ("cosine", "euclidean"),
+        f"TEST.METRIC must be 'cosine' or 'euclidean', got {cfg.TEST.METRIC!r}",
+    )
+    _require(
+        cfg.MODEL.HEADS.NECK_FEAT in ("before", "after"),
+        f"MODEL.HEADS.NECK_FEAT must be 'before' or 'after', got {cfg.MODEL.HEADS.NECK_FEAT!r}",
+    )
     _require(len(cfg.MODEL.LOSSES.NAME) > 0, "MODEL.LOSSES.NAME must list at least one loss")
     _require(len(cfg.DATASETS.NAMES) > 0, "DATASETS.NAMES must list at least one training dataset")
     for key in ("INPUT.SIZE_TRAIN", "INPUT.SIZE_TEST"):
         size = cfg
         for part in key.split("."):
             size = size[part]
-        _require(len(size) == 2 and all(int(s) > 0 for s in size), f"{key} must be [height, width], got {list(size)}")
+        _require(
+            len(size) == 2 and all(int(s) > 0 for s in size),
+            f"{key} must be [height, width], got {list(size)}",
+        )
     _require(
         len(cfg.MODEL.PIXEL_MEAN) == 3 and len(cfg.MODEL.PIXEL_STD) == 3,
         "MODEL.PIXEL_MEAN and MODEL.PIXEL_STD must have 3 values (R, G, B)",

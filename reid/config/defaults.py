@@ -6,6 +6,7 @@ defined here is rejected when a YAML file or a command-line override names it.
 
 Each section is owned by one part of the package (noted in its banner); keep keys grouped.
 """
+
 from yacs.config import CfgNode as CN
 
 _C = CN()

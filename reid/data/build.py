@@ -1,8 +1,9 @@
 """Data loaders for training (PK batches) and testing (query then gallery)."""
+
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -32,14 +33,16 @@ def read_image(path: str) -> Image.Image:
 class ReidDataset(Dataset):
     """Records -> batch items ``{images, targets, camids, img_paths}``."""
 
-    def __init__(self, records: Sequence[Record], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+    def __init__(
+        self, records: Sequence[Record], transform: Callable[[Image.Image], torch.Tensor]
+    ) -> None:
         self.records = list(records)
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> Dict[str, object]:
+    def __getitem__(self, index: int) -> dict[str, object]:
         record = self.records[index]
         return {
             "images": self.transform(read_image(record.path)),
@@ -67,7 +70,7 @@ def _seed_worker(worker_id: int) -> None:
     seed_all_rng(torch.initial_seed() % 2**31)
 
 
-def build_reid_train_loader(cfg: CfgNode) -> Tuple[DataLoader, int]:
+def build_reid_train_loader(cfg: CfgNode) -> tuple[DataLoader, int]:
     """The training loader (batches of IMS_PER_BATCH / world_size) and the number of identities.
 
     The sampler is reachable as ``loader.sampler``; call ``set_epoch`` on it before each epoch.
@@ -92,11 +95,11 @@ def build_reid_train_loader(cfg: CfgNode) -> Tuple[DataLoader, int]:
     return loader, num_classes
 
 
-def build_reid_test_loader(cfg: CfgNode, dataset_name: str) -> Tuple[DataLoader, int]:
+def build_reid_test_loader(cfg: CfgNode, dataset_name: str) -> tuple[DataLoader, int]:
     """A loader over query then gallery images of ``dataset_name``, and the number of queries."""
     with comm.main_process_first():
         dataset = build_dataset(dataset_name, cfg)
-    records: List[Record] = list(dataset.query) + list(dataset.gallery)
+    records: list[Record] = list(dataset.query) + list(dataset.gallery)
     sampler = InferenceSampler(len(records), comm.get_rank(), comm.get_world_size())
     loader = DataLoader(
         ReidDataset(records, build_transforms(cfg, is_train=False)),

@@ -1,4 +1,5 @@
 """The default trainer and the setup shared by the command-line tools."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,6 @@ import functools
 import logging
 import os
 from collections import OrderedDict
-from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -32,18 +32,38 @@ from .train_loop import HookBase, ModelWithLoss, SimpleTrainer, StepOptions
 logger = logging.getLogger("reid")
 
 
-def default_argument_parser(description: str = "reid training and evaluation") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to the YAML config")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
-    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
-    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine (GPUs; CPU processes with gloo)")
-    parser.add_argument("--num-machines", type=int, default=1)
-    parser.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine (0 .. num-machines - 1)")
-    parser.add_argument(
-        "--dist-url", default="tcp://127.0.0.1:29500", help="init URL of the process group (multi-machine: the first machine's address)"
+def default_argument_parser(
+    description: str = "reid training and evaluation",
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to the YAML config")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR"
+    )
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
+    parser.add_argument(
+        "--num-gpus",
+        type=int,
+        default=1,
+        help="processes per machine (GPUs; CPU processes with gloo)",
+    )
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument(
+        "--machine-rank",
+        type=int,
+        default=0,
+        help="the rank of this machine (0 .. num-machines - 1)",
+    )
+    parser.add_argument(
+        "--dist-url",
+        default="tcp://127.0.0.1:29500",
+        help="init URL of the process group (multi-machine: the first machine's address)",
+    )
+    parser.add_argument(
+        "opts", default=None, nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs"
+    )
     return parser
 
 
@@ -57,7 +77,7 @@ def _agreed_seed(seed: int) -> int:
     return seeds[0]
 
 
-def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> CfgNode:
+def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> CfgNode:
     """Logger, seed, environment report and OUTPUT_DIR/config.yaml; returns the frozen config."""
     cfg = cfg.clone()
     cfg.defrost()
@@ -88,7 +108,10 @@ def with_num_classes(cfg: CfgNode, num_classes: int) -> CfgNode:
     configured = cfg.MODEL.HEADS.NUM_CLASSES
     if configured and configured != num_classes:
         logger.warning(
-            "MODEL.HEADS.NUM_CLASSES is %d but the training set has %d identities: using %d", configured, num_classes, num_classes
+            "MODEL.HEADS.NUM_CLASSES is %d but the training set has %d identities: using %d",
+            configured,
+            num_classes,
+            num_classes,
         )
     cfg = cfg.clone()
     cfg.defrost()
@@ -111,7 +134,12 @@ class DefaultTrainer(SimpleTrainer):
             model = model.to(memory_format=torch.channels_last)
         optimizer = build_optimizer(cfg, model)
         super().__init__(
-            model, data_loader, optimizer, seed=cfg.SEED, train_module=self.wrap_distributed(ModelWithLoss(model)), options=options
+            model,
+            data_loader,
+            optimizer,
+            seed=cfg.SEED,
+            train_module=self.wrap_distributed(ModelWithLoss(model)),
+            options=options,
         )
         self.cfg = cfg
         self.iters_per_epoch = len(data_loader)
@@ -126,7 +154,9 @@ class DefaultTrainer(SimpleTrainer):
         logger.info("LR schedule:\n%s", describe_schedule(cfg, self.iters_per_epoch, schedule))
         self.ema_model = (
             torch.optim.swa_utils.AveragedModel(
-                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.SOLVER.EMA.DECAY), use_buffers=True
+                model,
+                multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.SOLVER.EMA.DECAY),
+                use_buffers=True,
             )
             if cfg.SOLVER.EMA.ENABLED
             else None
@@ -137,7 +167,11 @@ class DefaultTrainer(SimpleTrainer):
         if self.ema_model is not None:
             checkpointables["ema"] = self.ema_model
         self.checkpointer = Checkpointer(
-            model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(), meta={"num_classes": num_classes}, **checkpointables
+            model,
+            cfg.OUTPUT_DIR,
+            save_to_disk=comm.is_main_process(),
+            meta={"num_classes": num_classes},
+            **checkpointables,
         )
         self.start_epoch = 0
         self.register_hooks(self.build_hooks())
@@ -167,23 +201,27 @@ class DefaultTrainer(SimpleTrainer):
     def train(self) -> None:  # type: ignore[override]
         super().train(self.start_epoch, self.cfg.SOLVER.MAX_EPOCH, self.iters_per_epoch)
 
-    def build_writers(self) -> List[EventWriter]:
+    def build_writers(self) -> list[EventWriter]:
         return [
-            CommonMetricPrinter(self.cfg.SOLVER.MAX_EPOCH * self.iters_per_epoch, self.iters_per_epoch),
+            CommonMetricPrinter(
+                self.cfg.SOLVER.MAX_EPOCH * self.iters_per_epoch, self.iters_per_epoch
+            ),
             JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
             TensorboardWriter(os.path.join(self.cfg.OUTPUT_DIR, "tensorboard")),
         ]
 
-    def build_hooks(self) -> List[Optional[HookBase]]:
+    def build_hooks(self) -> list[HookBase | None]:
         cfg = self.cfg
         main = comm.is_main_process()
 
-        def evaluate() -> Dict[str, Dict[str, float]]:
+        def evaluate() -> dict[str, dict[str, float]]:
             model = self.ema_model.module if self.ema_model is not None else self.model
             return self.test(cfg, model, epoch=self.epoch)
 
         return [
-            hooks.TrainingPlan(self.model, self.plan, cfg.MODEL.FREEZE_LAYERS, cfg.SOLVER.FREEZE_ITERS),
+            hooks.TrainingPlan(
+                self.model, self.plan, cfg.MODEL.FREEZE_LAYERS, cfg.SOLVER.FREEZE_ITERS
+            ),
             hooks.LRScheduler(self.optimizer, self.scheduler),
             hooks.EMA(self.ema_model, self.model) if self.ema_model is not None else None,
             hooks.EvalHook(cfg.TEST.EVAL_PERIOD, evaluate, self.checkpointer),
@@ -193,15 +231,23 @@ class DefaultTrainer(SimpleTrainer):
         ]
 
     @classmethod
-    def test(cls, cfg: CfgNode, model: nn.Module, epoch: Optional[int] = None) -> Dict[str, Dict[str, float]]:
+    def test(
+        cls, cfg: CfgNode, model: nn.Module, epoch: int | None = None
+    ) -> dict[str, dict[str, float]]:
         """Evaluate on every DATASETS.TESTS set; prints a table and writes OUTPUT_DIR/results.json."""
-        results: Dict[str, Dict[str, float]] = OrderedDict()
+        results: dict[str, dict[str, float]] = OrderedDict()
         for name in cfg.DATASETS.TESTS:
             loader, num_query = build_reid_test_loader(cfg, name)
             evaluator = ReidEvaluator(cfg, num_query, output_dir=cfg.OUTPUT_DIR, dataset_name=name)
-            results[name] = inference_on_dataset(model, loader, evaluator, flip=cfg.TEST.FLIP.ENABLED)
+            results[name] = inference_on_dataset(
+                model, loader, evaluator, flip=cfg.TEST.FLIP.ENABLED
+            )
         if comm.is_main_process():
-            logger.info("Evaluation results%s:\n%s", "" if epoch is None else f" after epoch {epoch + 1}", format_results_table(results))
+            logger.info(
+                "Evaluation results%s:\n%s",
+                "" if epoch is None else f" after epoch {epoch + 1}",
+                format_results_table(results),
+            )
             atomic_write_json(
                 os.path.join(cfg.OUTPUT_DIR, "results.json"),
                 {"epoch": None if epoch is None else epoch + 1, "results": results},
@@ -219,21 +265,30 @@ def build_step_options(cfg: CfgNode, model: nn.Module) -> StepOptions:
     amp_dtype = None
     if s.AMP.ENABLED:
         if s.AMP.DTYPE not in AMP_DTYPES:
-            raise ValueError(f"SOLVER.AMP.DTYPE must be one of {sorted(AMP_DTYPES)}, got {s.AMP.DTYPE!r}")
+            raise ValueError(
+                f"SOLVER.AMP.DTYPE must be one of {sorted(AMP_DTYPES)}, got {s.AMP.DTYPE!r}"
+            )
         amp_dtype = AMP_DTYPES[s.AMP.DTYPE]
         if device.type != "cuda":
-            logger.warning("SOLVER.AMP.ENABLED on %s: autocast runs there too, but mixed precision is meant for CUDA", device)
+            logger.warning(
+                "SOLVER.AMP.ENABLED on %s: autocast runs there too, but mixed precision is meant for CUDA",
+                device,
+            )
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     clip = None
     c = s.CLIP_GRADIENTS
     if c.ENABLED:
         if c.CLIP_TYPE == "norm":
-            clip = functools.partial(torch.nn.utils.clip_grad_norm_, max_norm=c.CLIP_VALUE, norm_type=c.NORM_TYPE)
+            clip = functools.partial(
+                torch.nn.utils.clip_grad_norm_, max_norm=c.CLIP_VALUE, norm_type=c.NORM_TYPE
+            )
         elif c.CLIP_TYPE == "value":
             clip = functools.partial(torch.nn.utils.clip_grad_value_, clip_value=c.CLIP_VALUE)
         else:
-            raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'norm' or 'value', got {c.CLIP_TYPE!r}")
+            raise ValueError(
+                f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'norm' or 'value', got {c.CLIP_TYPE!r}"
+            )
 
     accum = s.GRAD_ACCUM_STEPS
     per_rank = s.IMS_PER_BATCH // comm.get_world_size()
@@ -241,13 +296,22 @@ def build_step_options(cfg: CfgNode, model: nn.Module) -> StepOptions:
         raise ValueError(
             f"SOLVER.GRAD_ACCUM_STEPS ({accum}) must be >= 1 and divide the per-process batch ({per_rank} images)"
         )
-    if cfg.DATALOADER.SAMPLER_TRAIN == "NaiveIdentitySampler" and (per_rank // accum) % cfg.DATALOADER.NUM_INSTANCE != 0:
+    if (
+        cfg.DATALOADER.SAMPLER_TRAIN == "NaiveIdentitySampler"
+        and (per_rank // accum) % cfg.DATALOADER.NUM_INSTANCE != 0
+    ):
         raise ValueError(
             f"SOLVER.GRAD_ACCUM_STEPS ({accum}) must leave micro-batches of whole identities: "
             f"{per_rank} / {accum} images is not a multiple of DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE})"
         )
     channels_last = s.CHANNELS_LAST and device.type == "cuda"
-    return StepOptions(amp_dtype=amp_dtype, grad_scaler=scaler, clip_gradients=clip, accum_steps=accum, channels_last=channels_last)
+    return StepOptions(
+        amp_dtype=amp_dtype,
+        grad_scaler=scaler,
+        clip_gradients=clip,
+        accum_steps=accum,
+        channels_last=channels_last,
+    )
 
 
 def build_model_for_eval(cfg: CfgNode) -> nn.Module:

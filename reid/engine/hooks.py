@@ -1,11 +1,13 @@
 """Hooks of the default trainer: LR schedule, checkpoints, evaluation, metric writers, progress bar."""
+
 from __future__ import annotations
 
 import logging
 import math
 import re
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +31,9 @@ class LRScheduler(HookBase):
         self.scheduler = scheduler
 
     def after_step(self) -> None:
-        self.trainer.storage.put_scalar("lr", max(g["lr"] for g in self.optimizer.param_groups), smoothing=False)
+        self.trainer.storage.put_scalar(
+            "lr", max(g["lr"] for g in self.optimizer.param_groups), smoothing=False
+        )
         self.scheduler.step()
 
 
@@ -70,8 +74,8 @@ class EvalHook(HookBase):
     def __init__(
         self,
         period: int,
-        eval_function: Callable[[], Dict[str, Dict[str, float]]],
-        checkpointer: Optional[Checkpointer] = None,
+        eval_function: Callable[[], dict[str, dict[str, float]]],
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.period = period
         self.eval_function = eval_function
@@ -79,10 +83,10 @@ class EvalHook(HookBase):
         self.best_metric = -math.inf
         self.best_epoch = -1
 
-    def state_dict(self) -> Dict[str, float]:
+    def state_dict(self) -> dict[str, float]:
         return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
 
-    def load_state_dict(self, state: Dict[str, float]) -> None:
+    def load_state_dict(self, state: dict[str, float]) -> None:
         self.best_metric = float(state["best_metric"])
         self.best_epoch = int(state["best_epoch"])
 
@@ -101,7 +105,11 @@ class EvalHook(HookBase):
             logger.info("New best metric %.2f at epoch %d", self.best_metric, self.best_epoch + 1)
             if self.checkpointer is not None:
                 self.checkpointer.save(
-                    "model_best", tag_last=False, model_only=True, epoch=self.trainer.epoch, iteration=self.trainer.iter
+                    "model_best",
+                    tag_last=False,
+                    model_only=True,
+                    epoch=self.trainer.epoch,
+                    iteration=self.trainer.iter,
                 )
 
     def after_epoch(self) -> None:
@@ -113,7 +121,7 @@ class EvalHook(HookBase):
 class PeriodicWriter(HookBase):
     """Publishes the event storage every ``period`` iterations and at the end of every epoch."""
 
-    def __init__(self, writers: List[EventWriter], period: int = 20) -> None:
+    def __init__(self, writers: list[EventWriter], period: int = 20) -> None:
         self.writers = writers
         self.period = period
 
@@ -152,7 +160,9 @@ class ProgressBar(HookBase):
 
     def after_step(self) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{self.trainer.storage.latest()['total_loss'][0]:.3f}", refresh=False)
+            self._bar.set_postfix(
+                loss=f"{self.trainer.storage.latest()['total_loss'][0]:.3f}", refresh=False
+            )
             self._bar.update(1)
 
     def after_epoch(self) -> None:
@@ -170,13 +180,19 @@ class TrainingPlan(HookBase):
     kept in eval mode, so its statistics do not move either.
     """
 
-    def __init__(self, model: nn.Module, plan: List[Stage], freeze_layers: Sequence[str] = (), freeze_iters: int = 0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        plan: list[Stage],
+        freeze_layers: Sequence[str] = (),
+        freeze_iters: int = 0,
+    ) -> None:
         self.model = model
         self.plan = plan
         self.freeze_layers = tuple(freeze_layers)
         self.freeze_iters = freeze_iters
-        self.stage: Optional[Stage] = None
-        self._layers_frozen: Optional[bool] = None
+        self.stage: Stage | None = None
+        self._layers_frozen: bool | None = None
         names = [n for n, _ in model.named_parameters()]
         for stage in plan:
             for pattern in stage.trainable:
@@ -188,11 +204,15 @@ class TrainingPlan(HookBase):
         modules = dict(model.named_modules())
         for layer in self.freeze_layers:
             if layer not in modules:
-                raise ValueError(f"MODEL.FREEZE_LAYERS: the model has no module '{layer}'; top-level modules: {list(dict(model.named_children()))}")
+                raise ValueError(
+                    f"MODEL.FREEZE_LAYERS: the model has no module '{layer}'; top-level modules: {list(dict(model.named_children()))}"
+                )
 
     def _trainable(self, name: str) -> bool:
         stage_ok = not self.stage.trainable or any(re.match(p, name) for p in self.stage.trainable)
-        frozen_layer = self._layers_frozen and any(name == l or name.startswith(l + ".") for l in self.freeze_layers)
+        frozen_layer = self._layers_frozen and any(
+            name == l or name.startswith(l + ".") for l in self.freeze_layers
+        )
         return stage_ok and not frozen_layer
 
     def _apply(self) -> None:
@@ -205,12 +225,17 @@ class TrainingPlan(HookBase):
         for name, module in self.model.named_modules():
             if isinstance(module, _NormBase) and module.track_running_stats:
                 own = list(module.parameters(recurse=False))
-                is_trainable = any(p.requires_grad for p in own) if own else self._trainable(f"{name}.weight")
+                is_trainable = (
+                    any(p.requires_grad for p in own) if own else self._trainable(f"{name}.weight")
+                )
                 if not is_trainable:
                     frozen.append(module)
         self.trainer.frozen_modules = frozen
         logger.info(
-            "Trainable parameters: %d of %d tensors; %d normalisation layers frozen", trainable, len(params), len(frozen)
+            "Trainable parameters: %d of %d tensors; %d normalisation layers frozen",
+            trainable,
+            len(params),
+            len(frozen),
         )
 
     def before_epoch(self) -> None:
@@ -227,7 +252,11 @@ class TrainingPlan(HookBase):
         layers_frozen = self.trainer.iter < self.freeze_iters
         if layers_frozen != self._layers_frozen:
             self._layers_frozen = layers_frozen
-            logger.info("MODEL.FREEZE_LAYERS %s at iteration %d", "frozen" if layers_frozen else "released", self.trainer.iter)
+            logger.info(
+                "MODEL.FREEZE_LAYERS %s at iteration %d",
+                "frozen" if layers_frozen else "released",
+                self.trainer.iter,
+            )
             self._apply()
 
 

@@ -1,10 +1,12 @@
 """Starting one process per GPU (or CPU worker): under torchrun, or spawned by ``--num-gpus``."""
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,7 +22,9 @@ def _backend() -> str:
 
 
 def launched_by_torchrun() -> bool:
-    return all(k in os.environ for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
+    return all(
+        k in os.environ for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    )
 
 
 def launch(
@@ -52,7 +56,9 @@ def launch(
         main_func(*args)
         return
     if torch.cuda.is_available() and num_gpus_per_machine > torch.cuda.device_count():
-        raise ValueError(f"--num-gpus {num_gpus_per_machine} but this machine has {torch.cuda.device_count()} GPUs")
+        raise ValueError(
+            f"--num-gpus {num_gpus_per_machine} but this machine has {torch.cuda.device_count()} GPUs"
+        )
     mp.start_processes(
         _distributed_worker,
         nprocs=num_gpus_per_machine,
@@ -75,7 +81,13 @@ def _distributed_worker(
     os.environ["LOCAL_WORLD_SIZE"] = str(num_gpus_per_machine)
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(_backend(), init_method=dist_url, world_size=world_size, rank=global_rank, timeout=DEFAULT_TIMEOUT)
+    dist.init_process_group(
+        _backend(),
+        init_method=dist_url,
+        world_size=world_size,
+        rank=global_rank,
+        timeout=DEFAULT_TIMEOUT,
+    )
     try:
         dist.barrier()
         main_func(*args)

@@ -1,13 +1,14 @@
 """The epoch-based training loop and the hook protocol around it."""
+
 from __future__ import annotations
 
 import contextlib
 import logging
-from abc import ABC, abstractmethod
 import time
 import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ class HookBase:
     Hooks with state that must survive a resume implement ``state_dict`` / ``load_state_dict``.
     """
 
-    trainer: "TrainerBase"
+    trainer: TrainerBase
 
     def before_train(self) -> None:
         """Called once before the first epoch."""
@@ -53,7 +54,7 @@ class TrainerBase(ABC):
     """
 
     def __init__(self) -> None:
-        self._hooks: List[HookBase] = []
+        self._hooks: list[HookBase] = []
         self.epoch = 0
         self.iter = 0
         self.start_epoch = 0
@@ -61,7 +62,7 @@ class TrainerBase(ABC):
         self.iters_per_epoch = 0
         self.storage: EventStorage
 
-    def register_hooks(self, hooks: List[Optional[HookBase]]) -> None:
+    def register_hooks(self, hooks: list[HookBase | None]) -> None:
         for h in hooks:
             if h is None:
                 continue
@@ -69,7 +70,7 @@ class TrainerBase(ABC):
             self._hooks.append(h)
 
     @property
-    def hooks(self) -> List[HookBase]:
+    def hooks(self) -> list[HookBase]:
         return list(self._hooks)
 
     @property
@@ -77,9 +78,18 @@ class TrainerBase(ABC):
         return self.max_epoch * self.iters_per_epoch
 
     def train(self, start_epoch: int, max_epoch: int, iters_per_epoch: int) -> None:
-        self.start_epoch, self.max_epoch, self.iters_per_epoch = start_epoch, max_epoch, iters_per_epoch
+        self.start_epoch, self.max_epoch, self.iters_per_epoch = (
+            start_epoch,
+            max_epoch,
+            iters_per_epoch,
+        )
         self.iter = start_epoch * iters_per_epoch
-        logger.info("Starting training from epoch %d of %d (%d iterations per epoch)", start_epoch + 1, max_epoch, iters_per_epoch)
+        logger.info(
+            "Starting training from epoch %d of %d (%d iterations per epoch)",
+            start_epoch + 1,
+            max_epoch,
+            iters_per_epoch,
+        )
         self.storage = EventStorage(self.iter)
         self.before_train()
         for self.epoch in range(start_epoch, max_epoch):
@@ -122,10 +132,10 @@ class TrainerBase(ABC):
     def run_step(self) -> None:
         """One training iteration."""
 
-    def hooks_state_dict(self) -> Dict[str, dict]:
+    def hooks_state_dict(self) -> dict[str, dict]:
         return {type(h).__name__: h.state_dict() for h in self._hooks if hasattr(h, "state_dict")}
 
-    def load_hooks_state_dict(self, state: Dict[str, dict]) -> None:
+    def load_hooks_state_dict(self, state: dict[str, dict]) -> None:
         for h in self._hooks:
             name = type(h).__name__
             if hasattr(h, "load_state_dict") and name in state:
@@ -143,7 +153,9 @@ class ModelWithLoss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: dict, loss_weights: Optional[Mapping[str, float]] = None) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, batch: dict, loss_weights: Mapping[str, float] | None = None
+    ) -> dict[str, torch.Tensor]:
         outputs = self.model(batch)
         targets = batch["targets"].to(next(self.model.parameters()).device)
         return self.model.losses(outputs, targets, loss_weights)
@@ -153,23 +165,25 @@ class ModelWithLoss(nn.Module):
 class StepOptions:
     """How one optimisation step runs (the defaults are a plain full-precision step)."""
 
-    amp_dtype: Optional[torch.dtype] = None  # autocast dtype, None = off
-    grad_scaler: Optional[torch.amp.GradScaler] = None  # for float16 autocast
-    clip_gradients: Optional[Callable[[List[torch.Tensor]], object]] = None
+    amp_dtype: torch.dtype | None = None  # autocast dtype, None = off
+    grad_scaler: torch.amp.GradScaler | None = None  # for float16 autocast
+    clip_gradients: Callable[[list[torch.Tensor]], object] | None = None
     accum_steps: int = 1  # micro-batches per step, gradients accumulated
     channels_last: bool = False
 
 
-def split_batch(batch: dict, parts: int) -> List[dict]:
+def split_batch(batch: dict, parts: int) -> list[dict]:
     """Cut a batch into ``parts`` contiguous micro-batches (identity-complete for PK batches when
     each part is a multiple of K, which the trainer checks)."""
     if parts == 1:
         return [batch]
     size = len(batch["targets"])
     if size % parts != 0:
-        raise ValueError(f"a batch of {size} images cannot be split into {parts} equal micro-batches")
+        raise ValueError(
+            f"a batch of {size} images cannot be split into {parts} equal micro-batches"
+        )
     step = size // parts
-    return [{k: v[i * step:(i + 1) * step] for k, v in batch.items()} for i in range(parts)]
+    return [{k: v[i * step : (i + 1) * step] for k, v in batch.items()} for i in range(parts)]
 
 
 class SimpleTrainer(TrainerBase):
@@ -187,8 +201,8 @@ class SimpleTrainer(TrainerBase):
         data_loader: DataLoader,
         optimizer: torch.optim.Optimizer,
         seed: int,
-        train_module: Optional[nn.Module] = None,
-        options: Optional[StepOptions] = None,
+        train_module: nn.Module | None = None,
+        options: StepOptions | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -197,9 +211,9 @@ class SimpleTrainer(TrainerBase):
         self.optimizer = optimizer
         self.seed = seed
         self.options = options or StepOptions()
-        self.loss_weights: Optional[Mapping[str, float]] = None
-        self.frozen_modules: List[nn.Module] = []
-        self.last_checkpoint: Optional[str] = None
+        self.loss_weights: Mapping[str, float] | None = None
+        self.frozen_modules: list[nn.Module] = []
+        self.last_checkpoint: str | None = None
         self._data_iter: Iterator[dict]
 
     def before_epoch(self) -> None:
@@ -221,7 +235,7 @@ class SimpleTrainer(TrainerBase):
 
         self.optimizer.zero_grad(set_to_none=True)
         micro_batches = split_batch(batch, opts.accum_steps)
-        totals: Dict[str, float] = {}
+        totals: dict[str, float] = {}
         for k, micro in enumerate(micro_batches):
             if opts.channels_last:
                 micro["images"] = micro["images"].contiguous(memory_format=torch.channels_last)
@@ -238,7 +252,9 @@ class SimpleTrainer(TrainerBase):
         if opts.grad_scaler is not None:
             opts.grad_scaler.unscale_(self.optimizer)
         if opts.clip_gradients is not None:
-            opts.clip_gradients([p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None])
+            opts.clip_gradients(
+                [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            )
         if opts.grad_scaler is not None:
             opts.grad_scaler.step(self.optimizer)
             opts.grad_scaler.update()
@@ -254,7 +270,7 @@ class SimpleTrainer(TrainerBase):
         device = next(self.model.parameters()).device
         return torch.autocast(device_type=device.type, dtype=self.options.amp_dtype)
 
-    def check_finite(self, loss_dict: Dict[str, torch.Tensor]) -> None:
+    def check_finite(self, loss_dict: dict[str, torch.Tensor]) -> None:
         """Stop on a NaN or infinite loss, naming the term; no checkpoint is written after it."""
         for name, value in loss_dict.items():
             if not torch.isfinite(value).all():

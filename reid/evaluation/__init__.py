@@ -1,4 +1,5 @@
 """Ranking metrics, re-ranking, query expansion, ROC, search and the ReID evaluator."""
+
 from .distance import DISTANCE_REGISTRY, build_distance, compute_distmat
 from .evaluator import ReidEvaluator, format_results_table, inference_on_dataset, score_features
 from .query_expansion import alpha_query_expansion

@@ -7,6 +7,7 @@
 
 A distance works on prepared features: call ``prepare`` once, then ``pairwise`` on chunks.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -16,7 +17,14 @@ import torch.nn.functional as F
 
 from reid.utils.registry import Registry
 
-__all__ = ["DISTANCE_REGISTRY", "Distance", "CosineDistance", "EuclideanDistance", "build_distance", "compute_distmat"]
+__all__ = [
+    "DISTANCE_REGISTRY",
+    "Distance",
+    "CosineDistance",
+    "EuclideanDistance",
+    "build_distance",
+    "compute_distmat",
+]
 
 DISTANCE_REGISTRY = Registry("DISTANCE")
 
@@ -66,7 +74,9 @@ def build_distance(name: str) -> Distance:
     return DISTANCE_REGISTRY.get(name)()
 
 
-def compute_distmat(query: torch.Tensor, gallery: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
+def compute_distmat(
+    query: torch.Tensor, gallery: torch.Tensor, metric: str = "cosine"
+) -> torch.Tensor:
     """The full query x gallery distance matrix (for small sets; the evaluator works in chunks)."""
     distance = build_distance(metric)
     return distance.pairwise(distance.prepare(query), distance.prepare(gallery))

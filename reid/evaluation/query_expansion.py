@@ -5,9 +5,8 @@ most cosine-similar features (itself included) weighted by similarity ** alpha. 
 ``qe_times`` times, each round ranking by the normalised features of the previous round.
 Similarities are computed for a chunk of rows at a time, never for all pairs at once.
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -23,15 +22,17 @@ def alpha_query_expansion(
     qe_times: int = 1,
     qe_k: int = 5,
     alpha: float = 3.0,
-    chunk_size: Optional[int] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Expanded (query, gallery) features, float32, on the input's device."""
     if qe_times < 1:
         raise ValueError(f"TEST.AQE.QE_TIME must be >= 1, got {qe_times}")
     feats = torch.cat([query_feat, gallery_feat]).float()
     num, dim = feats.shape
     if not 1 <= qe_k <= num:
-        raise ValueError(f"TEST.AQE.QE_K must lie in [1, {num}] (the number of query + gallery features), got {qe_k}")
+        raise ValueError(
+            f"TEST.AQE.QE_K must lie in [1, {num}] (the number of query + gallery features), got {qe_k}"
+        )
     budget = CHUNK_ELEMENTS.get(feats.device.type, CHUNK_ELEMENTS["cpu"])
     step = chunk_size or max(1, budget // (num + qe_k * dim))
     normed = F.normalize(feats, p=2, dim=1)

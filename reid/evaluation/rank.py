@@ -17,11 +17,13 @@ items that share a bin with a relevant item are compared exactly (a small lexico
 Monotone binning makes this exact whatever the ties; the work is a handful of element-wise passes
 over the chunk instead of an O(n log n) sort of every row, and memory is bounded by the chunk.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -45,20 +47,24 @@ ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[int]]
 CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 24}
 
 
-def auto_chunk_size(num_gallery: int, device: Union[str, torch.device] = "cpu") -> int:
+def auto_chunk_size(num_gallery: int, device: str | torch.device = "cpu") -> int:
     """Queries per chunk so that a chunk holds about CHUNK_ELEMENTS distances for the device type."""
     budget = CHUNK_ELEMENTS.get(torch.device(device).type, CHUNK_ELEMENTS["cpu"])
     return max(1, budget // max(1, num_gallery))
 
 
-def as_distmat(distmat: Union[np.ndarray, torch.Tensor], name: str = "distmat") -> torch.Tensor:
+def as_distmat(distmat: np.ndarray | torch.Tensor, name: str = "distmat") -> torch.Tensor:
     """A 2-D floating torch view of ``distmat`` (no copy for numpy or torch input)."""
     if isinstance(distmat, np.ndarray):
         distmat = torch.from_numpy(distmat)
     if not isinstance(distmat, torch.Tensor):
-        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(distmat).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy array or a torch tensor, got {type(distmat).__name__}"
+        )
     if distmat.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (num_query x num_gallery), got shape {tuple(distmat.shape)}")
+        raise ValueError(
+            f"{name} must be 2-D (num_query x num_gallery), got shape {tuple(distmat.shape)}"
+        )
     if not distmat.is_floating_point():
         raise TypeError(f"{name} must hold floating point distances, got dtype {distmat.dtype}")
     return distmat
@@ -68,7 +74,11 @@ def as_id_tensor(values: ArrayLike, name: str, length: int, device: torch.device
     """Integer ids (pids or camids) as an int64 tensor on ``device``; anything else is an error."""
     if isinstance(values, torch.Tensor):
         tensor = values
-        integral = not tensor.is_floating_point() and not tensor.is_complex() and tensor.dtype != torch.bool
+        integral = (
+            not tensor.is_floating_point()
+            and not tensor.is_complex()
+            and tensor.dtype != torch.bool
+        )
         kind = str(tensor.dtype)
     else:
         array = np.asarray(values)
@@ -78,11 +88,13 @@ def as_id_tensor(values: ArrayLike, name: str, length: int, device: torch.device
     if not integral:
         raise TypeError(f"{name} must hold integer ids (negative ids are fine), got dtype {kind}")
     if tensor.dim() != 1 or tensor.shape[0] != length:
-        raise ValueError(f"{name} must be 1-D with {length} entries to match the distance matrix, got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{name} must be 1-D with {length} entries to match the distance matrix, got shape {tuple(tensor.shape)}"
+        )
     return tensor.to(device=device, dtype=torch.int64)
 
 
-def expand_segments(counts: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def expand_segments(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(segment, offset) of every element when segment i holds counts[i] elements, in order.
 
     Same as ``repeat_interleave(arange(n), counts)`` and the position inside each segment;
@@ -104,7 +116,9 @@ class GalleryIndex:
         self.num = int(g_pids.shape[0])
         self.sorted_pids, self.order = torch.sort(g_pids, stable=True)
 
-    def same_id_pairs(self, q_pids: torch.Tensor, q_camids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def same_id_pairs(
+        self, q_pids: torch.Tensor, q_camids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(row, gallery column, relevant) for every gallery item with a query's pid.
 
         Rows ascend and, within a row, columns ascend. ``relevant`` is False for the items with
@@ -143,7 +157,9 @@ def _bins_per_query(num_gallery: int) -> int:
 _BLOCK = 64
 
 
-def _count_in_earlier_bins(hist: torch.Tensor, flat_bins: torch.Tensor, stride: int) -> torch.Tensor:
+def _count_in_earlier_bins(
+    hist: torch.Tensor, flat_bins: torch.Tensor, stride: int
+) -> torch.Tensor:
     """For each flat bin ``f`` (row * stride + b): the items of its row in bins < b.
 
     Block sums of 64 bins plus a masked window inside the block: much cheaper than a cumulative
@@ -162,7 +178,7 @@ class Workspace:
     """Buffers reused from chunk to chunk: fresh large allocations cost page faults every time."""
 
     def __init__(self) -> None:
-        self._buffers: Dict[Tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+        self._buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
 
     def get(self, name: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         key = (name, dtype, device)
@@ -179,7 +195,7 @@ def rank_relevant(
     q_pids: torch.Tensor,
     q_camids: torch.Tensor,
     gallery: GalleryIndex,
-    workspace: Optional[Workspace] = None,
+    workspace: Workspace | None = None,
 ) -> RelevantRanks:
     """Exact ranks of the relevant items for a chunk of queries (``dist`` is c x n_g)."""
     ws = workspace if workspace is not None else Workspace()
@@ -199,8 +215,12 @@ def rank_relevant(
     # every element of a row, which is all that exactness needs.
     num_bins = _bins_per_query(n_g)
     stride = -(-(num_bins + 3) // _BLOCK) * _BLOCK
-    t_min = torch.zeros(c, dtype=work, device=device).scatter_reduce_(0, rel_rows, t, "amin", include_self=False)
-    t_max = torch.zeros(c, dtype=work, device=device).scatter_reduce_(0, rel_rows, t, "amax", include_self=False)
+    t_min = torch.zeros(c, dtype=work, device=device).scatter_reduce_(
+        0, rel_rows, t, "amin", include_self=False
+    )
+    t_max = torch.zeros(c, dtype=work, device=device).scatter_reduce_(
+        0, rel_rows, t, "amax", include_self=False
+    )
     t_min = t_min.clamp(-big, big)
     span = t_max.clamp(-big, big).double() - t_min.double()
     # A single relevant distance (span 0): a huge scale leaves only exact ties in its bin. The
@@ -211,7 +231,9 @@ def rank_relevant(
     torch.sub(dist, t_min[:, None], out=x)
     x.mul_(scale[:, None]).add_(1.0).clamp_(0.0, num_bins + 1)
     if not bool(torch.isfinite(x.sum())):
-        raise ValueError("distmat contains NaN; distances must be numbers (infinite values are allowed)")
+        raise ValueError(
+            "distmat contains NaN; distances must be numbers (infinite values are allowed)"
+        )
     index_dtype = torch.int32 if c * stride < 2**31 else torch.int64
     idx = ws.get("bins", c * n_g, index_dtype, device).view(c, n_g)
     idx.copy_(x)
@@ -222,7 +244,9 @@ def rank_relevant(
     flat_idx = idx.view(-1)
 
     hist = ws.get("hist", c * stride, torch.int32, device).zero_()
-    hist.index_add_(0, flat_idx, torch.ones(1, dtype=torch.int32, device=device).expand(flat_idx.shape[0]))
+    hist.index_add_(
+        0, flat_idx, torch.ones(1, dtype=torch.int32, device=device).expand(flat_idx.shape[0])
+    )
     mark = ws.get("mark", c * stride, torch.bool, device).zero_()
     mark[rel_bins] = True
     in_marked = ws.get("in_marked", c * n_g, torch.bool, device)
@@ -236,7 +260,9 @@ def rank_relevant(
     bins = torch.cat([shared_bins, rel_bins])
     values = torch.cat([dist[s_rows, s_cols].to(work), t]) + 0.0  # + 0.0 turns -0.0 into 0.0
     cand_cols = torch.cat([s_cols, rel_cols])
-    is_rel = torch.cat([torch.zeros_like(s_cols, dtype=torch.bool), torch.ones_like(rel_cols, dtype=torch.bool)])
+    is_rel = torch.cat(
+        [torch.zeros_like(s_cols, dtype=torch.bool), torch.ones_like(rel_cols, dtype=torch.bool)]
+    )
     order = torch.argsort(cand_cols, stable=True)
     order = order[torch.argsort(values[order], stable=True)]
     order = order[torch.argsort(bins[order], stable=True)]
@@ -245,10 +271,14 @@ def rank_relevant(
     others_before = torch.cumsum(others, 0) - others
     _, group_sizes = torch.unique_consecutive(bins, return_counts=True)
     _, offset = expand_segments(group_sizes)
-    inside = (others_before - others_before[torch.arange(bins.shape[0], device=device) - offset])[is_rel]
+    inside = (others_before - others_before[torch.arange(bins.shape[0], device=device) - offset])[
+        is_rel
+    ]
     r_bins = bins[is_rel]
     r_rows = torch.div(r_bins, stride, rounding_mode="floor")
-    pos = torch.arange(r_bins.shape[0], device=device) - (torch.cumsum(num_rel, 0) - num_rel)[r_rows]
+    pos = (
+        torch.arange(r_bins.shape[0], device=device) - (torch.cumsum(num_rel, 0) - num_rel)[r_rows]
+    )
     rank = 1 + _count_in_earlier_bins(hist, r_bins, stride) + inside + pos
     return RelevantRanks(num_rel=num_rel, rows=r_rows, pos=pos, rank=rank)
 
@@ -273,11 +303,21 @@ def score_queries(ranks: RelevantRanks) -> QueryScores:
     precision = hits / rank
     # Official Market-1501 AP: trapezoids between the precision at the previous kept position
     # (1 before the first position) and at the hit.
-    previous = torch.where(ranks.rank > 1, ranks.pos.double() / (rank - 1).clamp(min=1), torch.ones_like(rank))
+    previous = torch.where(
+        ranks.rank > 1, ranks.pos.double() / (rank - 1).clamp(min=1), torch.ones_like(rank)
+    )
     num_rel = ranks.num_rel
     denom = num_rel.clamp(min=1).double()
-    ap = torch.zeros(c, dtype=torch.float64, device=device).index_add_(0, ranks.rows, precision) / denom
-    ap_official = torch.zeros(c, dtype=torch.float64, device=device).index_add_(0, ranks.rows, (previous + precision) / 2) / denom
+    ap = (
+        torch.zeros(c, dtype=torch.float64, device=device).index_add_(0, ranks.rows, precision)
+        / denom
+    )
+    ap_official = (
+        torch.zeros(c, dtype=torch.float64, device=device).index_add_(
+            0, ranks.rows, (previous + precision) / 2
+        )
+        / denom
+    )
     first = ranks.pos == 0
     last = ranks.pos == num_rel[ranks.rows] - 1
     first_rank = torch.zeros(c, dtype=torch.int64, device=device)
@@ -285,7 +325,9 @@ def score_queries(ranks: RelevantRanks) -> QueryScores:
     last_rank = torch.ones(c, dtype=torch.int64, device=device)
     last_rank[ranks.rows[last]] = ranks.rank[last]
     inp = num_rel.double() / last_rank.double()
-    return QueryScores(num_rel=num_rel, first_rank=first_rank, ap=ap, ap_official=ap_official, inp=inp)
+    return QueryScores(
+        num_rel=num_rel, first_rank=first_rank, ap=ap, ap_official=ap_official, inp=inp
+    )
 
 
 class RankAccumulator:
@@ -298,21 +340,38 @@ class RankAccumulator:
     def __init__(self, g_pids: torch.Tensor, g_camids: torch.Tensor) -> None:
         self.gallery = GalleryIndex(g_pids, g_camids)
         self._workspace = Workspace()
-        self._scores: List[QueryScores] = []
+        self._scores: list[QueryScores] = []
 
     def add(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
         """Scores of the queries of ``dist`` (c x num_gallery), which follow those added before."""
         scores = score_queries(rank_relevant(dist, q_pids, q_camids, self.gallery, self._workspace))
-        self._scores.append(QueryScores(*(v.cpu() for v in (scores.num_rel, scores.first_rank, scores.ap, scores.ap_official, scores.inp))))
+        self._scores.append(
+            QueryScores(
+                *(
+                    v.cpu()
+                    for v in (
+                        scores.num_rel,
+                        scores.first_rank,
+                        scores.ap,
+                        scores.ap_official,
+                        scores.inp,
+                    )
+                )
+            )
+        )
 
     def _cat(self, name: str) -> torch.Tensor:
-        return torch.cat([getattr(s, name) for s in self._scores]) if self._scores else torch.zeros(0)
+        return (
+            torch.cat([getattr(s, name) for s in self._scores]) if self._scores else torch.zeros(0)
+        )
 
     @property
     def valid(self) -> torch.Tensor:
         return self._cat("num_rel") > 0
 
-    def compute(self, max_rank: int = 50, official_ap: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def compute(
+        self, max_rank: int = 50, official_ap: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         valid = self.valid
         num_valid = int(valid.sum())
         if num_valid == 0:
@@ -323,20 +382,22 @@ class RankAccumulator:
             )
         max_rank = min(max_rank, self.gallery.num)
         first = self._cat("first_rank")[valid]
-        hits = torch.bincount(first.clamp(max=max_rank + 1), minlength=max_rank + 2)[1 : max_rank + 1]
+        hits = torch.bincount(first.clamp(max=max_rank + 1), minlength=max_rank + 2)[
+            1 : max_rank + 1
+        ]
         cmc = (torch.cumsum(hits, 0).double() / num_valid).numpy()
         all_ap = self._cat("ap_official" if official_ap else "ap")[valid].numpy()
         all_inp = self._cat("inp")[valid].numpy()
         return cmc, all_ap, all_inp
 
 
-def iter_chunks(num: int, chunk_size: int) -> Iterator[Tuple[int, int]]:
+def iter_chunks(num: int, chunk_size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, num, chunk_size):
         yield start, min(num, start + chunk_size)
 
 
 @contextmanager
-def intra_op_threads(num_threads: Optional[int], device: Union[str, torch.device] = "cpu") -> Iterator[None]:
+def intra_op_threads(num_threads: int | None, device: str | torch.device = "cpu") -> Iterator[None]:
     """Run the block with ``num_threads`` torch CPU threads, then restore the setting.
 
     The metric is a chain of short memory-bound passes: when the cores are shared with other
@@ -356,7 +417,7 @@ def intra_op_threads(num_threads: Optional[int], device: Union[str, torch.device
 
 
 def evaluate_rank(
-    distmat: Union[np.ndarray, torch.Tensor],
+    distmat: np.ndarray | torch.Tensor,
     q_pids: ArrayLike,
     g_pids: ArrayLike,
     q_camids: ArrayLike,
@@ -367,9 +428,9 @@ def evaluate_rank(
     official_ap: bool = False,
     cuhk03_repeats: int = 10,
     cuhk03_seed: int = 0,
-    chunk_size: Optional[int] = None,
-    num_threads: Optional[int] = 1,
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    chunk_size: int | None = None,
+    num_threads: int | None = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CMC, AP and INP of a query x gallery distance matrix (smaller = closer), fastreid's meaning.
 
     Returns ``(cmc, all_AP, all_INP)``: ``cmc[k]`` is the share of valid queries with a relevant
@@ -406,7 +467,9 @@ def evaluate_rank(
     if use_metric_cuhk03:
         from .rank_cuhk03 import SingleGalleryShotCMC
 
-        classic = SingleGalleryShotCMC(g_pids_t, g_camids_t, num_q, repeats=cuhk03_repeats, seed=cuhk03_seed)
+        classic = SingleGalleryShotCMC(
+            g_pids_t, g_camids_t, num_q, repeats=cuhk03_repeats, seed=cuhk03_seed
+        )
     with intra_op_threads(num_threads, device):
         for start, end in iter_chunks(num_q, step):
             chunk = dist[start:end]

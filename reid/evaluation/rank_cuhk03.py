@@ -7,9 +7,8 @@ repeats and then over the valid queries. The draws for the other identities are 
 queries of a repeat (the marginal law per query is the one of a per-query draw); every draw is
 made up front from ``seed``, so the result does not depend on the chunking or the device.
 """
-from __future__ import annotations
 
-from typing import List
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -22,9 +21,18 @@ __all__ = ["SingleGalleryShotCMC"]
 class SingleGalleryShotCMC:
     """Accumulates the single-gallery-shot ranks chunk by chunk (queries in order)."""
 
-    def __init__(self, g_pids: torch.Tensor, g_camids: torch.Tensor, num_query: int, repeats: int = 10, seed: int = 0) -> None:
+    def __init__(
+        self,
+        g_pids: torch.Tensor,
+        g_camids: torch.Tensor,
+        num_query: int,
+        repeats: int = 10,
+        seed: int = 0,
+    ) -> None:
         if repeats < 1:
-            raise ValueError(f"the CUHK03 classic metric needs at least 1 repeat, got repeats={repeats}")
+            raise ValueError(
+                f"the CUHK03 classic metric needs at least 1 repeat, got repeats={repeats}"
+            )
         self.gallery = GalleryIndex(g_pids, g_camids)
         device = g_pids.device
         generator = torch.Generator().manual_seed(int(seed))
@@ -38,12 +46,16 @@ class SingleGalleryShotCMC:
             picks.append(by_identity[group_start])
         self.identities = identities.to(device)
         self.picks = torch.stack(picks).to(device)  # repeats x identities: one gallery index each
-        self.draws = torch.rand(num_query, repeats, generator=generator, dtype=torch.float64).to(device)
-        self._ranks: List[torch.Tensor] = []
-        self._valid: List[torch.Tensor] = []
+        self.draws = torch.rand(num_query, repeats, generator=generator, dtype=torch.float64).to(
+            device
+        )
+        self._ranks: list[torch.Tensor] = []
+        self._valid: list[torch.Tensor] = []
 
     @torch.no_grad()
-    def add(self, start: int, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
+    def add(
+        self, start: int, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor
+    ) -> None:
         c = dist.shape[0]
         rows, cols, relevant = self.gallery.same_id_pairs(q_pids, q_camids)
         rel_rows, rel_cols = rows[relevant], cols[relevant]
@@ -51,7 +63,9 @@ class SingleGalleryShotCMC:
         valid = num_rel > 0
         row_start = torch.cumsum(num_rel, 0) - num_rel
         draws = self.draws[start : start + c]
-        choice = torch.minimum((draws * num_rel[:, None]).long(), (num_rel - 1).clamp(min=0)[:, None])
+        choice = torch.minimum(
+            (draws * num_rel[:, None]).long(), (num_rel - 1).clamp(min=0)[:, None]
+        )
         pos_index = (row_start[:, None] + choice).clamp(max=max(0, rel_cols.shape[0] - 1))
         if rel_cols.shape[0] == 0:
             pos_cols = torch.zeros_like(choice)
@@ -72,7 +86,11 @@ class SingleGalleryShotCMC:
     def compute(self, max_rank: int = 50) -> np.ndarray:
         ranks = torch.cat(self._ranks)[torch.cat(self._valid)]
         if ranks.shape[0] == 0:
-            raise ValueError("no query has a relevant gallery item: the CUHK03 classic CMC is undefined")
+            raise ValueError(
+                "no query has a relevant gallery item: the CUHK03 classic CMC is undefined"
+            )
         max_rank = min(max_rank, self.gallery.num)
-        hits = torch.bincount(ranks.reshape(-1).clamp(max=max_rank + 1), minlength=max_rank + 2)[1 : max_rank + 1]
+        hits = torch.bincount(ranks.reshape(-1).clamp(max=max_rank + 1), minlength=max_rank + 2)[
+            1 : max_rank + 1
+        ]
         return (torch.cumsum(hits, 0).double() / ranks.numel()).numpy()

@@ -18,10 +18,11 @@ Memory: the (k1 + 1)-NN lists, the sparse V (|R*(p)| entries per row, k2 times m
 step 5) and one chunk of distance rows at a time; the N x N matrix is never held. The work is
 dominated by computing the N x N base distances once, on the device of the inputs.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Iterator, Optional, Tuple, Union
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -59,9 +60,13 @@ class MatrixDistances(DistanceSource):
         self.q_q = as_distmat(q_q_dist, "q_q_dist").to(self.device)
         self.g_g = as_distmat(g_g_dist, "g_g_dist").to(self.device)
         if tuple(self.q_q.shape) != (self.num_query, self.num_query):
-            raise ValueError(f"q_q_dist must be {self.num_query} x {self.num_query} to match q_g_dist, got {tuple(self.q_q.shape)}")
+            raise ValueError(
+                f"q_q_dist must be {self.num_query} x {self.num_query} to match q_g_dist, got {tuple(self.q_q.shape)}"
+            )
         if tuple(self.g_g.shape) != (num_gallery, num_gallery):
-            raise ValueError(f"g_g_dist must be {num_gallery} x {num_gallery} to match q_g_dist, got {tuple(self.g_g.shape)}")
+            raise ValueError(
+                f"g_g_dist must be {num_gallery} x {num_gallery} to match q_g_dist, got {tuple(self.g_g.shape)}"
+            )
         self.num = self.num_query + num_gallery
 
     def rows(self, start: int, end: int) -> torch.Tensor:
@@ -92,7 +97,9 @@ class MatrixDistances(DistanceSource):
 class FeatureDistances(DistanceSource):
     """Distances computed on demand from features already passed through ``distance.prepare``."""
 
-    def __init__(self, query_feat: torch.Tensor, gallery_feat: torch.Tensor, distance: Distance) -> None:
+    def __init__(
+        self, query_feat: torch.Tensor, gallery_feat: torch.Tensor, distance: Distance
+    ) -> None:
         self.features = torch.cat([query_feat, gallery_feat]).float()
         self.distance = distance
         self.device = self.features.device
@@ -105,7 +112,10 @@ class FeatureDistances(DistanceSource):
     def pairs(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         budget = CHUNK_ELEMENTS.get(self.device.type, CHUNK_ELEMENTS["cpu"])
         step = max(1, budget // self.features.shape[1])
-        out = [self.distance.paired(self.features[i[s:e]], self.features[j[s:e]]) for s, e in iter_chunks(i.shape[0], step)]
+        out = [
+            self.distance.paired(self.features[i[s:e]], self.features[j[s:e]])
+            for s, e in iter_chunks(i.shape[0], step)
+        ]
         return torch.cat(out) if out else torch.zeros(0, device=self.device)
 
 
@@ -114,7 +124,7 @@ def _normalised(dist: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
     return dist.float().pow(2) / row_max
 
 
-def _nearest(source: DistanceSource, width: int, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _nearest(source: DistanceSource, width: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``width`` nearest items of every item (ordered by distance, then index) and each
     row's max squared distance."""
     knn = torch.empty(source.num, width, dtype=torch.int64, device=source.device)
@@ -137,7 +147,9 @@ def _reciprocal(knn: torch.Tensor, k: int, step: int) -> torch.Tensor:
     return mask
 
 
-def _expansion(knn: torch.Tensor, k: int, half: int, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _expansion(
+    knn: torch.Tensor, k: int, half: int, step: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, col) of R*(p) for every p, sorted by row then column (steps 2 and 3)."""
     recip = _reciprocal(knn, k, step)
     recip_half = _reciprocal(knn, half, step)
@@ -166,8 +178,13 @@ def _crow(rows: torch.Tensor, num: int) -> torch.Tensor:
 
 
 def _local_query_expansion(
-    knn: torch.Tensor, k2: int, crow: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, step: int
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    knn: torch.Tensor,
+    k2: int,
+    crow: torch.Tensor,
+    cols: torch.Tensor,
+    vals: torch.Tensor,
+    step: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step 5 on the sparse V: row p becomes the mean of the rows of its k2 nearest items."""
     num = knn.shape[0]
     device = knn.device
@@ -180,7 +197,9 @@ def _local_query_expansion(
         key = owner * num + cols[position]
         key, order = torch.sort(key)
         unique_key, inverse = torch.unique_consecutive(key, return_inverse=True)
-        summed = torch.zeros(unique_key.shape[0], dtype=vals.dtype, device=device).index_add_(0, inverse, vals[position][order])
+        summed = torch.zeros(unique_key.shape[0], dtype=vals.dtype, device=device).index_add_(
+            0, inverse, vals[position][order]
+        )
         rows_out.append(torch.div(unique_key, num, rounding_mode="floor"))
         cols_out.append(unique_key % num)
         vals_out.append(summed / k2)
@@ -192,8 +211,8 @@ def rerank_chunks(
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
-    chunk_size: Optional[int] = None,
-) -> Iterator[Tuple[int, int, torch.Tensor]]:
+    chunk_size: int | None = None,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield (start, end, re-ranked distances of queries start..end-1 to the whole gallery)."""
     if k1 < 1 or k2 < 1:
         raise ValueError(f"TEST.RERANK.K1 and K2 must be >= 1, got K1={k1}, K2={k2}")
@@ -203,7 +222,9 @@ def rerank_chunks(
     n_g = num - n_q
     width = max(k1 + 1, k2)
     if width > num:
-        raise ValueError(f"re-ranking with K1={k1}, K2={k2} needs at least {width} query + gallery items, got {num}")
+        raise ValueError(
+            f"re-ranking with K1={k1}, K2={k2} needs at least {width} query + gallery items, got {num}"
+        )
     device = source.device
     budget = CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cpu"])
     step = chunk_size or max(1, budget // num)
@@ -215,7 +236,9 @@ def rerank_chunks(
     vals = weights / row_sums[rows]
     if k2 > 1:
         per_row = k2 * max(1, rows.shape[0] // num)
-        rows, cols, vals = _local_query_expansion(knn, k2, _crow(rows, num), cols, vals, max(1, budget // (4 * per_row)))
+        rows, cols, vals = _local_query_expansion(
+            knn, k2, _crow(rows, num), cols, vals, max(1, budget // (4 * per_row))
+        )
     del knn
     crow = _crow(rows, num)
 
@@ -226,7 +249,9 @@ def rerank_chunks(
     g_vals = vals[in_gallery][order]
     colptr = _crow(g_cols, num)
     entry_pairs = colptr[cols + 1] - colptr[cols]
-    pairs_per_query = torch.zeros(n_q, dtype=torch.int64, device=device).index_add_(0, rows[rows < n_q], entry_pairs[rows < n_q])
+    pairs_per_query = torch.zeros(n_q, dtype=torch.int64, device=device).index_add_(
+        0, rows[rows < n_q], entry_pairs[rows < n_q]
+    )
     # About ten 8-byte arrays per entry pair: a quarter of the budget keeps them near the chunk size.
     for start, end in _budgeted_ranges(pairs_per_query, step, budget // 4):
         lo, hi = int(crow[start]), int(crow[end])
@@ -235,14 +260,18 @@ def rerank_chunks(
         position = colptr[q_cols][segment] + offset
         shared_min = torch.minimum(q_vals[segment], g_vals[position])
         flat = q_rows[segment] * n_g + g_rows[position]
-        overlap = torch.zeros((end - start) * n_g, dtype=torch.float32, device=device).index_add_(0, flat, shared_min)
+        overlap = torch.zeros((end - start) * n_g, dtype=torch.float32, device=device).index_add_(
+            0, flat, shared_min
+        )
         overlap = overlap.view(end - start, n_g)
         jaccard = 1.0 - overlap / (2.0 - overlap)
         original = _normalised(source.rows(start, end)[:, n_q:], row_max[start:end, None])
         yield start, end, jaccard * (1.0 - lambda_value) + original * lambda_value
 
 
-def _budgeted_ranges(pairs_per_query: torch.Tensor, max_rows: int, budget: int) -> Iterator[Tuple[int, int]]:
+def _budgeted_ranges(
+    pairs_per_query: torch.Tensor, max_rows: int, budget: int
+) -> Iterator[tuple[int, int]]:
     """Consecutive query ranges of at most ``max_rows`` queries and about ``budget`` entry pairs."""
     cumulative = torch.cumsum(pairs_per_query, 0).cpu()
     num = cumulative.shape[0]
@@ -256,14 +285,14 @@ def _budgeted_ranges(pairs_per_query: torch.Tensor, max_rows: int, budget: int) 
 
 
 def re_ranking(
-    q_g_dist: Union[np.ndarray, torch.Tensor],
-    q_q_dist: Union[np.ndarray, torch.Tensor],
-    g_g_dist: Union[np.ndarray, torch.Tensor],
+    q_g_dist: np.ndarray | torch.Tensor,
+    q_q_dist: np.ndarray | torch.Tensor,
+    g_g_dist: np.ndarray | torch.Tensor,
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
-    chunk_size: Optional[int] = None,
-) -> Union[np.ndarray, torch.Tensor]:
+    chunk_size: int | None = None,
+) -> np.ndarray | torch.Tensor:
     """The re-ranked query x gallery distances, as one matrix (numpy in, numpy out)."""
     source = MatrixDistances(q_g_dist, q_q_dist, g_g_dist)
     parts = [chunk for _, _, chunk in rerank_chunks(source, k1, k2, lambda_value, chunk_size)]

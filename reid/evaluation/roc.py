@@ -11,10 +11,11 @@ Only the k_max + 1 smallest negative distances are kept (k_max for the largest t
 chunk contributes the values below the current (k_max + 1)-th smallest, so memory stays bounded
 by that count plus a chunk.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -27,25 +28,29 @@ DEFAULT_FPRS = (1e-4, 1e-3, 1e-2)
 
 def roc_key(fpr: float) -> str:
     """Result key of a target FPR, fastreid's spelling: ``TPR@FPR=1e-04``."""
-    return "TPR@FPR={:.0e}".format(fpr)
+    return f"TPR@FPR={fpr:.0e}"
 
 
 class RocAccumulator:
-    def __init__(self, gallery: GalleryIndex, q_pids: torch.Tensor, fprs: Sequence[float] = DEFAULT_FPRS) -> None:
+    def __init__(
+        self, gallery: GalleryIndex, q_pids: torch.Tensor, fprs: Sequence[float] = DEFAULT_FPRS
+    ) -> None:
         if len(fprs) == 0:
             raise ValueError("TEST.ROC.FPRS must name at least one false positive rate")
         for f in fprs:
             if not 0.0 < f <= 1.0:
-                raise ValueError(f"TEST.ROC.FPRS: every false positive rate must lie in (0, 1], got {f}")
+                raise ValueError(
+                    f"TEST.ROC.FPRS: every false positive rate must lie in (0, 1], got {f}"
+                )
         self.gallery = gallery
         self.fprs = tuple(float(f) for f in fprs)
         self.num_negatives = int(gallery.num_different_id(q_pids).sum())
         self.capacity = min(self.num_negatives, math.floor(max(self.fprs) * self.num_negatives) + 1)
         self._smallest = torch.empty(0)
-        self._pending: List[torch.Tensor] = []
+        self._pending: list[torch.Tensor] = []
         self._pending_size = 0
         self._bound = math.inf
-        self._positives: List[torch.Tensor] = []
+        self._positives: list[torch.Tensor] = []
 
     @torch.no_grad()
     def add(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
@@ -53,7 +58,11 @@ class RocAccumulator:
         self._positives.append(dist[rows[relevant], cols[relevant]].double().cpu())
         if self.capacity == 0:
             return
-        candidates = dist < self._bound if math.isfinite(self._bound) else torch.ones_like(dist, dtype=torch.bool)
+        candidates = (
+            dist < self._bound
+            if math.isfinite(self._bound)
+            else torch.ones_like(dist, dtype=torch.bool)
+        )
         c_rows, c_cols = candidates.nonzero(as_tuple=True)
         negative = self.gallery.pids[c_cols] != q_pids[c_rows]
         values = dist[c_rows[negative], c_cols[negative]].double().cpu()
@@ -71,10 +80,12 @@ class RocAccumulator:
         if values.shape[0] == self.capacity and self.capacity > 0:
             self._bound = float(values.max())
 
-    def compute(self) -> Dict[str, float]:
+    def compute(self) -> dict[str, float]:
         """TPR (in [0, 1]) per target FPR, keyed by ``roc_key``."""
         self._merge()
-        positives = torch.cat(self._positives) if self._positives else torch.zeros(0, dtype=torch.float64)
+        positives = (
+            torch.cat(self._positives) if self._positives else torch.zeros(0, dtype=torch.float64)
+        )
         negatives = torch.sort(self._smallest).values
         results = {}
         for f in self.fprs:

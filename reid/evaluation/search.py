@@ -7,9 +7,10 @@ dependency) and ``faiss`` (a flat faiss index, CPU or GPU). faiss is imported on
 Distances follow TEST.METRIC (see ``reid.evaluation.distance``): cosine = 1 - cos, euclidean =
 squared Euclidean; results are sorted by distance, nearest first.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import torch
 
@@ -18,7 +19,15 @@ from reid.utils.registry import Registry
 from .distance import build_distance
 from .rank import CHUNK_ELEMENTS, iter_chunks
 
-__all__ = ["SEARCH_REGISTRY", "TorchSearcher", "FaissSearcher", "build_searcher", "search_topk", "import_faiss", "topk_smallest"]
+__all__ = [
+    "SEARCH_REGISTRY",
+    "TorchSearcher",
+    "FaissSearcher",
+    "build_searcher",
+    "search_topk",
+    "import_faiss",
+    "topk_smallest",
+]
 
 SEARCH_REGISTRY = Registry("SEARCH")
 
@@ -36,7 +45,7 @@ def import_faiss() -> Any:
     return faiss
 
 
-def topk_smallest(values: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def topk_smallest(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` smallest entries of each row and their columns, by value and then column."""
     values, index = torch.topk(values, k, dim=1, largest=False, sorted=True)
     by_index = torch.sort(index, dim=1, stable=True)
@@ -53,13 +62,19 @@ def _check_k(k: int, num_gallery: int) -> None:
 class TorchSearcher:
     """Exact top-k by chunks of queries: one chunk x gallery distance block at a time."""
 
-    def __init__(self, gallery: torch.Tensor, metric: str = "cosine", use_gpu: bool = False, chunk_size: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        gallery: torch.Tensor,
+        metric: str = "cosine",
+        use_gpu: bool = False,
+        chunk_size: int | None = None,
+    ) -> None:
         self.distance = build_distance(metric)
         device = torch.device("cuda") if use_gpu else gallery.device
         self.gallery = self.distance.prepare(gallery.float().to(device))
         self.chunk_size = chunk_size
 
-    def search(self, query: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def search(self, query: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         n_g = self.gallery.shape[0]
         _check_k(k, n_g)
         query = self.distance.prepare(query.float().to(self.gallery.device))
@@ -76,24 +91,38 @@ class TorchSearcher:
 class FaissSearcher:
     """A flat (exact) faiss index: inner product for cosine, L2 for euclidean."""
 
-    def __init__(self, gallery: torch.Tensor, metric: str = "cosine", use_gpu: bool = False, chunk_size: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        gallery: torch.Tensor,
+        metric: str = "cosine",
+        use_gpu: bool = False,
+        chunk_size: int | None = None,
+    ) -> None:
         faiss = import_faiss()
         if metric not in ("cosine", "euclidean"):
-            raise ValueError(f"the faiss backend supports the metrics 'cosine' and 'euclidean', got {metric!r}")
+            raise ValueError(
+                f"the faiss backend supports the metrics 'cosine' and 'euclidean', got {metric!r}"
+            )
         self.metric = metric
         self.distance = build_distance(metric)
         vectors = self.distance.prepare(gallery.float()).cpu().contiguous().numpy()
-        index = faiss.IndexFlatIP(vectors.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(vectors.shape[1])
+        index = (
+            faiss.IndexFlatIP(vectors.shape[1])
+            if metric == "cosine"
+            else faiss.IndexFlatL2(vectors.shape[1])
+        )
         if use_gpu:
             if not hasattr(faiss, "StandardGpuResources"):
-                raise RuntimeError("use_gpu=True, but the installed faiss has no GPU support (install faiss-gpu)")
+                raise RuntimeError(
+                    "use_gpu=True, but the installed faiss has no GPU support (install faiss-gpu)"
+                )
             self._resources = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._resources, 0, index)
         index.add(vectors)
         self.index = index
         self.num_gallery = vectors.shape[0]
 
-    def search(self, query: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def search(self, query: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         _check_k(k, self.num_gallery)
         vectors = self.distance.prepare(query.float()).cpu().contiguous().numpy()
         scores, index = self.index.search(vectors, k)
@@ -107,10 +136,16 @@ SEARCH_REGISTRY.register(FaissSearcher, name="faiss")
 
 
 def build_searcher(
-    gallery: torch.Tensor, metric: str = "cosine", backend: str = "torch", use_gpu: bool = False, chunk_size: Optional[int] = None
+    gallery: torch.Tensor,
+    metric: str = "cosine",
+    backend: str = "torch",
+    use_gpu: bool = False,
+    chunk_size: int | None = None,
 ) -> Any:
     """An index over ``gallery`` with ``search(query, k) -> (distances, indices)``."""
-    return SEARCH_REGISTRY.get(backend)(gallery, metric=metric, use_gpu=use_gpu, chunk_size=chunk_size)
+    return SEARCH_REGISTRY.get(backend)(
+        gallery, metric=metric, use_gpu=use_gpu, chunk_size=chunk_size
+    )
 
 
 def search_topk(
@@ -120,7 +155,7 @@ def search_topk(
     metric: str = "cosine",
     backend: str = "torch",
     use_gpu: bool = False,
-    chunk_size: Optional[int] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(distances, gallery indices) of the ``k`` nearest gallery items of every query, nearest first."""
     return build_searcher(gallery, metric, backend, use_gpu, chunk_size).search(query, k)

@@ -1,4 +1,5 @@
 """Models: backbones, heads, layers, losses and the meta-architectures that combine them."""
+
 from .backbones import BACKBONE_REGISTRY, build_backbone
 from .heads import HEAD_REGISTRY, build_heads
 from .losses import LOSS_REGISTRY, build_losses

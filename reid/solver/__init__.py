@@ -1,4 +1,5 @@
 """Optimizers with parameter groups and per-iteration LR schedules with warm-up."""
+
 from .lr_scheduler import (
     LR_SCHEDULER_REGISTRY,
     WARMUP_REGISTRY,

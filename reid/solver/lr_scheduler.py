@@ -25,12 +25,14 @@ The warm-up factor multiplies the main schedule's factor (fastreid's convention)
 falls inside the warm-up lowers the warm-up's target. Example, the ratio paper: BASE_LR 1e-3,
 WARMUP_FACTOR 0.01, WARMUP_EPOCHS 20, linear: 1e-5 at iteration 0, 1e-3 from epoch 20 on.
 """
+
 from __future__ import annotations
 
 import bisect
-from abc import ABC, abstractmethod
 import math
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
@@ -72,7 +74,7 @@ class Schedule(Protocol):
 
     def factor(self, i: int) -> float: ...
 
-    def events(self) -> List[Tuple[int, str]]: ...
+    def events(self) -> list[tuple[int, str]]: ...
 
     def summary(self) -> str: ...
 
@@ -85,7 +87,7 @@ class MainSchedule(ABC):
         """The LR factor at iteration ``i``."""
 
     @abstractmethod
-    def events(self) -> List[Tuple[int, str]]:
+    def events(self) -> list[tuple[int, str]]:
         """(iteration, label) of each point where the schedule changes course."""
 
     @abstractmethod
@@ -101,7 +103,7 @@ class MultiStepSchedule(MainSchedule):
         self.gamma = float(gamma)
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, iters_per_epoch: int) -> "MultiStepSchedule":
+    def from_config(cls, cfg: CfgNode, iters_per_epoch: int) -> MultiStepSchedule:
         steps, gamma = list(cfg.SOLVER.STEPS), cfg.SOLVER.GAMMA
         if any(int(s) != s or s < 0 for s in steps) or steps != sorted(steps):
             raise ConfigError(f"SOLVER.STEPS must be increasing whole epochs >= 0, got {steps}")
@@ -112,8 +114,11 @@ class MultiStepSchedule(MainSchedule):
     def factor(self, i: int) -> float:
         return self.gamma ** bisect.bisect_right(self.milestones, i)
 
-    def events(self) -> List[Tuple[int, str]]:
-        return [(m, f"step x{self.gamma:g} (epoch {s})") for m, s in zip(self.milestones, self.step_epochs)]
+    def events(self) -> list[tuple[int, str]]:
+        return [
+            (m, f"step x{self.gamma:g} (epoch {s})")
+            for m, s in zip(self.milestones, self.step_epochs)
+        ]
 
     def summary(self) -> str:
         return f"MultiStepLR (x{self.gamma:g} at epochs {self.step_epochs})"
@@ -123,13 +128,15 @@ class MultiStepSchedule(MainSchedule):
 class CosineSchedule(MainSchedule):
     def __init__(self, delay_iters: int, max_iters: int, min_factor: float) -> None:
         if not 0 <= delay_iters < max_iters:
-            raise ValueError(f"CosineSchedule needs 0 <= delay_iters < max_iters, got {delay_iters} and {max_iters}")
+            raise ValueError(
+                f"CosineSchedule needs 0 <= delay_iters < max_iters, got {delay_iters} and {max_iters}"
+            )
         self.delay_iters = delay_iters
         self.max_iters = max_iters
         self.min_factor = float(min_factor)
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, iters_per_epoch: int) -> "CosineSchedule":
+    def from_config(cls, cfg: CfgNode, iters_per_epoch: int) -> CosineSchedule:
         s = cfg.SOLVER
         if not 0 <= s.DELAY_EPOCHS < s.MAX_EPOCH:
             raise ConfigError(
@@ -137,16 +144,24 @@ class CosineSchedule(MainSchedule):
                 f"({s.MAX_EPOCH}) for the cosine decay to run"
             )
         if not 0 <= s.ETA_MIN_LR <= s.BASE_LR:
-            raise ConfigError(f"SOLVER.ETA_MIN_LR ({s.ETA_MIN_LR}) must lie in [0, SOLVER.BASE_LR ({s.BASE_LR})]")
-        return cls(s.DELAY_EPOCHS * iters_per_epoch, s.MAX_EPOCH * iters_per_epoch, s.ETA_MIN_LR / s.BASE_LR)
+            raise ConfigError(
+                f"SOLVER.ETA_MIN_LR ({s.ETA_MIN_LR}) must lie in [0, SOLVER.BASE_LR ({s.BASE_LR})]"
+            )
+        return cls(
+            s.DELAY_EPOCHS * iters_per_epoch,
+            s.MAX_EPOCH * iters_per_epoch,
+            s.ETA_MIN_LR / s.BASE_LR,
+        )
 
     def factor(self, i: int) -> float:
         if i < self.delay_iters:
             return 1.0
         progress = min(1.0, (i - self.delay_iters) / (self.max_iters - self.delay_iters))
-        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (
+            1.0 + math.cos(math.pi * progress)
+        )
 
-    def events(self) -> List[Tuple[int, str]]:
+    def events(self) -> list[tuple[int, str]]:
         mid = self.delay_iters + (self.max_iters - self.delay_iters) // 2
         return [(self.delay_iters, "cosine decay starts"), (mid, "cosine decay half-way")]
 
@@ -185,14 +200,14 @@ class LRSchedule:
     def factor(self, i: int) -> float:
         return self.warmup(i) * self.main.factor(i)
 
-    def events(self) -> List[Tuple[int, str]]:
+    def events(self) -> list[tuple[int, str]]:
         """Iteration 0, the end of the warm-up, the main schedule's milestones, the last iteration."""
         events = [(0, "start")]
         if self.warmup_iters > 0:
             events.append((self.warmup_iters, "warm-up done"))
         events.extend(self.main.events())
         events.append((self.max_iters - 1, "last iteration"))
-        merged: Dict[int, List[str]] = {}
+        merged: dict[int, list[str]] = {}
         for i, label in sorted(events, key=lambda e: e[0]):
             merged.setdefault(i, []).append(label)
         return [(i, "; ".join(labels)) for i, labels in sorted(merged.items())]
@@ -211,7 +226,9 @@ class LRSchedule:
 def _warmup_iters(cfg: CfgNode, iters_per_epoch: int) -> int:
     s = cfg.SOLVER
     if s.WARMUP_ITERS < 0 or s.WARMUP_EPOCHS < 0:
-        raise ConfigError(f"SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) and SOLVER.WARMUP_EPOCHS ({s.WARMUP_EPOCHS}) must be >= 0")
+        raise ConfigError(
+            f"SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) and SOLVER.WARMUP_EPOCHS ({s.WARMUP_EPOCHS}) must be >= 0"
+        )
     if s.WARMUP_ITERS > 0 and s.WARMUP_EPOCHS > 0:
         raise ConfigError(
             f"set SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) or SOLVER.WARMUP_EPOCHS ({s.WARMUP_EPOCHS}), not both "
@@ -222,7 +239,11 @@ def _warmup_iters(cfg: CfgNode, iters_per_epoch: int) -> int:
 
 def build_lr_schedule(cfg: CfgNode, iters_per_epoch: int) -> LRSchedule:
     """The LR factor per iteration described by cfg.SOLVER (see the module docstring)."""
-    if isinstance(iters_per_epoch, bool) or not isinstance(iters_per_epoch, int) or iters_per_epoch < 1:
+    if (
+        isinstance(iters_per_epoch, bool)
+        or not isinstance(iters_per_epoch, int)
+        or iters_per_epoch < 1
+    ):
         raise ValueError(f"iters_per_epoch must be a positive int, got {iters_per_epoch!r}")
     s = cfg.SOLVER
     try:
@@ -230,9 +251,13 @@ def build_lr_schedule(cfg: CfgNode, iters_per_epoch: int) -> LRSchedule:
     except RegistryKeyError as e:
         raise ConfigError(f"SOLVER.SCHED: {e}") from e
     if s.WARMUP_METHOD not in WARMUP_REGISTRY:
-        raise ConfigError(f"SOLVER.WARMUP_METHOD: unknown '{s.WARMUP_METHOD}'; registered: {', '.join(WARMUP_REGISTRY.names())}")
+        raise ConfigError(
+            f"SOLVER.WARMUP_METHOD: unknown '{s.WARMUP_METHOD}'; registered: {', '.join(WARMUP_REGISTRY.names())}"
+        )
     if s.WARMUP_FACTOR < 0 or (s.WARMUP_METHOD == "exp" and s.WARMUP_FACTOR == 0):
-        raise ConfigError(f"SOLVER.WARMUP_FACTOR must be >= 0 (> 0 for the exp warm-up), got {s.WARMUP_FACTOR}")
+        raise ConfigError(
+            f"SOLVER.WARMUP_FACTOR must be >= 0 (> 0 for the exp warm-up), got {s.WARMUP_FACTOR}"
+        )
     if s.MAX_EPOCH < 1:
         raise ConfigError(f"SOLVER.MAX_EPOCH must be >= 1, got {s.MAX_EPOCH}")
     return LRSchedule(
@@ -254,7 +279,9 @@ class WarmupLRScheduler(LRScheduler):
 
     _STATE_KEYS = ("last_epoch", "base_lrs", "_step_count", "_last_lr")
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule, last_epoch: int = -1) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, schedule: Schedule, last_epoch: int = -1
+    ) -> None:
         self.schedule = schedule
         super().__init__(optimizer, last_epoch)
 
@@ -263,14 +290,14 @@ class WarmupLRScheduler(LRScheduler):
         """Index of the iteration the current LRs are for."""
         return self.last_epoch
 
-    def get_lr(self) -> List[float]:
+    def get_lr(self) -> list[float]:
         factor = self.schedule.factor(self.last_epoch)
         return [float(base) * factor for base in self.base_lrs]
 
-    def _get_closed_form_lr(self) -> List[float]:
+    def _get_closed_form_lr(self) -> list[float]:
         return self.get_lr()
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {
             "last_epoch": int(self.last_epoch),
             "base_lrs": [float(b) for b in self.base_lrs],
@@ -278,10 +305,12 @@ class WarmupLRScheduler(LRScheduler):
             "_last_lr": [float(lr) for lr in self._last_lr],
         }
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         missing = [k for k in self._STATE_KEYS if k not in state_dict]
         if missing:
-            raise KeyError(f"LR scheduler state is missing {missing}; expected the keys {list(self._STATE_KEYS)}")
+            raise KeyError(
+                f"LR scheduler state is missing {missing}; expected the keys {list(self._STATE_KEYS)}"
+            )
         n_groups = len(self.optimizer.param_groups)
         if len(state_dict["base_lrs"]) != n_groups:
             raise ValueError(
@@ -296,12 +325,14 @@ class WarmupLRScheduler(LRScheduler):
         self._last_lr = lrs
 
 
-def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer, iters_per_epoch: int) -> WarmupLRScheduler:
+def build_lr_scheduler(
+    cfg: CfgNode, optimizer: torch.optim.Optimizer, iters_per_epoch: int
+) -> WarmupLRScheduler:
     """A per-iteration scheduler for ``optimizer``; sets the iteration-0 LRs on construction."""
     return WarmupLRScheduler(optimizer, build_lr_schedule(cfg, iters_per_epoch))
 
 
-def describe_schedule(cfg: CfgNode, iters_per_epoch: int, schedule: Optional[Schedule] = None) -> str:
+def describe_schedule(cfg: CfgNode, iters_per_epoch: int, schedule: Schedule | None = None) -> str:
     """A table of the effective LR (for BASE_LR) at iteration 0, the end of the warm-up, each
     milestone of the main schedule and the last iteration; ``schedule`` defaults to the one
     cfg.SOLVER describes."""
@@ -317,5 +348,7 @@ def describe_schedule(cfg: CfgNode, iters_per_epoch: int, schedule: Optional[Sch
         if i >= schedule.max_iters:
             label += " (after MAX_EPOCH: never reached)"
         factor = schedule.factor(i)
-        lines.append(f"{i:>10d} {i / iters_per_epoch:>9.2f} {factor:>12.6g} {base * factor:>12.6g}  {label}")
+        lines.append(
+            f"{i:>10d} {i / iters_per_epoch:>9.2f} {factor:>12.6g} {base * factor:>12.6g}  {label}"
+        )
     return "\n".join(lines)

@@ -27,9 +27,10 @@ own ``lr`` and ``weight_decay``) has those groups added as they are; keys they l
 optimizer's defaults (``lr`` = BASE_LR, ``weight_decay`` = WEIGHT_DECAY), and their parameters are
 kept out of the default groups. The LR schedule scales every group from its own starting LR.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, List, Set
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +40,9 @@ from reid.config import ConfigError
 from reid.utils.registry import Registry, RegistryKeyError
 
 OPTIMIZER_REGISTRY = Registry("OPTIMIZER")
-OPTIMIZER_REGISTRY.__doc__ = """Optimizer builders ``fn(cfg, param_groups) -> torch.optim.Optimizer``, by SOLVER.OPT."""
+OPTIMIZER_REGISTRY.__doc__ = (
+    """Optimizer builders ``fn(cfg, param_groups) -> torch.optim.Optimizer``, by SOLVER.OPT."""
+)
 
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
@@ -50,19 +53,23 @@ NORM_TYPES = (
 
 
 @OPTIMIZER_REGISTRY.register(name="Adam")
-def build_adam(cfg: CfgNode, param_groups: List[Dict[str, Any]]) -> torch.optim.Optimizer:
+def build_adam(cfg: CfgNode, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     """Adam with L2 weight decay added to the gradient (torch's Adam)."""
-    return torch.optim.Adam(param_groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    return torch.optim.Adam(
+        param_groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+    )
 
 
 @OPTIMIZER_REGISTRY.register(name="AdamW")
-def build_adamw(cfg: CfgNode, param_groups: List[Dict[str, Any]]) -> torch.optim.Optimizer:
+def build_adamw(cfg: CfgNode, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     """Adam with decoupled weight decay: each step shrinks a parameter by lr * weight_decay."""
-    return torch.optim.AdamW(param_groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    return torch.optim.AdamW(
+        param_groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+    )
 
 
 @OPTIMIZER_REGISTRY.register(name="SGD")
-def build_sgd(cfg: CfgNode, param_groups: List[Dict[str, Any]]) -> torch.optim.Optimizer:
+def build_sgd(cfg: CfgNode, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     momentum, nesterov = cfg.SOLVER.MOMENTUM, cfg.SOLVER.NESTEROV
     if momentum < 0:
         raise ConfigError(f"SOLVER.MOMENTUM must be >= 0, got {momentum}")
@@ -84,11 +91,11 @@ def _is_heads(module_name: str) -> bool:
     return bool(parts) and parts[0] == "heads"
 
 
-def _custom_groups(model: nn.Module) -> List[Dict[str, Any]]:
+def _custom_groups(model: nn.Module) -> list[dict[str, Any]]:
     """The groups modules declare through ``param_groups()``, checked and named."""
     model_params = {id(p) for p in model.parameters()}
-    claimed: Dict[int, str] = {}
-    groups: List[Dict[str, Any]] = []
+    claimed: dict[int, str] = {}
+    groups: list[dict[str, Any]] = []
     for module_name, module in model.named_modules():
         declare = getattr(module, "param_groups", None)
         if not callable(declare):
@@ -96,7 +103,9 @@ def _custom_groups(model: nn.Module) -> List[Dict[str, Any]]:
         owner = f"module '{module_name or type(module).__name__}' ({type(module).__name__}).param_groups()"
         declared = declare()
         if not isinstance(declared, (list, tuple)):
-            raise TypeError(f"{owner} must return a list of param-group dicts, got {type(declared).__name__}")
+            raise TypeError(
+                f"{owner} must return a list of param-group dicts, got {type(declared).__name__}"
+            )
         for i, group in enumerate(declared):
             if not isinstance(group, dict) or "params" not in group:
                 raise TypeError(f"{owner}[{i}] must be a dict with a 'params' entry, got {group!r}")
@@ -104,9 +113,13 @@ def _custom_groups(model: nn.Module) -> List[Dict[str, Any]]:
             params = [params] if isinstance(params, torch.Tensor) else list(params)
             for p in params:
                 if not isinstance(p, nn.Parameter) or id(p) not in model_params:
-                    raise ValueError(f"{owner}[{i}] lists a tensor that is not a parameter of the model")
+                    raise ValueError(
+                        f"{owner}[{i}] lists a tensor that is not a parameter of the model"
+                    )
                 if id(p) in claimed:
-                    raise ValueError(f"{owner}[{i}] lists a parameter already claimed by {claimed[id(p)]}")
+                    raise ValueError(
+                        f"{owner}[{i}] lists a parameter already claimed by {claimed[id(p)]}"
+                    )
                 claimed[id(p)] = owner
             out = dict(group, params=params)
             out.setdefault("name", f"{module_name or 'model'}/param_groups[{i}]")
@@ -114,12 +127,12 @@ def _custom_groups(model: nn.Module) -> List[Dict[str, Any]]:
     return groups
 
 
-def get_param_groups(cfg: CfgNode, model: nn.Module) -> List[Dict[str, Any]]:
+def get_param_groups(cfg: CfgNode, model: nn.Module) -> list[dict[str, Any]]:
     """All of the model's parameters as param-group dicts (see the module docstring)."""
     solver = cfg.SOLVER
     groups = _custom_groups(model)
-    seen: Set[int] = {id(p) for g in groups for p in g["params"]}
-    defaults: Dict[str, Dict[str, Any]] = {}
+    seen: set[int] = {id(p) for g in groups for p in g["params"]}
+    defaults: dict[str, dict[str, Any]] = {}
     for module_name, module in model.named_modules():
         is_norm = isinstance(module, NORM_TYPES)
         in_heads = _is_heads(module_name)
@@ -142,7 +155,9 @@ def get_param_groups(cfg: CfgNode, model: nn.Module) -> List[Dict[str, Any]]:
             name = f"{'heads' if in_heads else 'body'}/{kind}"
             if is_norm:
                 name += "_bias" if is_bias else "_weight"
-            group = defaults.setdefault(name, {"name": name, "params": [], "lr": lr, "weight_decay": weight_decay})
+            group = defaults.setdefault(
+                name, {"name": name, "params": [], "lr": lr, "weight_decay": weight_decay}
+            )
             group["params"].append(param)
     return groups + list(defaults.values())
 
@@ -159,6 +174,6 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
     return builder(cfg, groups)
 
 
-def group_names(optimizer: torch.optim.Optimizer) -> List[str]:
+def group_names(optimizer: torch.optim.Optimizer) -> list[str]:
     """The ``name`` of each param group, in order (for logging)."""
     return [str(g.get("name", f"group{i}")) for i, g in enumerate(optimizer.param_groups)]

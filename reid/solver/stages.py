@@ -28,13 +28,15 @@ A stage is one item of the list SOLVER.STAGES:
   Left out: the run's global schedule simply continues through the stage.
 With SOLVER.STAGES empty the run is one stage covering MAX_EPOCH with the config as it is.
 """
+
 from __future__ import annotations
 
 import bisect
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any
 
 from yacs.config import CfgNode
 
@@ -64,25 +66,33 @@ class Stage:
     name: str
     start_epoch: int
     epochs: int
-    loss_weights: Optional[Dict[str, float]] = None
-    trainable: Tuple[str, ...] = ()
-    solver_overrides: Dict[str, Any] = field(default_factory=dict)
+    loss_weights: dict[str, float] | None = None
+    trainable: tuple[str, ...] = ()
+    solver_overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def end_epoch(self) -> int:
         return self.start_epoch + self.epochs
 
     def describe(self) -> str:
-        losses = "config SCALEs" if self.loss_weights is None else ", ".join(f"{k} x{v:g}" for k, v in self.loss_weights.items())
+        losses = (
+            "config SCALEs"
+            if self.loss_weights is None
+            else ", ".join(f"{k} x{v:g}" for k, v in self.loss_weights.items())
+        )
         trainable = "everything" if not self.trainable else ", ".join(self.trainable)
-        lr = "global schedule" if not self.solver_overrides else f"own schedule {self.solver_overrides}"
+        lr = (
+            "global schedule"
+            if not self.solver_overrides
+            else f"own schedule {self.solver_overrides}"
+        )
         return (
             f"stage {self.index + 1} '{self.name}': epochs {self.start_epoch + 1}-{self.end_epoch}; "
             f"losses: {losses}; trainable: {trainable}; LR: {lr}"
         )
 
 
-def _check_keys(where: str, given: Mapping[str, Any], allowed: Tuple[str, ...]) -> None:
+def _check_keys(where: str, given: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     for key in given:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
@@ -93,7 +103,9 @@ def _check_keys(where: str, given: Mapping[str, Any], allowed: Tuple[str, ...]) 
 def _parse_stage(cfg: CfgNode, index: int, raw: Any, start_epoch: int) -> Stage:
     where = f"SOLVER.STAGES[{index}]"
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: a stage must be a mapping with keys {', '.join(STAGE_KEYS)}, got {raw!r}")
+        raise ConfigError(
+            f"{where}: a stage must be a mapping with keys {', '.join(STAGE_KEYS)}, got {raw!r}"
+        )
     _check_keys(where, raw, STAGE_KEYS)
     epochs = raw.get("EPOCHS")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -102,7 +114,9 @@ def _parse_stage(cfg: CfgNode, index: int, raw: Any, start_epoch: int) -> Stage:
     loss_weights = raw.get("LOSSES")
     if loss_weights is not None:
         if not isinstance(loss_weights, Mapping) or not loss_weights:
-            raise ConfigError(f"{where}.LOSSES must map loss names to weights, got {loss_weights!r}")
+            raise ConfigError(
+                f"{where}.LOSSES must map loss names to weights, got {loss_weights!r}"
+            )
         built = list(cfg.MODEL.LOSSES.NAME)
         for name, weight in loss_weights.items():
             if name not in built:
@@ -116,12 +130,16 @@ def _parse_stage(cfg: CfgNode, index: int, raw: Any, start_epoch: int) -> Stage:
 
     trainable = raw.get("TRAINABLE", [])
     if isinstance(trainable, str) or not isinstance(trainable, (list, tuple)):
-        raise ConfigError(f"{where}.TRAINABLE must be a list of regular expressions, got {trainable!r}")
+        raise ConfigError(
+            f"{where}.TRAINABLE must be a list of regular expressions, got {trainable!r}"
+        )
     for pattern in trainable:
         try:
             re.compile(pattern)
         except (re.error, TypeError) as e:
-            raise ConfigError(f"{where}.TRAINABLE: {pattern!r} is not a valid regular expression: {e}") from e
+            raise ConfigError(
+                f"{where}.TRAINABLE: {pattern!r} is not a valid regular expression: {e}"
+            ) from e
 
     overrides = raw.get("SOLVER", {}) or {}
     if not isinstance(overrides, Mapping):
@@ -141,12 +159,12 @@ def _parse_stage(cfg: CfgNode, index: int, raw: Any, start_epoch: int) -> Stage:
     return stage
 
 
-def build_training_plan(cfg: CfgNode) -> List[Stage]:
+def build_training_plan(cfg: CfgNode) -> list[Stage]:
     """The stages of the run, validated; one stage over MAX_EPOCH when SOLVER.STAGES is empty."""
     raw_stages = list(cfg.SOLVER.STAGES)
     if not raw_stages:
         return [Stage(index=0, name="train", start_epoch=0, epochs=cfg.SOLVER.MAX_EPOCH)]
-    plan: List[Stage] = []
+    plan: list[Stage] = []
     start = 0
     for index, raw in enumerate(raw_stages):
         stage = _parse_stage(cfg, index, raw, start)
@@ -160,7 +178,7 @@ def build_training_plan(cfg: CfgNode) -> List[Stage]:
     return plan
 
 
-def stage_at_epoch(plan: List[Stage], epoch: int) -> Stage:
+def stage_at_epoch(plan: list[Stage], epoch: int) -> Stage:
     """The stage that epoch ``epoch`` (0-based) belongs to; epochs past the end stay in the last."""
     starts = [s.start_epoch for s in plan]
     return plan[max(0, bisect.bisect_right(starts, epoch) - 1)]
@@ -170,7 +188,9 @@ def stage_config(cfg: CfgNode, stage: Stage) -> CfgNode:
     """``cfg`` with the stage's SOLVER overrides applied and MAX_EPOCH = the stage's epochs."""
     out = cfg.clone()
     out.defrost()
-    merge_dict_into(out, {"SOLVER": dict(stage.solver_overrides)}, source=f"SOLVER.STAGES[{stage.index}].SOLVER")
+    merge_dict_into(
+        out, {"SOLVER": dict(stage.solver_overrides)}, source=f"SOLVER.STAGES[{stage.index}].SOLVER"
+    )
     out.SOLVER.MAX_EPOCH = stage.epochs
     out.SOLVER.STAGES = []
     out.freeze()
@@ -185,12 +205,12 @@ class StagedSchedule:
     BASE_LR relative to the run's (each param group keeps its LR factors).
     """
 
-    def __init__(self, cfg: CfgNode, plan: List[Stage], iters_per_epoch: int) -> None:
+    def __init__(self, cfg: CfgNode, plan: list[Stage], iters_per_epoch: int) -> None:
         self.iters_per_epoch = iters_per_epoch
         self.max_iters = cfg.SOLVER.MAX_EPOCH * iters_per_epoch
         global_schedule = build_lr_schedule(cfg, iters_per_epoch)
-        self._starts: List[int] = []
-        self._parts: List[Tuple[LRSchedule, float, int, Stage]] = []
+        self._starts: list[int] = []
+        self._parts: list[tuple[LRSchedule, float, int, Stage]] = []
         for stage in plan:
             start = stage.start_epoch * iters_per_epoch
             self._starts.append(start)
@@ -205,16 +225,18 @@ class StagedSchedule:
         schedule, ratio, offset, _ = self._parts[max(0, bisect.bisect_right(self._starts, i) - 1)]
         return ratio * schedule.factor(i - offset)
 
-    def events(self) -> List[Tuple[int, str]]:
-        events: List[Tuple[int, str]] = []
+    def events(self) -> list[tuple[int, str]]:
+        events: list[tuple[int, str]] = []
         for k, (schedule, _, offset, stage) in enumerate(self._parts):
             start = self._starts[k]
             end = self._starts[k + 1] if k + 1 < len(self._starts) else self.max_iters
             if len(self._parts) > 1:
                 events.append((start, f"stage {stage.index + 1} '{stage.name}' starts"))
-            events.extend((i + offset, label) for i, label in schedule.events() if start <= i + offset < end)
+            events.extend(
+                (i + offset, label) for i, label in schedule.events() if start <= i + offset < end
+            )
         events.append((self.max_iters - 1, "last iteration"))
-        merged: Dict[int, List[str]] = {}
+        merged: dict[int, list[str]] = {}
         for i, label in sorted(events, key=lambda e: e[0]):
             if label not in merged.setdefault(i, []):
                 merged[i].append(label)
@@ -224,6 +246,11 @@ class StagedSchedule:
         if len(self._parts) == 1:
             return self._parts[0][0].summary()
         return " | ".join(
-            f"stage {stage.index + 1}: " + ("global schedule" if offset == 0 and ratio == 1.0 and not stage.solver_overrides else schedule.summary())
+            f"stage {stage.index + 1}: "
+            + (
+                "global schedule"
+                if offset == 0 and ratio == 1.0 and not stage.solver_overrides
+                else schedule.summary()
+            )
             for schedule, ratio, offset, stage in self._parts
         )

@@ -2,6 +2,7 @@
 
 Used by tools/reproduce.py; see README.md "Reproducing a table".
 """
+
 from .plan import Run, TablePlan, plan_table
 from .quick import QUICK_DATASET, QUICK_OPTS, quick_opts
 from .record import TableRecord, TableRecordError, default_papers_dir, list_tables, load_table

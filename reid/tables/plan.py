@@ -5,6 +5,7 @@ user's overrides, with OUTPUT_DIR = ``<output root>/<config path without .yml>/<
 named after the config and the dataset only, so cells that share them (the same config in several
 tables, the same quick run for every dataset of a row) train once.
 """
+
 from __future__ import annotations
 
 import ast
@@ -12,8 +13,9 @@ import json
 import os
 import shlex
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 from yacs.config import CfgNode
 
@@ -31,18 +33,23 @@ class Run:
     name: str
     config: str
     dataset: str  # the record's dataset key, or the quick dataset
-    opts: Tuple[Tuple[str, Any], ...]
+    opts: tuple[tuple[str, Any], ...]
     output_dir: str
     max_epoch: int
 
-    def opts_list(self) -> List[str]:
+    def opts_list(self) -> list[str]:
         """``opts`` as the KEY VALUE strings ``load_config`` and tools/train_net.py take."""
         return _texts(self.opts)
 
     def command(self, resume: bool = False) -> str:
         """The equivalent tools/train_net.py command line."""
         config = os.path.relpath(self.config)
-        parts = ["python", "tools/train_net.py", "--config-file", self.config if config.startswith("..") else config]
+        parts = [
+            "python",
+            "tools/train_net.py",
+            "--config-file",
+            self.config if config.startswith("..") else config,
+        ]
         if resume:
             parts.append("--resume")
         return " ".join(shlex.quote(p) for p in parts + self.opts_list())
@@ -55,7 +62,7 @@ class Run:
 class CellRef:
     """Where a cell's number comes from: a run, its test set and a metric."""
 
-    run: Optional[str]  # Run.name; None for a cell without a config or of a dataset not requested
+    run: str | None  # Run.name; None for a cell without a config or of a dataset not requested
     test: str
     metric: str
 
@@ -64,9 +71,9 @@ class CellRef:
 class TablePlan:
     record: TableRecord
     quick: bool
-    runs: "OrderedDict[str, Run]" = field(default_factory=OrderedDict)
-    cells: Dict[Tuple[int, int], CellRef] = field(default_factory=dict)  # (row, column) -> source
-    datasets: List[str] = field(default_factory=list)  # the dataset keys requested
+    runs: OrderedDict[str, Run] = field(default_factory=OrderedDict)
+    cells: dict[tuple[int, int], CellRef] = field(default_factory=dict)  # (row, column) -> source
+    datasets: list[str] = field(default_factory=list)  # the dataset keys requested
 
 
 def _literal_text(value: Any) -> str:
@@ -76,7 +83,11 @@ def _literal_text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_literal_text(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_literal_text(str(k))}: {_literal_text(v)}" for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{_literal_text(str(k))}: {_literal_text(v)}" for k, v in value.items())
+            + "}"
+        )
     return repr(value)
 
 
@@ -87,11 +98,13 @@ def format_opt_value(value: Any) -> str:
     return _literal_text(value)
 
 
-def layer_opts(path: str) -> List[Tuple[str, Any]]:
+def layer_opts(path: str) -> list[tuple[str, Any]]:
     """A dataset layer file as overrides."""
     data = load_yaml_strict(path) or {}
     if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: a dataset layer must be a mapping of config keys, got {type(data).__name__}")
+        raise ValueError(
+            f"{path}: a dataset layer must be a mapping of config keys, got {type(data).__name__}"
+        )
     return flatten_keys(data)
 
 
@@ -102,14 +115,16 @@ def _literal(text: str) -> Any:
         return text
 
 
-def _pairs(opts: Sequence[str]) -> List[Tuple[str, Any]]:
+def _pairs(opts: Sequence[str]) -> list[tuple[str, Any]]:
     """Command-line KEY VALUE strings as (key, value), values parsed as load_config parses them."""
     if len(opts) % 2:
-        raise ValueError(f"overrides must be KEY VALUE pairs, got an odd number of items: {list(opts)}")
+        raise ValueError(
+            f"overrides must be KEY VALUE pairs, got an odd number of items: {list(opts)}"
+        )
     return [(k, _literal(v)) for k, v in zip(opts[0::2], opts[1::2])]
 
 
-def _texts(pairs: Sequence[Tuple[str, Any]]) -> List[str]:
+def _texts(pairs: Sequence[tuple[str, Any]]) -> list[str]:
     return [text for key, value in pairs for text in (key, format_opt_value(value))]
 
 
@@ -120,7 +135,7 @@ def run_name(record: TableRecord, config: str, dataset: str) -> str:
 def plan_table(
     record: TableRecord,
     output_root: str,
-    datasets: Optional[Sequence[str]] = None,
+    datasets: Sequence[str] | None = None,
     quick: bool = False,
     opts: Sequence[str] = (),
 ) -> TablePlan:
@@ -134,7 +149,9 @@ def plan_table(
     requested = list(datasets) if datasets else known
     unknown = [d for d in requested if d not in known]
     if unknown:
-        raise ValueError(f"table {record.name}: unknown dataset(s) {unknown}; its datasets are {known}")
+        raise ValueError(
+            f"table {record.name}: unknown dataset(s) {unknown}; its datasets are {known}"
+        )
     user = _pairs(list(opts))
     plan = TablePlan(record=record, quick=quick, datasets=[d for d in known if d in requested])
     for i, row in enumerate(record.rows):
@@ -146,7 +163,9 @@ def plan_table(
             dataset = QUICK_DATASET if quick else col.dataset
             name = run_name(record, config, dataset)
             if name not in plan.runs:
-                plan.runs[name] = _make_run(record, name, config, col.dataset, quick, user, output_root)
+                plan.runs[name] = _make_run(
+                    record, name, config, col.dataset, quick, user, output_root
+                )
             test = QUICK_DATASET if quick else col.test
             plan.cells[(i, j)] = CellRef(run=name, test=test, metric=col.metric)
     return plan
@@ -158,12 +177,12 @@ def _make_run(
     config: str,
     dataset: str,
     quick: bool,
-    user: List[Tuple[str, Any]],
+    user: list[tuple[str, Any]],
     output_root: str,
 ) -> Run:
     output = [("OUTPUT_DIR", os.path.join(output_root, *name.split("/")))]
     layer = [] if quick else layer_opts(record.datasets[dataset].layer)
-    extra: List[Tuple[str, Any]] = []
+    extra: list[tuple[str, Any]] = []
     if quick:
         base = load_config(config, _texts(user))
         extra = list(quick_opts(base).items())

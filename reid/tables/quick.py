@@ -11,15 +11,17 @@ consistently, from the loaded config:
 - MultiStepLR steps stay as they are (they fall after the end of the tiny run);
 - evaluation and the checkpoint only after the last epoch.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from yacs.config import CfgNode
 
 # The synthetic set of the test suite (tests/conftest.py), so a test session generates it once.
 QUICK_DATASET = "Synthetic"
-QUICK_OPTS: Dict[str, Any] = {
+QUICK_OPTS: dict[str, Any] = {
     "DATASETS.NAMES": [QUICK_DATASET],
     "DATASETS.TESTS": [QUICK_DATASET],
     "DATASETS.SYNTHETIC.NUM_TRAIN_IDS": 6,
@@ -47,10 +49,13 @@ QUICK_OPTS: Dict[str, Any] = {
 }
 
 
-def _shrunk_schedule(schedule: Mapping[str, Any]) -> Dict[str, Any]:
+def _shrunk_schedule(schedule: Mapping[str, Any]) -> dict[str, Any]:
     """Warm-up, cosine delay and freezing of one schedule (the run's SOLVER or a stage's) shrunk."""
-    out: Dict[str, Any] = {}
-    warmup = int(schedule.get("WARMUP_EPOCHS", 0) or 0) > 0 or int(schedule.get("WARMUP_ITERS", 0) or 0) > 0
+    out: dict[str, Any] = {}
+    warmup = (
+        int(schedule.get("WARMUP_EPOCHS", 0) or 0) > 0
+        or int(schedule.get("WARMUP_ITERS", 0) or 0) > 0
+    )
     if "WARMUP_EPOCHS" in schedule:
         out["WARMUP_EPOCHS"] = 0
     if "WARMUP_ITERS" in schedule or warmup:
@@ -62,11 +67,11 @@ def _shrunk_schedule(schedule: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def quick_schedule_opts(cfg: CfgNode) -> Dict[str, Any]:
+def quick_schedule_opts(cfg: CfgNode) -> dict[str, Any]:
     """Overrides that shrink ``cfg``'s training plan: 1 epoch per stage (see the module docstring)."""
     solver = cfg.SOLVER
     opts = {f"SOLVER.{k}": v for k, v in _shrunk_schedule(solver).items()}
-    stages: List[Dict[str, Any]] = []
+    stages: list[dict[str, Any]] = []
     for stage in solver.STAGES:
         stage = dict(stage)
         stage["EPOCHS"] = 1
@@ -79,6 +84,6 @@ def quick_schedule_opts(cfg: CfgNode) -> Dict[str, Any]:
     return opts
 
 
-def quick_opts(cfg: CfgNode) -> Dict[str, Any]:
+def quick_opts(cfg: CfgNode) -> dict[str, Any]:
     """All overrides of the quick setting for ``cfg`` (the row config with its dataset layer)."""
     return {**QUICK_OPTS, **quick_schedule_opts(cfg)}

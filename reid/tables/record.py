@@ -25,16 +25,18 @@ Paths are relative to the papers folder (``configs/papers``). ``load_table`` che
 needs (files exist, every dataset of a runnable row has a config, one paper value per column) and
 names the file and key of any problem.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import yaml
 
 # The metrics a ReID evaluation reports (results.json), which a column may show.
-METRICS: Tuple[str, ...] = ("Rank-1", "Rank-5", "Rank-10", "mAP", "mINP")
+METRICS: tuple[str, ...] = ("Rank-1", "Rank-5", "Rank-10", "mAP", "mINP")
 
 RECORD_KEYS = ("title", "paper", "source", "decimals", "notes", "datasets", "columns", "rows")
 DATASET_KEYS = ("layer", "test")
@@ -55,7 +57,7 @@ def default_papers_dir() -> str:
     return os.path.join(repo_root(), "configs", "papers")
 
 
-def tables_dir(papers_dir: Optional[str] = None) -> str:
+def tables_dir(papers_dir: str | None = None) -> str:
     return os.path.join(papers_dir or default_papers_dir(), "tables")
 
 
@@ -79,8 +81,8 @@ class Row:
     name: str
     # dataset key -> absolute config path; datasets without one (all, for a row quoted from the
     # paper) are not run
-    configs: Dict[str, str]
-    paper: Tuple[Optional[float], ...]
+    configs: dict[str, str]
+    paper: tuple[float | None, ...]
     note: str = ""
 
     @property
@@ -96,17 +98,17 @@ class TableRecord:
     paper: str
     source: str
     decimals: int
-    datasets: Dict[str, DatasetSpec]
-    columns: Tuple[Column, ...]
-    rows: Tuple[Row, ...]
-    notes: Tuple[str, ...] = field(default_factory=tuple)
+    datasets: dict[str, DatasetSpec]
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
     papers_dir: str = ""
 
     def relpath(self, path: str) -> str:
         """``path`` relative to the papers folder (how records and run names spell configs)."""
         return os.path.relpath(path, self.papers_dir)
 
-    def column_datasets(self) -> List[str]:
+    def column_datasets(self) -> list[str]:
         """Dataset keys in column order, each once."""
         return list(dict.fromkeys(c.dataset for c in self.columns))
 
@@ -115,13 +117,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """safe_load that rejects a key written twice in one mapping (PyYAML silently keeps the last)."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+def _construct_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (the first value would be silently lost)", key_node.start_mark
+                None,
+                None,
+                f"duplicate key {key!r} (the first value would be silently lost)",
+                key_node.start_mark,
             )
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
@@ -132,7 +139,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def load_yaml_strict(path: str) -> Any:
     """YAML from ``path`` (safe types only), with duplicate keys an error."""
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         return yaml.load(f, Loader=_UniqueKeyLoader)
 
 
@@ -160,44 +167,58 @@ def _existing_file(where: str, papers_dir: str, rel: Any) -> str:
     return path
 
 
-def _layer_tests(where: str, layer: str) -> List[str]:
+def _layer_tests(where: str, layer: str) -> list[str]:
     data = load_yaml_strict(layer) or {}
     tests = data.get("DATASETS", {}).get("TESTS") if isinstance(data, Mapping) else None
     if not isinstance(tests, list) or not tests:
-        raise TableRecordError(f"{where}: the layer {layer} must set DATASETS.TESTS (a non-empty list)")
+        raise TableRecordError(
+            f"{where}: the layer {layer} must set DATASETS.TESTS (a non-empty list)"
+        )
     return [str(t) for t in tests]
 
 
-def _parse_datasets(where: str, raw: Any, papers_dir: str) -> Dict[str, DatasetSpec]:
+def _parse_datasets(where: str, raw: Any, papers_dir: str) -> dict[str, DatasetSpec]:
     if not isinstance(raw, Mapping) or not raw:
-        raise TableRecordError(f"{where}: expected a mapping of dataset keys to {{layer, test}}, got {raw!r}")
+        raise TableRecordError(
+            f"{where}: expected a mapping of dataset keys to {{layer, test}}, got {raw!r}"
+        )
     specs = {}
     for key, spec in raw.items():
         at = f"{where}.{key}"
         if not isinstance(spec, Mapping):
-            raise TableRecordError(f"{at}: expected a mapping with keys {', '.join(DATASET_KEYS)}, got {spec!r}")
+            raise TableRecordError(
+                f"{at}: expected a mapping with keys {', '.join(DATASET_KEYS)}, got {spec!r}"
+            )
         _check_keys(at, spec, DATASET_KEYS)
         layer = _existing_file(f"{at}.layer", papers_dir, spec.get("layer"))
         tests = _layer_tests(f"{at}.layer", layer)
         test = spec.get("test", tests[0])
         if test not in tests:
-            raise TableRecordError(f"{at}.test: {test!r} is not one of the layer's DATASETS.TESTS {tests}")
+            raise TableRecordError(
+                f"{at}.test: {test!r} is not one of the layer's DATASETS.TESTS {tests}"
+            )
         specs[str(key)] = DatasetSpec(key=str(key), layer=layer, test=str(test))
     return specs
 
 
-def _parse_columns(where: str, raw: Any, datasets: Mapping[str, DatasetSpec]) -> Tuple[Column, ...]:
+def _parse_columns(where: str, raw: Any, datasets: Mapping[str, DatasetSpec]) -> tuple[Column, ...]:
     if not isinstance(raw, list) or not raw:
-        raise TableRecordError(f"{where}: expected a non-empty list of {{dataset, metric}}, got {raw!r}")
+        raise TableRecordError(
+            f"{where}: expected a non-empty list of {{dataset, metric}}, got {raw!r}"
+        )
     columns = []
     for i, col in enumerate(raw):
         at = f"{where}[{i}]"
         if not isinstance(col, Mapping):
-            raise TableRecordError(f"{at}: expected a mapping with keys {', '.join(COLUMN_KEYS)}, got {col!r}")
+            raise TableRecordError(
+                f"{at}: expected a mapping with keys {', '.join(COLUMN_KEYS)}, got {col!r}"
+            )
         _check_keys(at, col, COLUMN_KEYS)
         dataset = _require(at, col, "dataset", str)
         if dataset not in datasets:
-            raise TableRecordError(f"{at}.dataset: {dataset!r} is not in datasets ({', '.join(datasets)})")
+            raise TableRecordError(
+                f"{at}.dataset: {dataset!r} is not in datasets ({', '.join(datasets)})"
+            )
         metric = _require(at, col, "metric", str)
         if metric not in METRICS:
             raise TableRecordError(f"{at}.metric: {metric!r} is not one of {', '.join(METRICS)}")
@@ -205,7 +226,9 @@ def _parse_columns(where: str, raw: Any, datasets: Mapping[str, DatasetSpec]) ->
         test = col.get("test", spec.test)
         tests = _layer_tests(f"{at}.test", spec.layer)
         if test not in tests:
-            raise TableRecordError(f"{at}.test: {test!r} is not one of {spec.layer}'s DATASETS.TESTS {tests}")
+            raise TableRecordError(
+                f"{at}.test: {test!r} is not one of {spec.layer}'s DATASETS.TESTS {tests}"
+            )
         label = col.get("label", f"{test if test != spec.test else dataset} {metric}")
         columns.append(Column(dataset=dataset, metric=metric, test=str(test), label=str(label)))
     unused = set(datasets) - {c.dataset for c in columns}
@@ -214,30 +237,38 @@ def _parse_columns(where: str, raw: Any, datasets: Mapping[str, DatasetSpec]) ->
     return tuple(columns)
 
 
-def _parse_paper_values(at: str, raw: Any, count: int) -> Tuple[Optional[float], ...]:
+def _parse_paper_values(at: str, raw: Any, count: int) -> tuple[float | None, ...]:
     if not isinstance(raw, list) or len(raw) != count:
-        raise TableRecordError(f"{at}: expected a list of {count} values (one per column, null where none), got {raw!r}")
-    values: List[Optional[float]] = []
+        raise TableRecordError(
+            f"{at}: expected a list of {count} values (one per column, null where none), got {raw!r}"
+        )
+    values: list[float | None] = []
     for j, v in enumerate(raw):
         if v is None:
             values.append(None)
         elif isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 100.0:
             values.append(float(v))
         else:
-            raise TableRecordError(f"{at}[{j}]: expected a percentage in [0, 100] or null, got {v!r}")
+            raise TableRecordError(
+                f"{at}[{j}]: expected a percentage in [0, 100] or null, got {v!r}"
+            )
     return tuple(values)
 
 
 def _parse_row(at: str, raw: Any, columns: Sequence[Column], papers_dir: str) -> Row:
     if not isinstance(raw, Mapping):
-        raise TableRecordError(f"{at}: expected a mapping with keys {', '.join(ROW_KEYS)}, got {raw!r}")
+        raise TableRecordError(
+            f"{at}: expected a mapping with keys {', '.join(ROW_KEYS)}, got {raw!r}"
+        )
     _check_keys(at, raw, ROW_KEYS)
     name = _require(at, raw, "name", str)
     if "config" not in raw:
-        raise TableRecordError(f"{at}: missing key 'config' (a path, a mapping dataset -> path, or null)")
+        raise TableRecordError(
+            f"{at}: missing key 'config' (a path, a mapping dataset -> path, or null)"
+        )
     config = raw["config"]
     needed = list(dict.fromkeys(c.dataset for c in columns))
-    configs: Dict[str, str] = {}
+    configs: dict[str, str] = {}
     if isinstance(config, str):
         path = _existing_file(f"{at}.config", papers_dir, config)
         configs = {d: path for d in needed}
@@ -246,15 +277,23 @@ def _parse_row(at: str, raw: Any, columns: Sequence[Column], papers_dir: str) ->
         if extra:
             raise TableRecordError(f"{at}.config: datasets {sorted(extra)} have no column")
         if not config:
-            raise TableRecordError(f"{at}.config: an empty mapping; use null for a row that is only quoted")
-        configs = {d: _existing_file(f"{at}.config.{d}", papers_dir, config[d]) for d in needed if d in config}
+            raise TableRecordError(
+                f"{at}.config: an empty mapping; use null for a row that is only quoted"
+            )
+        configs = {
+            d: _existing_file(f"{at}.config.{d}", papers_dir, config[d])
+            for d in needed
+            if d in config
+        }
     elif config is not None:
-        raise TableRecordError(f"{at}.config: expected a path, a mapping dataset -> path, or null, got {config!r}")
+        raise TableRecordError(
+            f"{at}.config: expected a path, a mapping dataset -> path, or null, got {config!r}"
+        )
     paper = _parse_paper_values(f"{at}.paper", raw.get("paper"), len(columns))
     return Row(name=name, configs=configs, paper=paper, note=str(raw.get("note", "")))
 
 
-def load_table(name_or_path: str, papers_dir: Optional[str] = None) -> TableRecord:
+def load_table(name_or_path: str, papers_dir: str | None = None) -> TableRecord:
     """The record named ``name_or_path`` (a file stem in the tables folder, or a path), validated."""
     papers_dir = os.path.abspath(papers_dir or default_papers_dir())
     if os.path.isfile(name_or_path):
@@ -263,20 +302,26 @@ def load_table(name_or_path: str, papers_dir: Optional[str] = None) -> TableReco
         path = os.path.join(tables_dir(papers_dir), f"{name_or_path}.yaml")
         if not os.path.isfile(path):
             known = ", ".join(list_tables(papers_dir)) or "none"
-            raise TableRecordError(f"no table record '{name_or_path}' in {tables_dir(papers_dir)}; known tables: {known}")
+            raise TableRecordError(
+                f"no table record '{name_or_path}' in {tables_dir(papers_dir)}; known tables: {known}"
+            )
     try:
         data = load_yaml_strict(path)
     except yaml.YAMLError as e:
         raise TableRecordError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, Mapping):
-        raise TableRecordError(f"{path}: a table record must be a mapping, got {type(data).__name__}")
+        raise TableRecordError(
+            f"{path}: a table record must be a mapping, got {type(data).__name__}"
+        )
     _check_keys(path, data, RECORD_KEYS)
     datasets = _parse_datasets(f"{path}: datasets", data.get("datasets"), papers_dir)
     columns = _parse_columns(f"{path}: columns", data.get("columns"), datasets)
     raw_rows = data.get("rows")
     if not isinstance(raw_rows, list) or not raw_rows:
         raise TableRecordError(f"{path}: rows: expected a non-empty list, got {raw_rows!r}")
-    rows = tuple(_parse_row(f"{path}: rows[{i}]", r, columns, papers_dir) for i, r in enumerate(raw_rows))
+    rows = tuple(
+        _parse_row(f"{path}: rows[{i}]", r, columns, papers_dir) for i, r in enumerate(raw_rows)
+    )
     names = [r.name for r in rows]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -302,7 +347,7 @@ def load_table(name_or_path: str, papers_dir: Optional[str] = None) -> TableReco
     )
 
 
-def list_tables(papers_dir: Optional[str] = None) -> List[str]:
+def list_tables(papers_dir: str | None = None) -> list[str]:
     """Names of the table records, sorted."""
     folder = tables_dir(papers_dir)
     if not os.path.isdir(folder):

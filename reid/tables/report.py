@@ -1,15 +1,19 @@
 """A table's numbers, the paper's and ours side by side with the difference, as markdown and JSON."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 from .plan import TablePlan
 from .runner import FAILED, RunOutcome, read_results
 
 # What a cell without a number of ours shows.
 NOT_RUN = "not run"  # the run has not produced results (yet), or its dataset was not requested
-NO_NUMBER = "—"  # no number: a paper value it does not print, or no config for the cell (another method)
+NO_NUMBER = (
+    "—"  # no number: a paper value it does not print, or no config for the cell (another method)
+)
 MISSING = "no data"  # the dataset is missing
 FAILED_MARK = "failed"
 NO_METRIC = "no result"  # results.json lacks this test set or metric
@@ -24,12 +28,12 @@ LEGEND = (
 
 @dataclass
 class CellResult:
-    paper: Optional[float]
-    ours: Optional[float]
-    delta: Optional[float]
+    paper: float | None
+    ours: float | None
+    delta: float | None
     final: bool  # ours comes from the run's last epoch
     mark: str  # why there is no number of ours ("" when there is one)
-    run: Optional[str]
+    run: str | None
 
 
 @dataclass
@@ -40,21 +44,21 @@ class TableResult:
     source: str
     quick: bool
     decimals: int
-    columns: List[str]
-    rows: List[str]
-    cells: List[List[CellResult]]
-    notes: List[str]
-    missing_datasets: Dict[str, str]
-    failed_runs: Dict[str, str]
+    columns: list[str]
+    rows: list[str]
+    cells: list[list[CellResult]]
+    notes: list[str]
+    missing_datasets: dict[str, str]
+    failed_runs: dict[str, str]
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def collect(
     plan: TablePlan,
-    missing: Optional[Mapping[str, str]] = None,
-    failed: Optional[Mapping[str, str]] = None,
+    missing: Mapping[str, str] | None = None,
+    failed: Mapping[str, str] | None = None,
 ) -> TableResult:
     """Every cell of ``plan``'s table: the paper's number, ours from the run's results.json, the difference.
 
@@ -64,7 +68,7 @@ def collect(
     failed = dict(failed or {})
     record = plan.record
     results_by_run = {name: read_results(run.output_dir) for name, run in plan.runs.items()}
-    cells: List[List[CellResult]] = []
+    cells: list[list[CellResult]] = []
     for i, row in enumerate(record.rows):
         line = []
         for j, col in enumerate(record.columns):
@@ -91,7 +95,9 @@ def collect(
                     else:
                         mark = NO_METRIC
             delta = ours - paper if ours is not None and paper is not None else None
-            line.append(CellResult(paper=paper, ours=ours, delta=delta, final=final, mark=mark, run=ref.run))
+            line.append(
+                CellResult(paper=paper, ours=ours, delta=delta, final=final, mark=mark, run=ref.run)
+            )
         cells.append(line)
     return TableResult(
         name=record.name,
@@ -109,7 +115,7 @@ def collect(
     )
 
 
-def _number(value: Optional[float], decimals: int, signed: bool = False) -> str:
+def _number(value: float | None, decimals: int, signed: bool = False) -> str:
     if value is None:
         return ""
     return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
@@ -150,16 +156,21 @@ def to_markdown(result: TableResult) -> str:
         lines += ["", "Missing datasets (their cells were not run):"]
         for key, reason in result.missing_datasets.items():
             text = summarise(reason)
-            lines.append(f"- {key}: {text[len(key) + 2:] if text.startswith(key + ': ') else text}")
+            lines.append(
+                f"- {key}: {text[len(key) + 2 :] if text.startswith(key + ': ') else text}"
+            )
     if result.failed_runs:
         lines += ["", "Failed runs:"]
-        lines += [f"- {name}: {summarise(error) or 'failed'}" for name, error in result.failed_runs.items()]
+        lines += [
+            f"- {name}: {summarise(error) or 'failed'}"
+            for name, error in result.failed_runs.items()
+        ]
     if result.notes:
         lines += ["", "Notes:"]
         lines += [f"- {note}" for note in result.notes]
     return "\n".join(lines) + "\n"
 
 
-def failed_runs(outcomes: Sequence[RunOutcome]) -> Dict[str, str]:
+def failed_runs(outcomes: Sequence[RunOutcome]) -> dict[str, str]:
     """Run name -> error, for the FAILED outcomes of ``execute``."""
     return {o.run.name: o.error for o in outcomes if o.status == FAILED}

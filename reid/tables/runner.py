@@ -5,14 +5,15 @@ is then skipped. A run with a checkpoint (OUTPUT_DIR/last_checkpoint) resumes fr
 that cannot be found is reported and its runs are skipped; a run that fails is reported and the
 others go on.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 import traceback
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from reid.config import load_config
 from reid.data.datasets import DATASET_REGISTRY
@@ -34,13 +35,13 @@ FAILED = "failed"
 SKIPPED = "skipped"  # its dataset is missing
 
 
-def read_results(output_dir: str) -> Optional[dict]:
+def read_results(output_dir: str) -> dict | None:
     """OUTPUT_DIR/results.json ({"epoch": N, "results": {test set: metrics}}), None if absent or unreadable."""
     path = os.path.join(output_dir, RESULTS_FILE)
     if not os.path.isfile(path):
         return None
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         logger.warning("Cannot read %s (%s): treating the run as unfinished", path, e)
@@ -61,7 +62,7 @@ def run_status(run: Run) -> str:
     return NEW
 
 
-def check_dataset(opts: Sequence[str]) -> Optional[str]:
+def check_dataset(opts: Sequence[str]) -> str | None:
     """None when every dataset of DATASETS.NAMES and DATASETS.TESTS can be read with ``opts`` (the
     dataset layer's keys, DATASETS.ROOT, ...), else why not (the reader's message)."""
     cfg = load_config(None, list(opts))
@@ -74,7 +75,7 @@ def check_dataset(opts: Sequence[str]) -> Optional[str]:
     return None
 
 
-def missing_datasets(plan: TablePlan, opts: Sequence[str] = ()) -> Dict[str, str]:
+def missing_datasets(plan: TablePlan, opts: Sequence[str] = ()) -> dict[str, str]:
     """Dataset key -> reason, for the requested datasets of ``plan`` that cannot be read.
 
     ``opts`` are the user's overrides (DATASETS.ROOT, ...). The quick setting's synthetic data is
@@ -84,7 +85,11 @@ def missing_datasets(plan: TablePlan, opts: Sequence[str] = ()) -> Dict[str, str
         return {}
     missing = {}
     for key in plan.datasets:
-        layer = [t for k, v in layer_opts(plan.record.datasets[key].layer) for t in (k, format_opt_value(v))]
+        layer = [
+            t
+            for k, v in layer_opts(plan.record.datasets[key].layer)
+            for t in (k, format_opt_value(v))
+        ]
         reason = check_dataset(layer + list(opts))
         if reason is not None:
             missing[key] = reason
@@ -100,13 +105,15 @@ def train_run(run: Run) -> None:
     trainer.resume_or_load(resume=True)
     trainer.train()
     results = read_results(cfg.OUTPUT_DIR)
-    if trainer.start_epoch >= cfg.SOLVER.MAX_EPOCH and (results is None or results.get("epoch") != cfg.SOLVER.MAX_EPOCH):
+    if trainer.start_epoch >= cfg.SOLVER.MAX_EPOCH and (
+        results is None or results.get("epoch") != cfg.SOLVER.MAX_EPOCH
+    ):
         # Training had finished but its final results.json is gone: evaluate the final model again.
         model = trainer.ema_model.module if trainer.ema_model is not None else trainer.model
         DefaultTrainer.test(cfg, model, epoch=cfg.SOLVER.MAX_EPOCH - 1)
 
 
-def drop_checkpoints(output_dir: str) -> List[str]:
+def drop_checkpoints(output_dir: str) -> list[str]:
     """Delete the weights of a finished run (``*.pth`` and ``last_checkpoint``); results and logs stay.
 
     For quick runs, whose weights are worth nothing and would fill a laptop's disk (an MGN quick run
@@ -132,7 +139,7 @@ def execute(
     skip_datasets: Iterable[str] = (),
     train: Callable[[Run], None] = train_run,
     keep_checkpoints: bool = True,
-) -> List[RunOutcome]:
+) -> list[RunOutcome]:
     """Train every unfinished run of ``runs`` (finished ones and those of ``skip_datasets`` skipped).
 
     A run that raises is reported as FAILED with its error and the next run starts. Without
@@ -151,7 +158,13 @@ def execute(
             if not keep_checkpoints:
                 drop_checkpoints(run.output_dir)
             continue
-        logger.info("[%d/%d] %s: %s", k, len(runs), run.name, "resuming" if status == PARTIAL else "training")
+        logger.info(
+            "[%d/%d] %s: %s",
+            k,
+            len(runs),
+            run.name,
+            "resuming" if status == PARTIAL else "training",
+        )
         try:
             train(run)
         except Exception as e:  # noqa: BLE001 - one broken run must not stop the table

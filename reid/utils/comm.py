@@ -3,11 +3,12 @@
 Ranks come from torch.distributed when a process group is up; the local rank from the
 ``LOCAL_RANK`` environment variable that torchrun and ``reid.engine.launch`` set.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, List
 
 import torch
 import torch.distributed as dist
@@ -42,7 +43,9 @@ def get_local_rank() -> int:
     try:
         return int(value)
     except ValueError as e:
-        raise ValueError(f"environment variable LOCAL_RANK must be an integer, got {value!r}") from e
+        raise ValueError(
+            f"environment variable LOCAL_RANK must be an integer, got {value!r}"
+        ) from e
 
 
 def is_main_process() -> bool:
@@ -75,7 +78,7 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def all_gather(tensor: torch.Tensor) -> List[torch.Tensor]:
+def all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:
     """Every rank's ``tensor``, in rank order; first dimensions may differ between ranks.
 
     Each rank pads its tensor to the largest first dimension, all ranks gather, and the padding

@@ -1,4 +1,5 @@
 """Seeding and environment facts logged at start."""
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,11 @@ def collect_env_info() -> str:
         f"Python {platform.python_version()} on {platform.platform()}",
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, numpy {np.__version__}",
         f"CUDA available: {torch.cuda.is_available()}"
-        + (f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""),
+        + (
+            f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+            if torch.cuda.is_available()
+            else ""
+        ),
         f"CPU threads: {torch.get_num_threads()}",
     ]
     return "\n".join(lines)

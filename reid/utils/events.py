@@ -1,4 +1,5 @@
 """Scalars produced during training and the writers that publish them (console, JSON lines, TensorBoard)."""
+
 from __future__ import annotations
 
 import datetime
@@ -7,7 +8,6 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections import defaultdict, deque
-from typing import Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -24,10 +24,12 @@ class EventStorage:
         self.iter = start_iter
         self.epoch = 0
         self._keep_iters = keep_iters
-        self._history: Dict[str, Deque[Tuple[int, float]]] = defaultdict(lambda: deque(maxlen=window))
-        self._latest: Dict[str, Tuple[float, int]] = {}
-        self._smoothing: Dict[str, bool] = {}
-        self._unwritten: Deque[Tuple[int, int, str, float]] = deque()
+        self._history: dict[str, deque[tuple[int, float]]] = defaultdict(
+            lambda: deque(maxlen=window)
+        )
+        self._latest: dict[str, tuple[float, int]] = {}
+        self._smoothing: dict[str, bool] = {}
+        self._unwritten: deque[tuple[int, int, str, float]] = deque()
 
     def put_scalar(self, name: str, value: float, smoothing: bool = True) -> None:
         value = float(value)
@@ -42,13 +44,13 @@ class EventStorage:
         for name, value in scalars.items():
             self.put_scalar(name, value, smoothing=smoothing)
 
-    def latest(self) -> Dict[str, Tuple[float, int]]:
+    def latest(self) -> dict[str, tuple[float, int]]:
         """name -> (value, iteration it was put at)."""
         return dict(self._latest)
 
-    def values_since(self, last_iter: int) -> Dict[int, Dict[str, float]]:
+    def values_since(self, last_iter: int) -> dict[int, dict[str, float]]:
         """iteration -> {name: raw value, "epoch": epoch} for every scalar put after ``last_iter``."""
-        out: Dict[int, Dict[str, float]] = defaultdict(dict)
+        out: dict[int, dict[str, float]] = defaultdict(dict)
         for it, epoch, name, value in self._unwritten:
             if it > last_iter:
                 out[it][name] = value
@@ -58,10 +60,11 @@ class EventStorage:
     def median(self, name: str) -> float:
         return float(np.median([v for _, v in self._history[name]]))
 
-    def smoothed(self) -> Dict[str, Tuple[float, int]]:
+    def smoothed(self) -> dict[str, tuple[float, int]]:
         """Latest values, with smoothable ones replaced by the median over the window."""
         return {
-            name: (self.median(name) if self._smoothing[name] else value, it) for name, (value, it) in self._latest.items()
+            name: (self.median(name) if self._smoothing[name] else value, it)
+            for name, (value, it) in self._latest.items()
         }
 
 
@@ -129,11 +132,11 @@ class CommonMetricPrinter(EventWriter):
     def write(self, storage: EventStorage) -> None:
         latest = storage.smoothed()
         iteration = storage.iter
-        parts: List[str] = [
+        parts: list[str] = [
             f"epoch: {storage.epoch + 1}",
             f"iter: {iteration + 1 - storage.epoch * self._iters_per_epoch}/{self._iters_per_epoch}",
         ]
-        eta: Optional[str] = None
+        eta: str | None = None
         if "time" in latest:
             seconds = latest["time"][0] * (self._max_iter - iteration - 1)
             eta = str(datetime.timedelta(seconds=int(seconds)))

@@ -1,11 +1,13 @@
 """Atomic file writes: a reader never sees a half-written checkpoint, config or result file."""
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import torch
 

@@ -1,16 +1,18 @@
 """Logging to the console and OUTPUT_DIR/log.txt (main process only)."""
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from typing import Optional
 
 _FORMAT = "[%(asctime)s %(name)s]: %(message)s"
 _DATEFMT = "%m/%d %H:%M:%S"
 
 
-def setup_logger(output_dir: Optional[str] = None, distributed_rank: int = 0, name: str = "reid") -> logging.Logger:
+def setup_logger(
+    output_dir: str | None = None, distributed_rank: int = 0, name: str = "reid"
+) -> logging.Logger:
     """Configure the ``reid`` logger: INFO to stdout on rank 0, everything to ``output_dir/log.txt``.
 
     Python warnings (e.g. dataset counts that differ from the official ones) go to the same places.
@@ -21,7 +23,9 @@ def setup_logger(output_dir: Optional[str] = None, distributed_rank: int = 0, na
     return _configure(logging.getLogger(name), output_dir, distributed_rank)
 
 
-def _configure(logger: logging.Logger, output_dir: Optional[str], distributed_rank: int) -> logging.Logger:
+def _configure(
+    logger: logging.Logger, output_dir: str | None, distributed_rank: int
+) -> logging.Logger:
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     for handler in list(logger.handlers):

@@ -1,7 +1,9 @@
 """Name -> object registries: what a YAML file names is what gets built."""
+
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional, Tuple, TypeVar
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -23,7 +25,7 @@ class Registry:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._obj_map: Dict[str, Any] = {}
+        self._obj_map: dict[str, Any] = {}
 
     @property
     def name(self) -> str:
@@ -31,10 +33,12 @@ class Registry:
 
     def _do_register(self, name: str, obj: Any) -> None:
         if name in self._obj_map:
-            raise RegistryKeyError(f"An object named '{name}' was already registered in the '{self._name}' registry")
+            raise RegistryKeyError(
+                f"An object named '{name}' was already registered in the '{self._name}' registry"
+            )
         self._obj_map[name] = obj
 
-    def register(self, obj: Optional[T] = None, *, name: Optional[str] = None) -> Any:
+    def register(self, obj: T | None = None, *, name: str | None = None) -> Any:
         """Register ``obj`` under ``name`` (default: its ``__name__``); usable as a decorator."""
         if obj is None:
 
@@ -49,16 +53,18 @@ class Registry:
     def get(self, name: str) -> Any:
         if name not in self._obj_map:
             registered = ", ".join(sorted(self._obj_map)) or "(none)"
-            raise RegistryKeyError(f"No object named '{name}' in the '{self._name}' registry; registered names: {registered}")
+            raise RegistryKeyError(
+                f"No object named '{name}' in the '{self._name}' registry; registered names: {registered}"
+            )
         return self._obj_map[name]
 
-    def names(self) -> Tuple[str, ...]:
+    def names(self) -> tuple[str, ...]:
         return tuple(sorted(self._obj_map))
 
     def __contains__(self, name: str) -> bool:
         return name in self._obj_map
 
-    def __iter__(self) -> Iterator[Tuple[str, Any]]:
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
         return iter(self._obj_map.items())
 
     def __repr__(self) -> str:

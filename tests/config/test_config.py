@@ -3,7 +3,14 @@ import os
 import pytest
 import yaml
 
-from reid.config import ConfigError, check_config, get_cfg, load_config, load_yaml_with_base, merge_from_list
+from reid.config import (
+    ConfigError,
+    check_config,
+    get_cfg,
+    load_config,
+    load_yaml_with_base,
+    merge_from_list,
+)
 from reid.config.config import merge_from_file
 
 
@@ -56,7 +63,9 @@ def test_missing_base_names_the_file(tmp_path):
 
 def test_command_line_overrides_win_and_are_parsed(tmp_path):
     leaf = _write(tmp_path / "leaf.yml", {"SOLVER": {"BASE_LR": 0.5}})
-    cfg = load_config(leaf, ["SOLVER.BASE_LR", "0.25", "SOLVER.STEPS", "[3, 6]", "OUTPUT_DIR", "out/x"])
+    cfg = load_config(
+        leaf, ["SOLVER.BASE_LR", "0.25", "SOLVER.STEPS", "[3, 6]", "OUTPUT_DIR", "out/x"]
+    )
     assert cfg.SOLVER.BASE_LR == 0.25
     assert list(cfg.SOLVER.STEPS) == [3, 6]
     assert cfg.OUTPUT_DIR == "out/x"
@@ -71,7 +80,9 @@ def test_typo_in_file_names_file_key_and_closest(tmp_path):
 
 
 def test_typo_on_command_line_names_closest_key():
-    with pytest.raises(ConfigError, match=r"MODEL\.BACKBONE\.DEPHT.*did you mean 'MODEL\.BACKBONE\.DEPTH'"):
+    with pytest.raises(
+        ConfigError, match=r"MODEL\.BACKBONE\.DEPHT.*did you mean 'MODEL\.BACKBONE\.DEPTH'"
+    ):
         load_config(None, ["MODEL.BACKBONE.DEPHT", "50x"])
 
 
@@ -85,7 +96,9 @@ def test_type_mismatch_is_an_error_but_int_for_float_is_fine():
 
 def test_fastreid_tuple_strings_and_exponents_are_decoded(tmp_path):
     path = tmp_path / "f.yml"
-    path.write_text('MODEL:\n  LOSSES:\n    NAME: ("CrossEntropyLoss", "TripletLoss",)\nSOLVER:\n  BASE_LR: 1e-5\n')
+    path.write_text(
+        'MODEL:\n  LOSSES:\n    NAME: ("CrossEntropyLoss", "TripletLoss",)\nSOLVER:\n  BASE_LR: 1e-5\n'
+    )
     cfg = get_cfg()
     merge_from_file(cfg, str(path))
     assert list(cfg.MODEL.LOSSES.NAME) == ["CrossEntropyLoss", "TripletLoss"]
@@ -113,7 +126,10 @@ def test_batch_must_be_divisible_by_instances():
     cfg = get_cfg()
     cfg.SOLVER.IMS_PER_BATCH = 62
     cfg.DATALOADER.NUM_INSTANCE = 4
-    with pytest.raises(ConfigError, match=r"IMS_PER_BATCH \(62\) must be divisible by DATALOADER.NUM_INSTANCE \(4\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"IMS_PER_BATCH \(62\) must be divisible by DATALOADER.NUM_INSTANCE \(4\)",
+    ):
         check_config(cfg)
 
 

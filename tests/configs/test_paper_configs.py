@@ -4,6 +4,7 @@ The run test is what ``tools/reproduce.py --quick`` does for one cell: the row c
 setting (tiny synthetic set, ResNet-18, 64x32, 1 epoch per stage), then the test's overrides; one
 in-process run per config.
 """
+
 import glob
 import json
 import os
@@ -86,7 +87,11 @@ def test_unified_mpn_plan_is_the_papers_three_stages():
     assert plan[0].loss_weights == {"CrossEntropyLoss": 1.0, "PNTupletLoss": 1.0}
     assert plan[1].loss_weights == {"CrossEntropyLoss": 1.0, "MPNTupletLoss": 1.0}
     assert plan[1].trainable == ("heads\\.classifier\\.", "loss_set\\.losses\\.MPNTupletLoss\\.")
-    assert plan[2].loss_weights == {"CrossEntropyLoss": 1.0, "MPNTupletLoss": 1.0, "TripletLoss": 1.0}
+    assert plan[2].loss_weights == {
+        "CrossEntropyLoss": 1.0,
+        "MPNTupletLoss": 1.0,
+        "TripletLoss": 1.0,
+    }
     assert plan[2].trainable == ()
 
 
@@ -104,7 +109,9 @@ def test_row_config_trains_and_evaluates_in_the_quick_setting(path, tmp_path, sy
         train_run(run)
         _check_run(run, cfg, stages)
     finally:
-        shutil.rmtree(run.output_dir, ignore_errors=True)  # up to ~750 MB of checkpoints per MGN run
+        shutil.rmtree(
+            run.output_dir, ignore_errors=True
+        )  # up to ~750 MB of checkpoints per MGN run
 
 
 def _check_run(run, cfg, stages):
@@ -119,4 +126,7 @@ def _check_run(run, cfg, stages):
         logged = {key for line in f for key in json.loads(line)}
     for name in cfg.MODEL.LOSSES.NAME:
         log_name = LOSS_REGISTRY.get(name).log_name
-        assert any(key == log_name or key.startswith(log_name + "_") for key in logged), (name, sorted(logged))
+        assert any(key == log_name or key.startswith(log_name + "_") for key in logged), (
+            name,
+            sorted(logged),
+        )

@@ -1,4 +1,5 @@
 """Two CPU processes with gloo: the run completes, ranks see disjoint identity-complete data, only rank 0 writes."""
+
 import json
 import os
 import socket
@@ -56,11 +57,28 @@ def test_two_gloo_processes_train_on_disjoint_identity_complete_shards(tmp_path,
     out.mkdir()
     script = tmp_path / "run_ddp.py"
     script.write_text(SCRIPT.format(root=ROOT))
-    opts = [*tiny_opts, "OUTPUT_DIR", str(out), "SOLVER.IMS_PER_BATCH", "16", "TEST.EVAL_PERIOD", "2"]
+    opts = [
+        *tiny_opts,
+        "OUTPUT_DIR",
+        str(out),
+        "SOLVER.IMS_PER_BATCH",
+        "16",
+        "TEST.EVAL_PERIOD",
+        "2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(script), json.dumps(opts), str(out), f"tcp://127.0.0.1:{_free_port()}"],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            str(script),
+            json.dumps(opts),
+            str(out),
+            f"tcp://127.0.0.1:{_free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -82,13 +100,32 @@ def test_two_gloo_processes_train_on_disjoint_identity_complete_shards(tmp_path,
 def test_torchrun_launch_of_train_net_completes(tmp_path, tiny_opts):
     out = tmp_path / "torchrun"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-        os.path.join(ROOT, "tools", "train_net.py"), *tiny_opts, "OUTPUT_DIR", str(out), "SOLVER.IMS_PER_BATCH", "16",
-        "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        os.path.join(ROOT, "tools", "train_net.py"),
+        *tiny_opts,
+        "OUTPUT_DIR",
+        str(out),
+        "SOLVER.IMS_PER_BATCH",
+        "16",
+        "SOLVER.MAX_EPOCH",
+        "1",
+        "TEST.EVAL_PERIOD",
+        "1",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Rank 1 of 2" in (out / "log.txt.rank1").read_text()
     results = json.load(open(out / "results.json"))
     assert results["epoch"] == 1 and "mAP" in results["results"]["Synthetic"]
-    assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_best.pth", "model_final.pth"]
+    assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == [
+        "model_best.pth",
+        "model_final.pth",
+    ]

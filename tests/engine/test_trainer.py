@@ -43,7 +43,16 @@ TWO_STAGES = (
 
 @pytest.mark.parametrize("stages", ["[]", TWO_STAGES], ids=["one-stage", "mid-stage"])
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg, stages):
-    opts = ("SOLVER.MAX_EPOCH", "3", "SOLVER.STEPS", "[2]", "TEST.EVAL_PERIOD", "0", "SOLVER.STAGES", stages)
+    opts = (
+        "SOLVER.MAX_EPOCH",
+        "3",
+        "SOLVER.STEPS",
+        "[2]",
+        "TEST.EVAL_PERIOD",
+        "0",
+        "SOLVER.STAGES",
+        stages,
+    )
     full = tiny_cfg(*opts, output="full")
     _train(full)
 
@@ -67,7 +76,9 @@ def test_seed_makes_runs_repeatable_and_a_new_seed_changes_them(tiny_cfg):
     _train(tiny_cfg(*opts, output="a"))
     _train(tiny_cfg(*opts, output="b"))
     _train(tiny_cfg(*opts, "SEED", "5", output="c"))
-    a, b, c = (_state(os.path.join(tiny_cfg(output=o).OUTPUT_DIR, "model_final.pth")) for o in "abc")
+    a, b, c = (
+        _state(os.path.join(tiny_cfg(output=o).OUTPUT_DIR, "model_final.pth")) for o in "abc"
+    )
     key = "backbone.conv1.weight"
     assert torch.equal(a[key], b[key])
     assert not torch.equal(a[key], c[key])
@@ -94,7 +105,9 @@ class _PoisonLoss(HookBase):
 
 def test_non_finite_loss_stops_naming_the_term_and_keeps_the_checkpoint(tiny_cfg):
     cfg = tiny_cfg("SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "0")
-    with pytest.raises(FloatingPointError, match=r"Loss term 'loss_triplet' became nan at epoch 2.*model_0000\.pth"):
+    with pytest.raises(
+        FloatingPointError, match=r"Loss term 'loss_triplet' became nan at epoch 2.*model_0000\.pth"
+    ):
         _train(cfg, extra_hooks=[_PoisonLoss(at=4)])
     files = sorted(f for f in os.listdir(cfg.OUTPUT_DIR) if f.endswith(".pth"))
     assert files == ["model_0000.pth"]
@@ -132,9 +145,19 @@ def test_stages_switch_losses_and_frozen_parts(tiny_cfg):
 
     after_stage1 = _state(os.path.join(cfg.OUTPUT_DIR, "model_0000.pth"))
     final = _state(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
-    for key in ("backbone.conv1.weight", "backbone.bn1.running_mean", "backbone.layer4.1.bn2.running_var"):
+    for key in (
+        "backbone.conv1.weight",
+        "backbone.bn1.running_mean",
+        "backbone.layer4.1.bn2.running_var",
+    ):
         assert torch.equal(after_stage1[key], final[key]), f"{key} moved in a frozen stage"
-    moved = [k for k in final if k.startswith("heads.") and k.endswith("weight") and not torch.equal(after_stage1[k], final[k])]
+    moved = [
+        k
+        for k in final
+        if k.startswith("heads.")
+        and k.endswith("weight")
+        and not torch.equal(after_stage1[k], final[k])
+    ]
     assert moved, "the trainable head did not train in stage 2"
 
 
@@ -143,7 +166,9 @@ def test_stage_errors_are_clear(tiny_cfg):
     with pytest.raises(ValueError, match=r"SOLVER.STAGES\[0\].LOSSES names 'CenterLoss'"):
         DefaultTrainer(default_setup(tiny_cfg("SOLVER.STAGES", bad_loss)))
     bad_sum = "[{'EPOCHS': 1}]"
-    with pytest.raises(ValueError, match=r"MAX_EPOCH \(2\) must equal the sum of the stages' EPOCHS"):
+    with pytest.raises(
+        ValueError, match=r"MAX_EPOCH \(2\) must equal the sum of the stages' EPOCHS"
+    ):
         DefaultTrainer(default_setup(tiny_cfg("SOLVER.STAGES", bad_sum)))
     bad_pattern = "[{'EPOCHS': 2, 'TRAINABLE': ['nothing\\\\.here']}]"
     with pytest.raises(ValueError, match="matches no parameter"):
@@ -151,7 +176,16 @@ def test_stage_errors_are_clear(tiny_cfg):
 
 
 def test_freeze_layers_hold_the_backbone_for_freeze_iters(tiny_cfg):
-    cfg = tiny_cfg("MODEL.FREEZE_LAYERS", "['backbone']", "SOLVER.FREEZE_ITERS", "3", "SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "0")
+    cfg = tiny_cfg(
+        "MODEL.FREEZE_LAYERS",
+        "['backbone']",
+        "SOLVER.FREEZE_ITERS",
+        "3",
+        "SOLVER.MAX_EPOCH",
+        "2",
+        "TEST.EVAL_PERIOD",
+        "0",
+    )
     cfg = default_setup(cfg)
     trainer = DefaultTrainer(cfg)
     initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -159,19 +193,40 @@ def test_freeze_layers_hold_the_backbone_for_freeze_iters(tiny_cfg):
 
     class Snap(HookBase):
         def after_step(self) -> None:
-            snapshots[self.trainer.iter] = {k: v.clone() for k, v in self.trainer.model.state_dict().items()}
+            snapshots[self.trainer.iter] = {
+                k: v.clone() for k, v in self.trainer.model.state_dict().items()
+            }
 
     trainer.register_hooks([Snap()])
     trainer.train()
-    for key in ("backbone.conv1.weight", "backbone.bn1.running_mean", "backbone.bn1.num_batches_tracked"):
+    for key in (
+        "backbone.conv1.weight",
+        "backbone.bn1.running_mean",
+        "backbone.bn1.num_batches_tracked",
+    ):
         assert torch.equal(snapshots[2][key], initial[key]), key
         assert not torch.equal(snapshots[5][key], initial[key]), key
-    head_weights = [k for k in initial if k.startswith("heads.") and k.endswith("weight") and initial[k].dtype.is_floating_point]
-    assert any(not torch.equal(snapshots[2][k], initial[k]) for k in head_weights), "the head must train meanwhile"
+    head_weights = [
+        k
+        for k in initial
+        if k.startswith("heads.") and k.endswith("weight") and initial[k].dtype.is_floating_point
+    ]
+    assert any(not torch.equal(snapshots[2][k], initial[k]) for k in head_weights), (
+        "the head must train meanwhile"
+    )
 
 
 def test_grad_scaler_state_round_trips_through_a_checkpoint(tiny_cfg):
-    cfg = tiny_cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "float16", "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "0")
+    cfg = tiny_cfg(
+        "SOLVER.AMP.ENABLED",
+        "True",
+        "SOLVER.AMP.DTYPE",
+        "float16",
+        "SOLVER.MAX_EPOCH",
+        "1",
+        "TEST.EVAL_PERIOD",
+        "0",
+    )
     cfg = default_setup(cfg)
     trainer = DefaultTrainer(cfg)
     scaler = trainer.options.grad_scaler
@@ -188,7 +243,11 @@ def test_grad_scaler_state_round_trips_through_a_checkpoint(tiny_cfg):
 
 
 def test_split_batch_is_contiguous_and_checks_divisibility():
-    batch = {"images": torch.arange(8).view(8, 1), "targets": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), "img_paths": list("abcdefgh")}
+    batch = {
+        "images": torch.arange(8).view(8, 1),
+        "targets": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]),
+        "img_paths": list("abcdefgh"),
+    }
     parts = split_batch(batch, 2)
     assert parts[0]["targets"].tolist() == [0, 0, 1, 1] and parts[1]["img_paths"] == list("efgh")
     with pytest.raises(ValueError, match="cannot be split into 3"):
@@ -205,8 +264,16 @@ def test_gradient_accumulation_runs_whole_identity_micro_batches(tiny_cfg):
 
 def test_clipping_and_ema(tiny_cfg):
     cfg = tiny_cfg(
-        "SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.01",
-        "SOLVER.EMA.ENABLED", "True", "SOLVER.EMA.DECAY", "0.5", "SOLVER.MAX_EPOCH", "1",
+        "SOLVER.CLIP_GRADIENTS.ENABLED",
+        "True",
+        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
+        "0.01",
+        "SOLVER.EMA.ENABLED",
+        "True",
+        "SOLVER.EMA.DECAY",
+        "0.5",
+        "SOLVER.MAX_EPOCH",
+        "1",
     )
     trainer = _train(cfg)
     ema = trainer.ema_model.module.state_dict()
@@ -219,8 +286,18 @@ def test_clipping_and_ema(tiny_cfg):
 
 
 def test_a_stage_with_its_own_schedule_restarts_the_lr(tiny_cfg):
-    cfg = tiny_cfg("SOLVER.MAX_EPOCH", "3", "SOLVER.STEPS", "[1]", "SOLVER.BASE_LR", "0.01", "SOLVER.STAGES", TWO_STAGES,
-                   "TEST.EVAL_PERIOD", "0")
+    cfg = tiny_cfg(
+        "SOLVER.MAX_EPOCH",
+        "3",
+        "SOLVER.STEPS",
+        "[1]",
+        "SOLVER.BASE_LR",
+        "0.01",
+        "SOLVER.STAGES",
+        TWO_STAGES,
+        "TEST.EVAL_PERIOD",
+        "0",
+    )
     trainer = _train(cfg)
     n = trainer.iters_per_epoch
     lrs = [json.loads(l)["lr"] for l in open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
@@ -232,9 +309,22 @@ def test_a_stage_with_its_own_schedule_restarts_the_lr(tiny_cfg):
 
 
 def test_bfloat16_autocast_runs_without_a_scaler(tiny_cfg):
-    cfg = tiny_cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "bfloat16", "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "0")
+    cfg = tiny_cfg(
+        "SOLVER.AMP.ENABLED",
+        "True",
+        "SOLVER.AMP.DTYPE",
+        "bfloat16",
+        "SOLVER.MAX_EPOCH",
+        "1",
+        "TEST.EVAL_PERIOD",
+        "0",
+    )
     trainer = _train(cfg)
     assert trainer.options.amp_dtype == torch.bfloat16 and trainer.options.grad_scaler is None
-    assert "grad_scaler" not in load_checkpoint_file(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+    assert "grad_scaler" not in load_checkpoint_file(
+        os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    )
     with pytest.raises(ValueError, match="SOLVER.AMP.DTYPE must be one of"):
-        DefaultTrainer(default_setup(tiny_cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "half")))
+        DefaultTrainer(
+            default_setup(tiny_cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "half"))
+        )

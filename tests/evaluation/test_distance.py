@@ -1,4 +1,5 @@
 """Feature distances of TEST.METRIC."""
+
 import pytest
 import torch
 
@@ -19,7 +20,9 @@ def test_cosine_and_squared_euclidean_values():
 def test_paired_agrees_with_pairwise(name):
     d = build_distance(name)
     a, b = d.prepare(torch.randn(5, 7)), d.prepare(torch.randn(5, 7))
-    torch.testing.assert_close(d.paired(a, b), torch.diagonal(d.pairwise(a, b)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        d.paired(a, b), torch.diagonal(d.pairwise(a, b)), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_unknown_metric_lists_the_known_ones():

@@ -1,4 +1,5 @@
 """ReidEvaluator and inference_on_dataset on a tiny fake model and loader; table and JSON helpers."""
+
 import json
 import os
 
@@ -41,8 +42,15 @@ def make_loader(seed=0, num_gallery=20, batch_size=5):
     g = torch.Generator().manual_seed(seed)
     n = NUM_QUERY + num_gallery
     images = torch.rand(n, 3, 2, 6, generator=g) * 255
-    pids = torch.cat([torch.arange(NUM_QUERY) % 4, torch.randint(0, 5, (num_gallery,), generator=g)])
-    camids = torch.cat([torch.zeros(NUM_QUERY, dtype=torch.int64), torch.randint(0, 3, (num_gallery,), generator=g)])
+    pids = torch.cat(
+        [torch.arange(NUM_QUERY) % 4, torch.randint(0, 5, (num_gallery,), generator=g)]
+    )
+    camids = torch.cat(
+        [
+            torch.zeros(NUM_QUERY, dtype=torch.int64),
+            torch.randint(0, 3, (num_gallery,), generator=g),
+        ]
+    )
     batches = []
     for s in range(0, n, batch_size):
         batches.append(
@@ -58,10 +66,23 @@ def make_loader(seed=0, num_gallery=20, batch_size=5):
 
 def expected_results(distmat, pids, camids, official=False, cuhk03=False):
     cmc, ap, inp = evaluate_rank(
-        distmat, pids[:NUM_QUERY], pids[NUM_QUERY:], camids[:NUM_QUERY], camids[NUM_QUERY:], official_ap=official, use_metric_cuhk03=cuhk03
+        distmat,
+        pids[:NUM_QUERY],
+        pids[NUM_QUERY:],
+        camids[:NUM_QUERY],
+        camids[NUM_QUERY:],
+        official_ap=official,
+        use_metric_cuhk03=cuhk03,
     )
     r1, m = cmc[0] * 100, np.mean(ap) * 100
-    return {"Rank-1": r1, "Rank-5": cmc[4] * 100, "Rank-10": cmc[9] * 100, "mAP": m, "mINP": np.mean(inp) * 100, "metric": (m + r1) / 2}
+    return {
+        "Rank-1": r1,
+        "Rank-5": cmc[4] * 100,
+        "Rank-10": cmc[9] * 100,
+        "mAP": m,
+        "mINP": np.mean(inp) * 100,
+        "metric": (m + r1) / 2,
+    }
 
 
 def assert_results(got, want):
@@ -72,7 +93,9 @@ def assert_results(got, want):
 
 def test_flip_average_eval_mode_and_untouched_batches():
     loader, images, pids, camids = make_loader()
-    before = [{k: (v.clone() if torch.is_tensor(v) else list(v)) for k, v in b.items()} for b in loader]
+    before = [
+        {k: (v.clone() if torch.is_tensor(v) else list(v)) for k, v in b.items()} for b in loader
+    ]
     model = RowModel().train()
     evaluator = RecordingEvaluator(get_cfg(), NUM_QUERY)
     inference_on_dataset(model, loader, evaluator, flip=True)
@@ -81,7 +104,9 @@ def test_flip_average_eval_mode_and_untouched_batches():
     assert model.modes and not any(model.modes)
     assert model.training
     for b, original in zip(loader, before):
-        assert torch.equal(b["images"], original["images"]) and torch.equal(b["targets"], original["targets"])
+        assert torch.equal(b["images"], original["images"]) and torch.equal(
+            b["targets"], original["targets"]
+        )
         assert b["img_paths"] == original["img_paths"]
 
 
@@ -104,7 +129,12 @@ def test_official_ap_switch_and_chunk_size():
     cfg.TEST.CHUNK_SIZE = 2
     results = inference_on_dataset(RowModel(), loader, ReidEvaluator(cfg, NUM_QUERY))
     feats = images[:, 0, 0, :]
-    assert_results(results, expected_results(compute_distmat(feats[:NUM_QUERY], feats[NUM_QUERY:]), pids, camids, official=True))
+    assert_results(
+        results,
+        expected_results(
+            compute_distmat(feats[:NUM_QUERY], feats[NUM_QUERY:]), pids, camids, official=True
+        ),
+    )
 
 
 def test_query_expansion_rerank_and_roc():
@@ -123,7 +153,9 @@ def test_query_expansion_rerank_and_roc():
     source = FeatureDistances(distance.prepare(qf), distance.prepare(gf), distance)
     distmat = torch.cat([c for _, _, c in rerank_chunks(source, 5, 2, 0.3)])
     assert_results(results, expected_results(distmat, pids, camids))
-    roc = RocAccumulator(GalleryIndex(pids[NUM_QUERY:], camids[NUM_QUERY:]), pids[:NUM_QUERY], (0.1, 0.5))
+    roc = RocAccumulator(
+        GalleryIndex(pids[NUM_QUERY:], camids[NUM_QUERY:]), pids[:NUM_QUERY], (0.1, 0.5)
+    )
     roc.add(distmat, pids[:NUM_QUERY], camids[:NUM_QUERY])
     for key, value in roc.compute().items():
         assert results[key] == pytest.approx(value * 100)
@@ -136,19 +168,29 @@ def test_cuhk03_classic_only_for_cuhk03_sets():
     cfg.TEST.CUHK03_CLASSIC.ENABLED = True
     feats = images[:, 0, 0, :]
     distmat = compute_distmat(feats[:NUM_QUERY], feats[NUM_QUERY:])
-    classic = inference_on_dataset(RowModel(), loader, ReidEvaluator(cfg, NUM_QUERY, dataset_name="CUHK03"))
+    classic = inference_on_dataset(
+        RowModel(), loader, ReidEvaluator(cfg, NUM_QUERY, dataset_name="CUHK03")
+    )
     assert_results(classic, expected_results(distmat, pids, camids, cuhk03=True))
-    plain = inference_on_dataset(RowModel(), loader, ReidEvaluator(cfg, NUM_QUERY, dataset_name="Market1501"))
+    plain = inference_on_dataset(
+        RowModel(), loader, ReidEvaluator(cfg, NUM_QUERY, dataset_name="Market1501")
+    )
     assert_results(plain, expected_results(distmat, pids, camids))
 
 
 def test_results_json_in_output_dir(tmp_path):
     loader, _, _, _ = make_loader(seed=5)
-    results = inference_on_dataset(RowModel(), loader, ReidEvaluator(get_cfg(), NUM_QUERY, output_dir=str(tmp_path), dataset_name="Toy"))
+    results = inference_on_dataset(
+        RowModel(),
+        loader,
+        ReidEvaluator(get_cfg(), NUM_QUERY, output_dir=str(tmp_path), dataset_name="Toy"),
+    )
     with open(tmp_path / "inference" / "Toy.json") as f:
         assert json.load(f) == {"Toy": pytest.approx(results)}
     unnamed = tmp_path / "unnamed"
-    inference_on_dataset(RowModel(), loader, ReidEvaluator(get_cfg(), NUM_QUERY, output_dir=str(unnamed)))
+    inference_on_dataset(
+        RowModel(), loader, ReidEvaluator(get_cfg(), NUM_QUERY, output_dir=str(unnamed))
+    )
     assert not unnamed.exists()
 
 
@@ -161,7 +203,12 @@ def test_bad_num_query():
 
 
 def test_results_table():
-    table = format_results_table({"Market1501": {"Rank-1": 94.123, "mAP": 85.0}, "Duke": {"Rank-1": 86.5, "mINP": float("nan")}})
+    table = format_results_table(
+        {
+            "Market1501": {"Rank-1": 94.123, "mAP": 85.0},
+            "Duke": {"Rank-1": 86.5, "mINP": float("nan")},
+        }
+    )
     assert table == "\n".join(
         [
             "| Dataset    | Rank-1 |   mAP | mINP |",
@@ -193,7 +240,12 @@ def _distributed_worker(rank, init_file, out_dir, rank0_batches):
 def test_two_ranks_gather_features_and_rank0_scores(tmp_path, rank0_batches):
     import torch.multiprocessing as mp
 
-    mp.spawn(_distributed_worker, args=(str(tmp_path / "init"), str(tmp_path), rank0_batches), nprocs=2, join=True)
+    mp.spawn(
+        _distributed_worker,
+        args=(str(tmp_path / "init"), str(tmp_path), rank0_batches),
+        nprocs=2,
+        join=True,
+    )
     loader, _, _, _ = make_loader(seed=7)
     single = inference_on_dataset(RowModel(), loader, ReidEvaluator(get_cfg(), NUM_QUERY))
     with open(tmp_path / "rank0.json") as f:

@@ -1,4 +1,5 @@
 """Alpha query expansion against a per-feature loop of fastreid's aqe."""
+
 import numpy as np
 import pytest
 import torch
@@ -19,12 +20,16 @@ def loop_aqe(query, gallery, qe_times, qe_k, alpha):
     return feats[: len(query)], feats[len(query) :]
 
 
-@pytest.mark.parametrize("qe_times,qe_k,alpha,chunk", [(1, 5, 3.0, None), (2, 3, 1.0, 4), (1, 1, 3.0, 7)])
+@pytest.mark.parametrize(
+    "qe_times,qe_k,alpha,chunk", [(1, 5, 3.0, None), (2, 3, 1.0, 4), (1, 1, 3.0, 7)]
+)
 def test_matches_loop(qe_times, qe_k, alpha, chunk):
     rng = np.random.default_rng(qe_k)
     q = rng.normal(size=(6, 5)).astype(np.float32) + 2.0  # mostly positive similarities
     g = rng.normal(size=(15, 5)).astype(np.float32) + 2.0
-    got_q, got_g = alpha_query_expansion(torch.from_numpy(q), torch.from_numpy(g), qe_times, qe_k, alpha, chunk)
+    got_q, got_g = alpha_query_expansion(
+        torch.from_numpy(q), torch.from_numpy(g), qe_times, qe_k, alpha, chunk
+    )
     want_q, want_g = loop_aqe(q, g, qe_times, qe_k, alpha)
     np.testing.assert_allclose(got_q.numpy(), want_q, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got_g.numpy(), want_g, rtol=1e-5, atol=1e-5)

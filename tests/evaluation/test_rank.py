@@ -1,4 +1,5 @@
 """evaluate_rank against a plain per-query loop, hand-computed cases and bad input."""
+
 import numpy as np
 import pytest
 import torch
@@ -66,12 +67,16 @@ def test_matches_loop_on_random_inputs(seed, ties):
 
 def test_matches_loop_at_a_larger_size_with_float32_and_torch_input():
     rng = np.random.default_rng(7)
-    distmat, q_pids, g_pids, q_camids, g_camids = random_case(rng, 150, 3000, ties=False, num_ids=100)
+    distmat, q_pids, g_pids, q_camids, g_camids = random_case(
+        rng, 150, 3000, ties=False, num_ids=100
+    )
     distmat = distmat.astype(np.float32)
     distmat[:, ::7] = np.round(distmat[:, ::7], 2)  # ties between far-apart columns
     reference = loop_reference(distmat, q_pids, g_pids, q_camids, g_camids)
     as_tensor = torch.from_numpy(distmat).requires_grad_()  # e.g. straight from a model's features
-    result = evaluate_rank(as_tensor, torch.from_numpy(q_pids), g_pids, q_camids.tolist(), torch.from_numpy(g_camids))
+    result = evaluate_rank(
+        as_tensor, torch.from_numpy(q_pids), g_pids, q_camids.tolist(), torch.from_numpy(g_camids)
+    )
     assert_same(result, reference)
 
 
@@ -95,7 +100,10 @@ def test_other_float_dtypes(dtype):
     distmat, q_pids, g_pids, q_camids, g_camids = random_case(rng, 30, 60, ties=False)
     distmat = distmat.astype(dtype)
     case = (distmat, q_pids, g_pids, q_camids, g_camids)
-    assert_same(evaluate_rank(*case), loop_reference(distmat.astype(np.float64), q_pids, g_pids, q_camids, g_camids))
+    assert_same(
+        evaluate_rank(*case),
+        loop_reference(distmat.astype(np.float64), q_pids, g_pids, q_camids, g_camids),
+    )
 
 
 def test_hand_computed_ap_and_official_ap():
@@ -118,7 +126,9 @@ def test_hand_computed_ap_and_official_ap():
 def test_ties_follow_gallery_index():
     distmat = np.array([[0.5, 0.5, 0.5, 0.1]])
     g_pids = np.array([2, 1, 1, 3])
-    cmc, ap, inp = evaluate_rank(distmat, np.array([1]), g_pids, np.array([0]), np.array([1, 1, 1, 1]))
+    cmc, ap, inp = evaluate_rank(
+        distmat, np.array([1]), g_pids, np.array([0]), np.array([1, 1, 1, 1])
+    )
     # Order: idx 3 (0.1), then idx 0, 1, 2 by index: hits at ranks 3 and 4.
     np.testing.assert_allclose(cmc, [0, 0, 1, 1])
     np.testing.assert_allclose(ap, [(1 / 3 + 2 / 4) / 2])
@@ -128,7 +138,9 @@ def test_ties_follow_gallery_index():
 def test_cmc_length_and_skipped_queries():
     distmat = np.array([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]])
     q_pids, g_pids = np.array([1, 9]), np.array([0, 1, 0])  # pid 9 is not in the gallery
-    cmc, ap, inp = evaluate_rank(distmat, q_pids, g_pids, np.array([0, 0]), np.array([1, 1, 1]), max_rank=10)
+    cmc, ap, inp = evaluate_rank(
+        distmat, q_pids, g_pids, np.array([0, 0]), np.array([1, 1, 1]), max_rank=10
+    )
     assert cmc.shape == (3,)
     assert ap.shape == inp.shape == (1,)
     np.testing.assert_allclose(cmc, [0, 1, 1])
@@ -137,18 +149,27 @@ def test_cmc_length_and_skipped_queries():
 def test_all_queries_skipped_is_an_error():
     distmat = np.zeros((2, 3))
     with pytest.raises(ValueError, match="none of the 2 queries has a relevant gallery item"):
-        evaluate_rank(distmat, np.array([1, 2]), np.array([1, 1, 3]), np.array([0, 0]), np.array([0, 0, 0]))
+        evaluate_rank(
+            distmat, np.array([1, 2]), np.array([1, 1, 3]), np.array([0, 0]), np.array([0, 0, 0])
+        )
 
 
 def test_nan_is_an_error():
     distmat = np.array([[0.1, np.nan, 0.3]])
     with pytest.raises(ValueError, match="NaN"):
-        evaluate_rank(distmat, np.array([1]), np.array([1, 2, 3]), np.array([0]), np.array([1, 1, 1]))
+        evaluate_rank(
+            distmat, np.array([1]), np.array([1, 2, 3]), np.array([0]), np.array([1, 1, 1])
+        )
 
 
 def test_bad_inputs_are_named():
     distmat = np.zeros((2, 3))
-    ok = dict(q_pids=np.array([1, 2]), g_pids=np.array([1, 2, 3]), q_camids=np.array([0, 0]), g_camids=np.array([1, 1, 1]))
+    ok = dict(
+        q_pids=np.array([1, 2]),
+        g_pids=np.array([1, 2, 3]),
+        q_camids=np.array([0, 0]),
+        g_camids=np.array([1, 1, 1]),
+    )
     with pytest.raises(TypeError, match="g_pids must hold integer ids"):
         evaluate_rank(distmat, **{**ok, "g_pids": np.array(["a", "b", "c"])})
     with pytest.raises(TypeError, match="q_camids must hold integer ids"):

@@ -1,4 +1,5 @@
 """The classic CUHK03 single-gallery-shot CMC."""
+
 import itertools
 
 import numpy as np
@@ -15,7 +16,9 @@ def test_equals_the_standard_cmc_when_every_identity_has_one_kept_image():
     q_camids = np.zeros(8, dtype=np.int64)
     distmat = rng.integers(0, 5, size=(8, 12)).astype(np.float64)  # ties broken by gallery index
     standard = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids)
-    classic = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=True, cuhk03_repeats=3)
+    classic = evaluate_rank(
+        distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=True, cuhk03_repeats=3
+    )
     np.testing.assert_allclose(classic[0], standard[0])
     np.testing.assert_allclose(classic[1], standard[1])  # AP stays the full-gallery one
     np.testing.assert_allclose(classic[2], standard[2])
@@ -52,7 +55,9 @@ def test_converges_to_the_expectation_over_draws():
     q_pids, q_camids = np.array([0, 1, 2, 3]), np.array([0, 0, 1, 0])
     distmat = rng.random((4, 8))
     expected = expected_classic_cmc(distmat, q_pids, g_pids, q_camids, g_camids, 8)
-    cmc, _, _ = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=True, cuhk03_repeats=4000)
+    cmc, _, _ = evaluate_rank(
+        distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=True, cuhk03_repeats=4000
+    )
     np.testing.assert_allclose(cmc, expected, atol=0.02)
     assert not np.allclose(cmc, evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids)[0])
 

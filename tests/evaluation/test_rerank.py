@@ -1,4 +1,5 @@
 """k-reciprocal re-ranking against a direct transcription of the paper's steps (Zhong et al. 2017)."""
+
 import numpy as np
 import pytest
 import torch
@@ -86,7 +87,9 @@ def test_features_source_matches_matrices():
 
 def test_torch_input_gives_torch_output_and_bad_shapes_fail():
     q_g, q_q, g_g, _, _ = blocks(5, 20, seed=5)
-    out = re_ranking(torch.from_numpy(q_g), torch.from_numpy(q_q), torch.from_numpy(g_g), k1=4, k2=2)
+    out = re_ranking(
+        torch.from_numpy(q_g), torch.from_numpy(q_q), torch.from_numpy(g_g), k1=4, k2=2
+    )
     assert isinstance(out, torch.Tensor) and out.shape == (5, 20)
     with pytest.raises(ValueError, match="g_g_dist must be 20 x 20"):
         re_ranking(q_g, q_q, g_g[:5], k1=4)

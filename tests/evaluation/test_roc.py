@@ -1,4 +1,5 @@
 """TPR at fixed FPR against a brute force over every threshold."""
+
 import math
 
 import numpy as np
@@ -27,7 +28,9 @@ def brute_force(distmat, q_pids, g_pids, q_camids, g_camids, fpr):
 
 
 def run(distmat, q_pids, g_pids, q_camids, g_camids, fprs, chunk):
-    t = {k: torch.as_tensor(v) for k, v in dict(q=q_pids, g=g_pids, qc=q_camids, gc=g_camids).items()}
+    t = {
+        k: torch.as_tensor(v) for k, v in dict(q=q_pids, g=g_pids, qc=q_camids, gc=g_camids).items()
+    }
     roc = RocAccumulator(GalleryIndex(t["g"], t["gc"]), t["q"], fprs)
     d = torch.as_tensor(distmat)
     for s in range(0, d.shape[0], chunk):
@@ -46,7 +49,9 @@ def test_matches_brute_force(seed, chunk):
     got = run(distmat, q_pids, g_pids, q_camids, g_camids, fprs, chunk)
     assert list(got) == [roc_key(f) for f in fprs]
     for f in fprs:
-        assert got[roc_key(f)] == pytest.approx(brute_force(distmat, q_pids, g_pids, q_camids, g_camids, f), abs=1e-12)
+        assert got[roc_key(f)] == pytest.approx(
+            brute_force(distmat, q_pids, g_pids, q_camids, g_camids, f), abs=1e-12
+        )
 
 
 def test_key_spelling_and_hand_case():
@@ -54,7 +59,15 @@ def test_key_spelling_and_hand_case():
     # One query, positives at 0.1 and 0.5; negatives at 0.2, 0.3, 0.4, 0.6.
     distmat = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
     g_pids = np.array([1, 2, 3, 4, 1, 5])
-    got = run(distmat, np.array([1]), g_pids, np.array([0]), np.ones(6, dtype=np.int64), (0.25, 0.5, 0.75), 1)
+    got = run(
+        distmat,
+        np.array([1]),
+        g_pids,
+        np.array([0]),
+        np.ones(6, dtype=np.int64),
+        (0.25, 0.5, 0.75),
+        1,
+    )
     assert got == {"TPR@FPR=2e-01": 0.5, "TPR@FPR=5e-01": 0.5, "TPR@FPR=8e-01": 1.0}
 
 

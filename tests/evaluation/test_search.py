@@ -1,4 +1,5 @@
 """Top-k search: the torch backend against a full sort, faiss against torch, faiss missing."""
+
 import sys
 
 import pytest

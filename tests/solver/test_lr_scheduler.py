@@ -1,7 +1,7 @@
 """LR values at given iterations (hand-computed), the description, errors and resume."""
+
 import io
 import math
-from typing import List
 
 import pytest
 import torch
@@ -11,7 +11,15 @@ from reid.config import ConfigError, get_cfg
 from reid.solver import build_lr_scheduler, build_optimizer, describe_schedule
 
 
-def _cfg(base_lr=1.0, sched="MultiStepLR", method="linear", factor=0.1, warmup_iters=5, max_epoch=10, steps=(3, 6)):
+def _cfg(
+    base_lr=1.0,
+    sched="MultiStepLR",
+    method="linear",
+    factor=0.1,
+    warmup_iters=5,
+    max_epoch=10,
+    steps=(3, 6),
+):
     cfg = get_cfg()
     s = cfg.SOLVER
     s.OPT, s.BASE_LR, s.SCHED = "SGD", base_lr, sched
@@ -21,7 +29,9 @@ def _cfg(base_lr=1.0, sched="MultiStepLR", method="linear", factor=0.1, warmup_i
     return cfg
 
 
-def _lrs(cfg, iters_per_epoch: int = 10, n: int = 100, model: nn.Module = None) -> List[List[float]]:
+def _lrs(
+    cfg, iters_per_epoch: int = 10, n: int = 100, model: nn.Module = None
+) -> list[list[float]]:
     """The LR of every group in effect during iterations 0..n-1 (stepping once per iteration)."""
     model = model if model is not None else nn.Linear(2, 1, bias=False)
     opt = build_optimizer(cfg, model)
@@ -34,7 +44,7 @@ def _lrs(cfg, iters_per_epoch: int = 10, n: int = 100, model: nn.Module = None) 
     return out
 
 
-def _first(lrs: List[List[float]]) -> List[float]:
+def _first(lrs: list[list[float]]) -> list[float]:
     return [row[0] for row in lrs]
 
 
@@ -45,7 +55,7 @@ def _first(lrs: List[List[float]]) -> List[float]:
         ("linear", {0: 0.1, 1: 0.28, 2: 0.46, 4: 0.82, 5: 1.0}),
         ("constant", {0: 0.1, 2: 0.1, 4: 0.1, 5: 1.0}),
         # f ** (1 - i / W)
-        ("exp", {0: 0.1, 2: 10 ** -0.6, 4: 10 ** -0.2, 5: 1.0}),
+        ("exp", {0: 0.1, 2: 10**-0.6, 4: 10**-0.2, 5: 1.0}),
     ],
 )
 def test_warmup_methods_then_multistep(method, expected) -> None:
@@ -54,7 +64,11 @@ def test_warmup_methods_then_multistep(method, expected) -> None:
         assert lrs[i] == pytest.approx(value, rel=1e-12), i
     # steps at epochs 3 and 6 with 10 iterations per epoch: iterations 30 and 60
     assert lrs[29] == pytest.approx(1.0) and lrs[30] == pytest.approx(0.1)
-    assert lrs[59] == pytest.approx(0.1) and lrs[60] == pytest.approx(0.01) and lrs[99] == pytest.approx(0.01)
+    assert (
+        lrs[59] == pytest.approx(0.1)
+        and lrs[60] == pytest.approx(0.01)
+        and lrs[99] == pytest.approx(0.01)
+    )
 
 
 def test_no_warmup_starts_at_base() -> None:
@@ -88,7 +102,9 @@ def test_cosine_with_delay() -> None:
     assert lrs[0] == 0.01 and lrs[19] == 0.01 and lrs[20] == pytest.approx(0.01, rel=1e-12)
     assert lrs[30] == pytest.approx(0.001 + 0.009 * (1 + math.sqrt(0.5)) / 2, rel=1e-12)
     assert lrs[40] == pytest.approx(0.0055, rel=1e-12)
-    assert lrs[59] == pytest.approx(0.001 + 0.009 * (1 + math.cos(math.pi * 39 / 40)) / 2, rel=1e-12)
+    assert lrs[59] == pytest.approx(
+        0.001 + 0.009 * (1 + math.cos(math.pi * 39 / 40)) / 2, rel=1e-12
+    )
     assert lrs[60] == pytest.approx(0.001, rel=1e-12)
 
 
@@ -148,11 +164,17 @@ def test_describe_schedule_takes_another_schedule_object() -> None:
 def test_config_errors() -> None:
     cfg = _cfg()
     cfg.SOLVER.WARMUP_EPOCHS = 2
-    with pytest.raises(ConfigError, match="SOLVER.WARMUP_ITERS .* or SOLVER.WARMUP_EPOCHS .* not both"):
+    with pytest.raises(
+        ConfigError, match="SOLVER.WARMUP_ITERS .* or SOLVER.WARMUP_EPOCHS .* not both"
+    ):
         describe_schedule(cfg, 10)
     for key, value, match in [
         ("SCHED", "StepLR", r"SOLVER.SCHED: .*'StepLR'.*CosineAnnealingLR, MultiStepLR"),
-        ("WARMUP_METHOD", "cosine", r"SOLVER.WARMUP_METHOD: unknown 'cosine'; registered: constant, exp, linear"),
+        (
+            "WARMUP_METHOD",
+            "cosine",
+            r"SOLVER.WARMUP_METHOD: unknown 'cosine'; registered: constant, exp, linear",
+        ),
         ("GAMMA", 0.0, "SOLVER.GAMMA must be > 0"),
         ("STEPS", [6, 3], r"SOLVER.STEPS must be increasing"),
     ]:
@@ -190,7 +212,10 @@ def _run(n_iters: int, resume_at: int = -1):
     for i in range(n_iters):
         if i == resume_at:
             buf = io.BytesIO()
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}, buf)
+            torch.save(
+                {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()},
+                buf,
+            )
             buf.seek(0)
             state = torch.load(buf, weights_only=True)
             model, opt, sched = build()
@@ -220,7 +245,9 @@ def test_load_state_dict_sets_optimizer_lrs_and_checks_groups() -> None:
     sched = build_lr_scheduler(cfg, opt, 10)
     state = dict(sched.state_dict(), last_epoch=30)
     sched.load_state_dict(state)
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.1) and sched.get_last_lr() == [pytest.approx(0.1)]
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1) and sched.get_last_lr() == [
+        pytest.approx(0.1)
+    ]
     with pytest.raises(ValueError, match="2 param groups, the optimizer has 1"):
         sched.load_state_dict(dict(state, base_lrs=[1.0, 1.0]))
     with pytest.raises(KeyError, match="missing"):

@@ -1,5 +1,4 @@
 """Parameter groups, the param_groups() convention, optimizer options and freezing."""
-from typing import Dict, List
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ class Centers(nn.Module):
         super().__init__()
         self.centers = nn.Parameter(torch.zeros(3, 4))
 
-    def param_groups(self) -> List[dict]:
+    def param_groups(self) -> list[dict]:
         return [{"params": [self.centers], "lr": 0.5, "weight_decay": 0.0, "name": "centers"}]
 
 
@@ -30,13 +29,18 @@ class Head(nn.Module):
 class Net(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.GroupNorm(2, 4))
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.GroupNorm(2, 4)
+        )
         self.heads = Head()
         self.loss_set = nn.ModuleDict({"center": Centers()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.backbone(x).mean(dim=(2, 3))
-        return self.heads.classifier(self.heads.bnneck(f)).sum() + self.loss_set["center"].centers.sum()
+        return (
+            self.heads.classifier(self.heads.bnneck(f)).sum()
+            + self.loss_set["center"].centers.sum()
+        )
 
 
 def _cfg(opt: str = "SGD"):
@@ -48,8 +52,8 @@ def _cfg(opt: str = "SGD"):
     return cfg
 
 
-def _group_of(opt: torch.optim.Optimizer) -> Dict[int, dict]:
-    out: Dict[int, dict] = {}
+def _group_of(opt: torch.optim.Optimizer) -> dict[int, dict]:
+    out: dict[int, dict] = {}
     for group in opt.param_groups:
         for p in group["params"]:
             assert id(p) not in out, "a parameter sits in two groups"
@@ -82,8 +86,17 @@ def test_group_membership_lr_and_decay() -> None:
         assert group["lr"] == pytest.approx(lr, rel=1e-12)
         assert group["weight_decay"] == wd
     assert sorted(group_names(opt)) == sorted(
-        ["centers", "body/weight", "body/bias", "body/norm_weight", "body/norm_bias",
-         "heads/weight", "heads/bias", "heads/norm_weight", "heads/norm_bias"]
+        [
+            "centers",
+            "body/weight",
+            "body/bias",
+            "body/norm_weight",
+            "body/norm_bias",
+            "heads/weight",
+            "heads/bias",
+            "heads/norm_weight",
+            "heads/norm_bias",
+        ]
     )
 
 
@@ -93,7 +106,7 @@ def test_custom_group_takes_optimizer_defaults_and_gets_a_name() -> None:
             super().__init__()
             self.w = nn.Parameter(torch.ones(2))
 
-        def param_groups(self) -> List[dict]:
+        def param_groups(self) -> list[dict]:
             return [{"params": self.w}]
 
     model = nn.Module()
@@ -124,7 +137,7 @@ def test_ddp_prefix_still_finds_heads() -> None:
 
 def test_param_groups_errors() -> None:
     class Foreign(nn.Module):
-        def param_groups(self) -> List[dict]:
+        def param_groups(self) -> list[dict]:
             return [{"params": [nn.Parameter(torch.ones(1))]}]
 
     class Twice(nn.Module):
@@ -132,14 +145,18 @@ def test_param_groups_errors() -> None:
             super().__init__()
             self.w = nn.Parameter(torch.ones(1))
 
-        def param_groups(self) -> List[dict]:
+        def param_groups(self) -> list[dict]:
             return [{"params": [self.w]}, {"params": [self.w]}]
 
     class NoParams(nn.Module):
-        def param_groups(self) -> List[dict]:
+        def param_groups(self) -> list[dict]:
             return [{"lr": 1.0}]
 
-    for cls, match in [(Foreign, "not a parameter of the model"), (Twice, "already claimed"), (NoParams, "'params' entry")]:
+    for cls, match in [
+        (Foreign, "not a parameter of the model"),
+        (Twice, "already claimed"),
+        (NoParams, "'params' entry"),
+    ]:
         model = nn.Module()
         model.loss = cls()
         with pytest.raises((ValueError, TypeError), match=match) as info:

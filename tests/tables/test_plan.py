@@ -1,4 +1,5 @@
 """Planning a table's runs: names, output folders, override order, sharing, and the quick setting."""
+
 import os
 import shlex
 
@@ -17,7 +18,9 @@ def test_plan_has_one_run_per_config_and_dataset(tmp_path):
     record = load_table("ratio_table1")
     plan = plan_table(record, str(tmp_path))
     assert list(plan.runs) == [
-        f"ratio/{cfg}/{ds}" for cfg in ("nsl", "nsl_ratio", "nsl_ohem", "nsl_ratio_ohem") for ds in ("Market1501", "DukeMTMC")
+        f"ratio/{cfg}/{ds}"
+        for cfg in ("nsl", "nsl_ratio", "nsl_ohem", "nsl_ratio_ohem")
+        for ds in ("Market1501", "DukeMTMC")
     ]
     run = plan.runs["ratio/nsl_ohem/DukeMTMC"]
     assert run.output_dir == str(tmp_path / "ratio" / "nsl_ohem" / "DukeMTMC")
@@ -52,7 +55,10 @@ def test_requested_datasets_only_and_unknown_dataset_is_an_error(tmp_path):
     plan = plan_table(record, str(tmp_path), datasets=["DukeMTMC"])
     assert [r.dataset for r in plan.runs.values()] == ["DukeMTMC"] * 4
     assert plan.cells[(0, 0)].run is None and plan.cells[(0, 2)].run == "ratio/nsl/DukeMTMC"
-    with pytest.raises(ValueError, match=r"unknown dataset\(s\) \['Market'\]; its datasets are \['Market1501', 'DukeMTMC'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown dataset\(s\) \['Market'\]; its datasets are \['Market1501', 'DukeMTMC'\]",
+    ):
         plan_table(record, str(tmp_path), datasets=["Market"])
 
 
@@ -66,7 +72,11 @@ def test_reference_rows_and_partial_rows_have_no_runs(tmp_path):
 
 
 def test_user_overrides_come_last(tmp_path):
-    plan = plan_table(load_table("ratio_table1"), str(tmp_path), opts=["DATASETS.NAMES", "('DukeMTMC',)", "SOLVER.MAX_EPOCH", "3"])
+    plan = plan_table(
+        load_table("ratio_table1"),
+        str(tmp_path),
+        opts=["DATASETS.NAMES", "('DukeMTMC',)", "SOLVER.MAX_EPOCH", "3"],
+    )
     run = plan.runs["ratio/nsl/Market1501"]
     cfg = run.load()
     assert list(cfg.DATASETS.NAMES) == ["DukeMTMC"] and list(cfg.DATASETS.TESTS) == ["Market1501"]
@@ -74,15 +84,37 @@ def test_user_overrides_come_last(tmp_path):
 
 
 def test_command_line_reproduces_the_run_config(tmp_path):
-    plan = plan_table(load_table("unified_table3"), str(tmp_path), quick=True, opts=["MODEL.DEVICE", "cpu"])
+    plan = plan_table(
+        load_table("unified_table3"), str(tmp_path), quick=True, opts=["MODEL.DEVICE", "cpu"]
+    )
     run = plan.runs["unified/mpn16_tri_cls/Synthetic"]
     argv = shlex.split(run.command(resume=True))
-    assert argv[:5] == ["python", "tools/train_net.py", "--config-file", os.path.relpath(run.config), "--resume"]
+    assert argv[:5] == [
+        "python",
+        "tools/train_net.py",
+        "--config-file",
+        os.path.relpath(run.config),
+        "--resume",
+    ]
     from_command = load_config(run.config, argv[5:])
     assert from_command.dump() == run.load().dump()
 
 
-@pytest.mark.parametrize("value", ["cpu", "18x", "1e-5", "3", 3, 0.5, True, None, ["Synthetic"], [{"NAME": "a", "LOSSES": {"X": 1.0}}]])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "cpu",
+        "18x",
+        "1e-5",
+        "3",
+        3,
+        0.5,
+        True,
+        None,
+        ["Synthetic"],
+        [{"NAME": "a", "LOSSES": {"X": 1.0}}],
+    ],
+)
 def test_format_opt_value_round_trips_through_load_config_parsing(value):
     import ast
 
@@ -110,7 +142,11 @@ def test_quick_plan_runs_each_config_once_on_the_synthetic_set(tmp_path):
             node = node[part]
         assert (list(node) if isinstance(node, (list, tuple)) else node) == value, key
     # What the row is about survives: the classifier, its margin, OHEM, the test-time flip.
-    assert (cfg.MODEL.HEADS.CLS_LAYER, cfg.MODEL.HEADS.MARGIN, cfg.MODEL.LOSSES.CE.OHEM_RATIO) == ("CosFace", 0.01, 0.2)
+    assert (cfg.MODEL.HEADS.CLS_LAYER, cfg.MODEL.HEADS.MARGIN, cfg.MODEL.LOSSES.CE.OHEM_RATIO) == (
+        "CosFace",
+        0.01,
+        0.2,
+    )
     assert cfg.TEST.FLIP.ENABLED and cfg.MODEL.HEADS.NAME == "RatioHead"
 
 
@@ -123,11 +159,19 @@ def test_quick_shrinks_every_stage_to_one_epoch_and_keeps_the_plan():
     assert [s["LOSSES"] for s in stages] == [dict(s["LOSSES"]) for s in cfg.SOLVER.STAGES]
     assert stages[1]["TRAINABLE"] == list(cfg.SOLVER.STAGES[1]["TRAINABLE"])
     assert stages[2]["SOLVER"] == {
-        "BASE_LR": 0.00008, "SCHED": "MultiStepLR", "STEPS": [60], "GAMMA": 0.1, "WARMUP_EPOCHS": 0, "WARMUP_ITERS": 0
+        "BASE_LR": 0.00008,
+        "SCHED": "MultiStepLR",
+        "STEPS": [60],
+        "GAMMA": 0.1,
+        "WARMUP_EPOCHS": 0,
+        "WARMUP_ITERS": 0,
     }
     # The run's own 20-epoch warm-up becomes one iteration.
     assert (opts["SOLVER.WARMUP_EPOCHS"], opts["SOLVER.WARMUP_ITERS"]) == (0, 1)
-    shrunk = load_config(os.path.join(PAPERS, "unified", "mpn16_tri_cls.yml"), [t for k, v in opts.items() for t in (k, format_opt_value(v))])
+    shrunk = load_config(
+        os.path.join(PAPERS, "unified", "mpn16_tri_cls.yml"),
+        [t for k, v in opts.items() for t in (k, format_opt_value(v))],
+    )
     plan = build_training_plan(shrunk)
     assert [(s.start_epoch, s.epochs) for s in plan] == [(0, 1), (1, 1), (2, 1)]
     assert plan[2].solver_overrides["BASE_LR"] == 0.00008
@@ -135,10 +179,26 @@ def test_quick_shrinks_every_stage_to_one_epoch_and_keeps_the_plan():
 
 def test_quick_shrinks_warmup_delay_and_freezing_in_iterations():
     cfg = load_config(os.path.join(PAPERS, "adasp", "VeRi", "norm_single_adasp.yml"))
-    assert (cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.FREEZE_ITERS, cfg.SOLVER.DELAY_EPOCHS, cfg.SOLVER.MAX_EPOCH) == (1500, 1500, 30, 60)
+    assert (
+        cfg.SOLVER.WARMUP_ITERS,
+        cfg.SOLVER.FREEZE_ITERS,
+        cfg.SOLVER.DELAY_EPOCHS,
+        cfg.SOLVER.MAX_EPOCH,
+    ) == (1500, 1500, 30, 60)
     opts = quick_opts(cfg)
-    assert {k: opts[k] for k in ("SOLVER.WARMUP_ITERS", "SOLVER.FREEZE_ITERS", "SOLVER.DELAY_EPOCHS", "SOLVER.MAX_EPOCH")} == {
-        "SOLVER.WARMUP_ITERS": 1, "SOLVER.FREEZE_ITERS": 1, "SOLVER.DELAY_EPOCHS": 0, "SOLVER.MAX_EPOCH": 1
+    assert {
+        k: opts[k]
+        for k in (
+            "SOLVER.WARMUP_ITERS",
+            "SOLVER.FREEZE_ITERS",
+            "SOLVER.DELAY_EPOCHS",
+            "SOLVER.MAX_EPOCH",
+        )
+    } == {
+        "SOLVER.WARMUP_ITERS": 1,
+        "SOLVER.FREEZE_ITERS": 1,
+        "SOLVER.DELAY_EPOCHS": 0,
+        "SOLVER.MAX_EPOCH": 1,
     }
     assert "SOLVER.STAGES" not in opts
     no_warmup = load_config(None, ["SOLVER.WARMUP_EPOCHS", "0", "SOLVER.WARMUP_ITERS", "0"])

@@ -1,4 +1,5 @@
 """Table records: the shipped ones hold the papers' numbers; broken records fail with the file and key."""
+
 import os
 import re
 import textwrap
@@ -84,7 +85,12 @@ def _paper(table, row_name):
     return list(row.paper)
 
 
-RATIO_T1_ROWS = ["Baseline (NSL)", "Baseline + ratio loss", "Baseline + OHEM", "Baseline + ratio loss + OHEM (ours)"]
+RATIO_T1_ROWS = [
+    "Baseline (NSL)",
+    "Baseline + ratio loss",
+    "Baseline + OHEM",
+    "Baseline + ratio loss + OHEM (ours)",
+]
 UNIFIED_T2_ROWS = {
     "Cls": "Cls.",
     "Tri Euclid hard": "Tri. Euclidean, hard mining",
@@ -135,7 +141,9 @@ def test_shipped_record_loads_with_existing_configs_and_layers(name):
         assert os.path.isfile(spec.layer)
 
 
-@pytest.mark.parametrize("table,papers_md", [("ratio_table1", "Table 1 (mAP"), ("ratio_table2", "Table 2 (mAP")])
+@pytest.mark.parametrize(
+    "table,papers_md", [("ratio_table1", "Table 1 (mAP"), ("ratio_table2", "Table 2 (mAP")]
+)
 def test_ratio_tables_1_2_match_papers_md(table, papers_md):
     rows = list(_papers_md_rows(papers_md).values())
     assert [_paper(table, name) for name in RATIO_T1_ROWS] == rows
@@ -160,7 +168,16 @@ def test_unified_tables_2_3_match_papers_md():
     for name, ours in UNIFIED_T3_ROWS.items():
         assert _paper("unified_table3", ours) == _papers_md_rows("Table 3 (Rank-1")[name], name
     # Table 3's Baseline row as the seed prints it: DukeMTMC Rank-1 88.9 (Tables 2 and 4 print 88.7).
-    assert _paper("unified_table3", "Baseline (Tri. + Cls.)") == [81.8, 78.2, 94.7, 87.3, 88.9, 78.3, 79.8, 56.2]
+    assert _paper("unified_table3", "Baseline (Tri. + Cls.)") == [
+        81.8,
+        78.2,
+        94.7,
+        87.3,
+        88.9,
+        78.3,
+        79.8,
+        56.2,
+    ]
 
 
 def test_unified_table4_ours_and_runnable_rows():
@@ -184,7 +201,14 @@ def test_adasp_table_matches_papers_md_and_uses_one_run_for_both_vehicleid_colum
     rows = _papers_md_rows("Table (as printed)")
     for name, values in rows.items():
         assert _paper("adasp", name) == values
-    assert [c.test for c in record.columns] == ["MSMT17", "Market1501", "DukeMTMC", "VeRi", "SmallVehicleID", "MediumVehicleID"]
+    assert [c.test for c in record.columns] == [
+        "MSMT17",
+        "Market1501",
+        "DukeMTMC",
+        "VeRi",
+        "SmallVehicleID",
+        "MediumVehicleID",
+    ]
     for row in record.rows:
         kind = "CE" if row.name.startswith("CE") else "single"
         loss = row.name.split()[-1].lower()
@@ -198,7 +222,11 @@ def test_sweep_records_point_at_the_method_for_the_default_values():
     lam = {r.name: r for r in load_table("ratio_fig5_lambda").rows}
     eps = {r.name: r for r in load_table("ratio_fig6_eps").rows}
     method = load_table("ratio_table1").rows[-1].configs["Market1501"]
-    assert lam["lambda = 1.0"].configs["Market1501"] == method == eps["eps = 0.5"].configs["Market1501"]
+    assert (
+        lam["lambda = 1.0"].configs["Market1501"]
+        == method
+        == eps["eps = 0.5"].configs["Market1501"]
+    )
     assert list(lam["lambda = 0.1"].paper) == [None, None, 63.82, None]
     assert list(lam["lambda = 1.5"].paper) == [None, None, 66.87, None]
     assert list(eps["eps = 0.5"].paper) == [83.12, 71.66, 66.26, 63.24]
@@ -225,7 +253,9 @@ rows:
 def papers_dir(tmp_path):
     (tmp_path / "tables").mkdir()
     (tmp_path / "datasets").mkdir()
-    (tmp_path / "datasets" / "Market1501.yml").write_text('DATASETS:\n  NAMES: ["Market1501"]\n  TESTS: ["Market1501"]\n')
+    (tmp_path / "datasets" / "Market1501.yml").write_text(
+        'DATASETS:\n  NAMES: ["Market1501"]\n  TESTS: ["Market1501"]\n'
+    )
     (tmp_path / "row.yml").write_text("SOLVER:\n  MAX_EPOCH: 2\n")
     return tmp_path
 
@@ -244,13 +274,33 @@ def test_good_fixture_record_loads(papers_dir):
 @pytest.mark.parametrize(
     "old,new,message",
     [
-        ("metric: mAP", "metric: MAP", r"columns\[0\]\.metric: 'MAP' is not one of Rank-1, Rank-5, Rank-10, mAP, mINP"),
+        (
+            "metric: mAP",
+            "metric: MAP",
+            r"columns\[0\]\.metric: 'MAP' is not one of Rank-1, Rank-5, Rank-10, mAP, mINP",
+        ),
         ("config: row.yml", "config: nope.yml", r"rows\[0\]\.config: file not found: .*nope\.yml"),
         ("paper: [50.0]", "paper: [50.0, 60.0]", r"rows\[0\]\.paper: expected a list of 1 values"),
-        ("paper: [50.0]", "paper: [150.0]", r"rows\[0\]\.paper\[0\]: expected a percentage in \[0, 100\]"),
-        ("{dataset: Market1501, metric: mAP}", "{dataset: Duke, metric: mAP}", r"columns\[0\]\.dataset: 'Duke' is not in datasets"),
-        ("config: row.yml", "config: {Duke: row.yml}", r"rows\[0\]\.config: datasets \['Duke'\] have no column"),
-        ("layer: datasets/Market1501.yml", "layer: datasets/Market1501.yml, test: X", r"datasets\.Market1501\.test: 'X' is not one of"),
+        (
+            "paper: [50.0]",
+            "paper: [150.0]",
+            r"rows\[0\]\.paper\[0\]: expected a percentage in \[0, 100\]",
+        ),
+        (
+            "{dataset: Market1501, metric: mAP}",
+            "{dataset: Duke, metric: mAP}",
+            r"columns\[0\]\.dataset: 'Duke' is not in datasets",
+        ),
+        (
+            "config: row.yml",
+            "config: {Duke: row.yml}",
+            r"rows\[0\]\.config: datasets \['Duke'\] have no column",
+        ),
+        (
+            "layer: datasets/Market1501.yml",
+            "layer: datasets/Market1501.yml, test: X",
+            r"datasets\.Market1501\.test: 'X' is not one of",
+        ),
         ("title: T", "title: T\ntitel: U", r"unknown key\(s\) \['titel'\]"),
         ("source: S", "source: S\nsource: S2", r"duplicate key 'source'"),
         ("    config: row.yml\n", "", r"rows\[0\]: missing key 'config'"),

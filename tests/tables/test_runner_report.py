@@ -1,11 +1,21 @@
 """Run states, the run loop (skip, resume, failures, missing data) and the report's numbers and differences."""
+
 import json
 import os
 
 import pytest
 
-from reid.tables import collect, execute, failed_runs, load_table, missing_datasets, plan_table, run_status, to_markdown
-from reid.tables.report import MISSING, NO_NUMBER, NO_METRIC, NOT_RUN
+from reid.tables import (
+    collect,
+    execute,
+    failed_runs,
+    load_table,
+    missing_datasets,
+    plan_table,
+    run_status,
+    to_markdown,
+)
+from reid.tables.report import MISSING, NO_METRIC, NO_NUMBER, NOT_RUN
 from reid.tables.runner import FAILED, FINISHED, NEW, PARTIAL, SKIPPED, check_dataset
 
 
@@ -34,7 +44,9 @@ def test_run_status_from_output_dir(table1):
     assert run_status(run) == FINISHED
     with open(os.path.join(run.output_dir, "results.json"), "w") as f:
         f.write("{broken")
-    assert run_status(run) == PARTIAL  # a checkpoint is there; the unreadable results are not trusted
+    assert (
+        run_status(run) == PARTIAL
+    )  # a checkpoint is there; the unreadable results are not trusted
 
 
 def test_execute_skips_finished_and_missing_resumes_partial_and_survives_a_failure(table1):
@@ -56,8 +68,19 @@ def test_execute_skips_finished_and_missing_resumes_partial_and_survives_a_failu
         ("ratio/nsl_ohem/Market1501", NEW),
         ("ratio/nsl_ratio_ohem/Market1501", NEW),
     ]
-    assert [o.status for o in outcomes] == [FINISHED, SKIPPED, FINISHED, SKIPPED, FAILED, SKIPPED, FINISHED, SKIPPED]
-    assert failed_runs(outcomes) == {"ratio/nsl_ohem/Market1501": "RuntimeError: CUDA out of memory"}
+    assert [o.status for o in outcomes] == [
+        FINISHED,
+        SKIPPED,
+        FINISHED,
+        SKIPPED,
+        FAILED,
+        SKIPPED,
+        FINISHED,
+        SKIPPED,
+    ]
+    assert failed_runs(outcomes) == {
+        "ratio/nsl_ohem/Market1501": "RuntimeError: CUDA out of memory"
+    }
 
 
 def test_execute_without_keep_checkpoints_drops_weights_of_finished_runs_only(table1):
@@ -78,7 +101,9 @@ def test_execute_without_keep_checkpoints_drops_weights_of_finished_runs_only(ta
     assert [o.status for o in outcomes] == [FINISHED, FINISHED, PARTIAL]
     assert sorted(os.listdir(runs[0].output_dir)) == ["log.txt", "results.json"]
     assert sorted(os.listdir(runs[1].output_dir)) == ["log.txt", "results.json"]
-    assert "model_final.pth" in os.listdir(runs[2].output_dir) and "last_checkpoint" in os.listdir(runs[2].output_dir)
+    assert "model_final.pth" in os.listdir(runs[2].output_dir) and "last_checkpoint" in os.listdir(
+        runs[2].output_dir
+    )
 
 
 def test_missing_datasets_are_reported_with_the_reader_message(table1, tmp_path):
@@ -86,13 +111,23 @@ def test_missing_datasets_are_reported_with_the_reader_message(table1, tmp_path)
     os.makedirs(empty)
     missing = missing_datasets(table1, ["DATASETS.ROOT", empty])
     assert sorted(missing) == ["DukeMTMC", "Market1501"]
-    assert "Market1501: dataset folder not found" in missing["Market1501"] and empty in missing["Market1501"]
-    assert missing_datasets(plan_table(table1.record, str(tmp_path), quick=True), ["DATASETS.ROOT", empty]) == {}
+    assert (
+        "Market1501: dataset folder not found" in missing["Market1501"]
+        and empty in missing["Market1501"]
+    )
+    assert (
+        missing_datasets(
+            plan_table(table1.record, str(tmp_path), quick=True), ["DATASETS.ROOT", empty]
+        )
+        == {}
+    )
 
 
 def test_check_dataset_reads_a_present_dataset(synthetic_root, tiny_opts):
     assert check_dataset(tiny_opts) is None
-    assert "dataset folder not found" in check_dataset(["DATASETS.NAMES", "('DukeMTMC',)", "DATASETS.ROOT", synthetic_root])
+    assert "dataset folder not found" in check_dataset(
+        ["DATASETS.NAMES", "('DukeMTMC',)", "DATASETS.ROOT", synthetic_root]
+    )
 
 
 def test_report_numbers_differences_and_marks(table1):
@@ -101,8 +136,11 @@ def test_report_numbers_differences_and_marks(table1):
     _write_results(runs["ratio/nsl/DukeMTMC"], 50, {"mAP": 60.5, "Rank-1": 80.0})  # intermediate
     _write_results(runs["ratio/nsl_ratio/Market1501"], 150, {"Rank-1": 90.0})  # no mAP
     _write_results(runs["ratio/nsl_ohem/Market1501"], 150, {"mAP": 1.0}, test="Other")
-    result = collect(table1, missing={"DukeMTMC": "DukeMTMC: dataset folder not found: x; expected layout: y"},
-                     failed={"ratio/nsl_ratio_ohem/Market1501": "ValueError: bad\nmore"})
+    result = collect(
+        table1,
+        missing={"DukeMTMC": "DukeMTMC: dataset folder not found: x; expected layout: y"},
+        failed={"ratio/nsl_ratio_ohem/Market1501": "ValueError: bad\nmore"},
+    )
     # Row 0: Market finished, Duke missing (the missing mark wins over its intermediate results).
     c = result.cells[0]
     assert (c[0].paper, c[0].ours, round(c[0].delta, 6), c[0].final) == (81.65, 80.0, -1.65, True)
@@ -118,7 +156,19 @@ def test_report_numbers_differences_and_marks(table1):
     assert header.split(" | ")[1:4] == ["Market1501 mAP paper", "ours", "Δ"]
     row0 = next(line for line in lines if line.startswith("| Baseline (NSL)"))
     assert [c.strip() for c in row0.split("|")[1:-1]] == [
-        "Baseline (NSL)", "81.65", "80.00", "-1.65", "92.31", "93.12", "+0.81", "71.10", MISSING, "", "83.44", MISSING, ""
+        "Baseline (NSL)",
+        "81.65",
+        "80.00",
+        "-1.65",
+        "92.31",
+        "93.12",
+        "+0.81",
+        "71.10",
+        MISSING,
+        "",
+        "83.44",
+        MISSING,
+        "",
     ]
     assert "- DukeMTMC: dataset folder not found: x\n" in md and "expected layout" not in md
     assert "- ratio/nsl_ratio_ohem/Market1501: ValueError: bad" in md and "more" not in md

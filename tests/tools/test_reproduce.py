@@ -1,4 +1,5 @@
 """tools/reproduce.py end to end: listing, dry runs, missing data, quick runs, skipping, resuming, failures."""
+
 import importlib.util
 import json
 import os
@@ -11,7 +12,9 @@ PAPERS = os.path.join(ROOT, "configs", "papers")
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("reproduce", os.path.join(ROOT, "tools", "reproduce.py"))
+    spec = importlib.util.spec_from_file_location(
+        "reproduce", os.path.join(ROOT, "tools", "reproduce.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -33,11 +36,24 @@ def test_dry_run_lists_runs_reports_missing_data_and_trains_nothing(tool, tmp_pa
     empty = tmp_path / "no-data"
     empty.mkdir()
     out_dir = tmp_path / "out"
-    rc = tool.main(["--table", "ratio_table1", "--dry-run", "--output-dir", str(out_dir), "DATASETS.ROOT", str(empty)])
+    rc = tool.main(
+        [
+            "--table",
+            "ratio_table1",
+            "--dry-run",
+            "--output-dir",
+            str(out_dir),
+            "DATASETS.ROOT",
+            str(empty),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "Table ratio_table1: 8 run(s)" in out
-    assert "dataset Market1501 missing, its runs are skipped: Market1501: dataset folder not found" in out
+    assert (
+        "dataset Market1501 missing, its runs are skipped: Market1501: dataset folder not found"
+        in out
+    )
     assert out.count("[skipped (dataset missing)]") == 8
     assert out.count("python tools/train_net.py --config-file ") == 8
     assert "nsl_ratio_ohem.yml DATASETS.NAMES '[\"DukeMTMC\"]'" in out
@@ -60,7 +76,19 @@ def test_unknown_dataset_key_and_missing_table_are_usage_errors(tool, capsys):
 def test_datasets_filter_over_all_tables(tool, tmp_path, capsys):
     empty = tmp_path / "no-data"
     empty.mkdir()
-    rc = tool.main(["--table", "all", "--datasets", "VeRi", "--dry-run", "--output-dir", str(tmp_path / "o"), "DATASETS.ROOT", str(empty)])
+    rc = tool.main(
+        [
+            "--table",
+            "all",
+            "--datasets",
+            "VeRi",
+            "--dry-run",
+            "--output-dir",
+            str(tmp_path / "o"),
+            "DATASETS.ROOT",
+            str(empty),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "Table adasp: 6 run(s)" in out
@@ -75,7 +103,9 @@ def papers_dir(tmp_path):
     (folder / "tables").mkdir(parents=True)
     (folder / "datasets").mkdir()
     for name in ("Market1501", "DukeMTMC"):
-        (folder / "datasets" / f"{name}.yml").write_text(f'DATASETS:\n  NAMES: ["{name}"]\n  TESTS: ["{name}"]\n')
+        (folder / "datasets" / f"{name}.yml").write_text(
+            f'DATASETS:\n  NAMES: ["{name}"]\n  TESTS: ["{name}"]\n'
+        )
     (folder / "nsl.yml").write_text(f"_BASE_: {os.path.join(PAPERS, 'ratio', 'nsl_ratio.yml')}\n")
     (folder / "mpn.yml").write_text(f"_BASE_: {os.path.join(PAPERS, 'unified', 'mpn16_cls.yml')}\n")
     (folder / "broken.yml").write_text(
@@ -110,10 +140,24 @@ def _cells(report_path):
     return {name: row for name, row in zip(report["rows"], report["cells"])}
 
 
-def test_quick_runs_the_table_then_skips_resumes_and_reports_failures(tool, papers_dir, tmp_path, synthetic_root, capsys):
+def test_quick_runs_the_table_then_skips_resumes_and_reports_failures(
+    tool, papers_dir, tmp_path, synthetic_root, capsys
+):
     out_dir = tmp_path / "quick"
-    argv = ["--table", "mini", "--quick", "--keep-checkpoints", "--papers-dir", papers_dir, "--output-dir", str(out_dir),
-            "DATASETS.ROOT", synthetic_root, "MODEL.DEVICE", "cpu"]
+    argv = [
+        "--table",
+        "mini",
+        "--quick",
+        "--keep-checkpoints",
+        "--papers-dir",
+        papers_dir,
+        "--output-dir",
+        str(out_dir),
+        "DATASETS.ROOT",
+        synthetic_root,
+        "MODEL.DEVICE",
+        "cpu",
+    ]
     assert tool.main(argv) == 1  # the broken row failed; the others ran
     out = capsys.readouterr().out
     assert "Table mini: 3 run(s) (quick)" in out
@@ -131,7 +175,10 @@ def test_quick_runs_the_table_then_skips_resumes_and_reports_failures(tool, pape
     assert broken[0]["mark"] == "failed"
     md = (out_dir / "mini.md").read_text()
     assert "**Quick run**" in md
-    assert "- broken/Synthetic: ValueError: SOLVER.STAGES[1].TRAINABLE: 'no_such_module\\\\.' matches no parameter" in md
+    assert (
+        "- broken/Synthetic: ValueError: SOLVER.STAGES[1].TRAINABLE: 'no_such_module\\\\.' matches no parameter"
+        in md
+    )
 
     # Again: finished runs are skipped (their results untouched), the broken one is tried again.
     stamp = os.path.getmtime(out_dir / "mpn" / "Synthetic" / "results.json")

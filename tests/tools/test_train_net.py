@@ -1,4 +1,5 @@
 """The quick-start path end to end: tools/train_net.py trains, evaluates, resumes and evaluates only."""
+
 import importlib.util
 import json
 import os
@@ -9,7 +10,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(ROOT, "tools", "train_net.py"))
+    spec = importlib.util.spec_from_file_location(
+        "train_net", os.path.join(ROOT, "tools", "train_net.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -22,9 +25,22 @@ def _run(module, argv):
 def test_quickstart_config_shrunk_by_opts_trains_and_evaluates(tmp_path, tiny_opts):
     module = _train_net()
     out = str(tmp_path / "quick")
-    argv = ["--config-file", os.path.join(ROOT, "configs", "Synthetic", "quickstart.yml"), *tiny_opts, "OUTPUT_DIR", out]
+    argv = [
+        "--config-file",
+        os.path.join(ROOT, "configs", "Synthetic", "quickstart.yml"),
+        *tiny_opts,
+        "OUTPUT_DIR",
+        out,
+    ]
     _run(module, argv)
-    for name in ("config.yaml", "log.txt", "metrics.json", "model_final.pth", "results.json", "last_checkpoint"):
+    for name in (
+        "config.yaml",
+        "log.txt",
+        "metrics.json",
+        "model_final.pth",
+        "results.json",
+        "last_checkpoint",
+    ):
         assert os.path.isfile(os.path.join(out, name)), name
     results = json.load(open(os.path.join(out, "results.json")))
     metrics = results["results"]["Synthetic"]

@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from reid.utils.checkpoint import Checkpointer, get_rng_states, load_checkpoint_file, load_model_state, set_rng_states
+from reid.utils.checkpoint import (
+    Checkpointer,
+    get_rng_states,
+    load_checkpoint_file,
+    load_model_state,
+    set_rng_states,
+)
 
 
 def _model():
@@ -20,9 +26,17 @@ def test_save_is_atomic_and_tags_last(tmp_path):
     path = ckpt.save("model_0001", epoch=1)
     assert os.path.basename(path) == "model_0001.pth"
     assert ckpt.get_checkpoint_file() == path
-    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0001.pth"]  # no temporary files left
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint",
+        "model_0001.pth",
+    ]  # no temporary files left
     data = torch.load(path, weights_only=True)
-    assert data["num_classes"] == 2 and data["epoch"] == 1 and "optimizer" in data and "rng_states" in data
+    assert (
+        data["num_classes"] == 2
+        and data["epoch"] == 1
+        and "optimizer" in data
+        and "rng_states" in data
+    )
     ckpt.save("model_best", tag_last=False)
     assert ckpt.get_checkpoint_file() == path
 

@@ -1,4 +1,5 @@
 """Distributed helpers: single process without a process group, and two gloo processes."""
+
 import os
 
 import pytest
@@ -31,7 +32,9 @@ def test_single_process_defaults(monkeypatch):
 
 def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     try:
         local = torch.full((rank + 1, 2), float(rank))  # 1 row on rank 0, 2 rows on rank 1
         gathered = comm.all_gather(local)

@@ -48,8 +48,23 @@ def test_every_model_registry_names_what_is_registered(key, value, registry, kno
     from reid.config import load_config
     from reid.modeling import build_model
 
-    cfg = load_config(None, [key, value, "MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM", "0",
-                             "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.HEADS.NUM_CLASSES", "4"])
+    cfg = load_config(
+        None,
+        [
+            key,
+            value,
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.BACKBONE.DEPTH",
+            "18x",
+            "MODEL.BACKBONE.FEAT_DIM",
+            "0",
+            "MODEL.BACKBONE.PRETRAIN",
+            "False",
+            "MODEL.HEADS.NUM_CLASSES",
+            "4",
+        ],
+    )
     with pytest.raises(KeyError) as err:
         build_model(cfg)
     assert f"in the '{registry}' registry" in str(err.value) and known in str(err.value)
@@ -64,5 +79,8 @@ def test_dataset_and_sampler_registries_name_what_is_registered():
     with pytest.raises(KeyError, match="'DATASET' registry; registered names: .*Market1501"):
         build_dataset("Market1502", cfg)
     cfg.DATALOADER.SAMPLER_TRAIN = "PKSampler"
-    with pytest.raises(ValueError, match="DATALOADER.SAMPLER_TRAIN: No object named 'PKSampler'.*NaiveIdentitySampler"):
+    with pytest.raises(
+        ValueError,
+        match="DATALOADER.SAMPLER_TRAIN: No object named 'PKSampler'.*NaiveIdentitySampler",
+    ):
         build_train_sampler(cfg, [], rank=0, world_size=1, seed=0)

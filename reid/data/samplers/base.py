@@ -1,4 +1,5 @@
 """What every training sampler shares: seed, epoch and the rank it serves."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,9 @@ class TrainSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next ``iter()`` yields (call before each epoch)."""
         if not _is_int(epoch) or epoch < 0:
-            raise ValueError(f"{type(self).__name__}.set_epoch: epoch must be an int >= 0, got {epoch!r}")
+            raise ValueError(
+                f"{type(self).__name__}.set_epoch: epoch must be an int >= 0, got {epoch!r}"
+            )
         self.epoch = int(epoch)
 
     def _rng(self) -> np.random.Generator:

@@ -1,7 +1,9 @@
 """The training sampler named by DATALOADER.SAMPLER_TRAIN."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch.utils.data import Sampler
 from yacs.config import CfgNode
@@ -18,7 +20,9 @@ seed and epoch only) and a fixed ``__len__`` (indices this rank yields per epoch
 """
 
 
-def build_train_sampler(cfg: CfgNode, records: Sequence[Any], rank: int, world_size: int, seed: int) -> Sampler[int]:
+def build_train_sampler(
+    cfg: CfgNode, records: Sequence[Any], rank: int, world_size: int, seed: int
+) -> Sampler[int]:
     """The sampler over ``records`` (objects with a ``pid``) for process ``rank`` of ``world_size``."""
     try:
         sampler_cls = SAMPLER_REGISTRY.get(cfg.DATALOADER.SAMPLER_TRAIN)

@@ -1,9 +1,11 @@
 """The PK sampler: batches of P identities x K images, every identity once per epoch."""
+
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Dict, Iterator, List, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from yacs.config import CfgNode
@@ -44,7 +46,9 @@ class NaiveIdentitySampler(TrainSampler):
     ) -> None:
         super().__init__(seed, rank, world_size)
         if epoch_length not in ("identities", "images"):
-            raise ValueError(f"DATALOADER.EPOCH_LENGTH must be 'identities' or 'images', got {epoch_length!r}")
+            raise ValueError(
+                f"DATALOADER.EPOCH_LENGTH must be 'identities' or 'images', got {epoch_length!r}"
+            )
         if num_instances < 1 or batch_size < 1 or batch_size % num_instances != 0:
             raise ValueError(
                 f"NaiveIdentitySampler: batch size ({batch_size}, SOLVER.IMS_PER_BATCH) must be a positive multiple "
@@ -61,7 +65,7 @@ class NaiveIdentitySampler(TrainSampler):
         self.pids_per_rank = self.num_pids_per_batch // world_size
         self.batch_size = self.pids_per_rank * num_instances
 
-        index_by_pid: Dict[int, List[int]] = defaultdict(list)
+        index_by_pid: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             index_by_pid[int(pid)].append(index)
         self.pids = sorted(index_by_pid)
@@ -77,7 +81,9 @@ class NaiveIdentitySampler(TrainSampler):
             self.num_batches = max(self.batches_per_pass, math.ceil(len(pids) / batch_size))
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, records: Sequence[Any], rank: int, world_size: int, seed: int) -> "NaiveIdentitySampler":
+    def from_config(
+        cls, cfg: CfgNode, records: Sequence[Any], rank: int, world_size: int, seed: int
+    ) -> NaiveIdentitySampler:
         if len(records) == 0:
             raise ValueError("NaiveIdentitySampler: the training set is empty")
         return cls(
@@ -100,26 +106,31 @@ class NaiveIdentitySampler(TrainSampler):
         extra = rng.choice(indices, size=k - len(indices), replace=True)
         return np.concatenate([rng.permutation(indices), extra])
 
-    def _identity_pass(self, rng: np.random.Generator) -> List[np.ndarray]:
+    def _identity_pass(self, rng: np.random.Generator) -> list[np.ndarray]:
         """Every identity once, shuffled, in groups of P (the last topped up from the others)."""
         n, p = len(self.pids), self.num_pids_per_batch
         order = rng.permutation(n)
-        groups = [order[start:start + p] for start in range(0, n, p)]
+        groups = [order[start : start + p] for start in range(0, n, p)]
         short = p - len(groups[-1])
         if short > 0:
             outside = np.setdiff1d(np.arange(n), groups[-1])
-            groups[-1] = np.concatenate([groups[-1], rng.choice(outside, size=short, replace=False)])
+            groups[-1] = np.concatenate(
+                [groups[-1], rng.choice(outside, size=short, replace=False)]
+            )
         return groups
 
-    def global_batches(self) -> List[List[int]]:
+    def global_batches(self) -> list[list[int]]:
         """This epoch's batches over all ranks: P x K dataset indices each, identity by identity."""
         rng = self._rng()
-        groups: List[np.ndarray] = []
+        groups: list[np.ndarray] = []
         while len(groups) < self.num_batches:
             groups.extend(self._identity_pass(rng))
-        return [[int(i) for g in group for i in self._draw(rng, self._indices[g])] for group in groups[: self.num_batches]]
+        return [
+            [int(i) for g in group for i in self._draw(rng, self._indices[g])]
+            for group in groups[: self.num_batches]
+        ]
 
     def __iter__(self) -> Iterator[int]:
         start = self.rank * self.batch_size
         for batch in self.global_batches():
-            yield from batch[start:start + self.batch_size]
+            yield from batch[start : start + self.batch_size]

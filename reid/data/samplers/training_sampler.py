@@ -1,8 +1,10 @@
 """Plain shuffled image indices, split across ranks."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from yacs.config import CfgNode
@@ -20,7 +22,9 @@ class TrainingSampler(TrainSampler):
     should batch with ``self.batch_size`` (= batch_size / world_size) and drop the last partial batch.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         super().__init__(seed, rank, world_size)
         if size < 1:
             raise ValueError(f"TrainingSampler: the training set is empty (size {size})")
@@ -34,8 +38,16 @@ class TrainingSampler(TrainSampler):
         self.num_samples = math.ceil(size / world_size)
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, records: Sequence[Any], rank: int, world_size: int, seed: int) -> "TrainingSampler":
-        return cls(len(records), batch_size=cfg.SOLVER.IMS_PER_BATCH, seed=seed, rank=rank, world_size=world_size)
+    def from_config(
+        cls, cfg: CfgNode, records: Sequence[Any], rank: int, world_size: int, seed: int
+    ) -> TrainingSampler:
+        return cls(
+            len(records),
+            batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
 
     def __len__(self) -> int:
         return self.num_samples
@@ -43,4 +55,4 @@ class TrainingSampler(TrainSampler):
     def __iter__(self) -> Iterator[int]:
         order = self._rng().permutation(self.size)
         order = np.resize(order, self.num_samples * self.world_size)
-        return iter(order[self.rank::self.world_size].tolist())
+        return iter(order[self.rank :: self.world_size].tolist())

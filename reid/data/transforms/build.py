@@ -12,9 +12,10 @@ Test: resize to SIZE_TEST; convert to float32.
 Resizing uses INPUT.INTERPOLATION ("bicubic" as in fastreid, or "bilinear"), antialiased, on
 uint8 tensors, so the resized values are rounded to whole numbers.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -23,7 +24,7 @@ from yacs.config import CfgNode
 
 from reid.config import ConfigError
 
-INTERPOLATIONS: Dict[str, v2.InterpolationMode] = {
+INTERPOLATIONS: dict[str, v2.InterpolationMode] = {
     "bicubic": v2.InterpolationMode.BICUBIC,
     "bilinear": v2.InterpolationMode.BILINEAR,
 }
@@ -42,16 +43,20 @@ class ToRGB:
         return "ToRGB()"
 
 
-def _size(cfg_value: Sequence[int], key: str) -> Tuple[int, int]:
+def _size(cfg_value: Sequence[int], key: str) -> tuple[int, int]:
     if len(cfg_value) != 2 or any(int(v) != v or v < 1 for v in cfg_value):
-        raise ConfigError(f"{key} must be [height, width] with positive whole numbers, got {list(cfg_value)}")
+        raise ConfigError(
+            f"{key} must be [height, width] with positive whole numbers, got {list(cfg_value)}"
+        )
     return int(cfg_value[0]), int(cfg_value[1])
 
 
 def _interpolation(cfg: CfgNode) -> v2.InterpolationMode:
     name = cfg.INPUT.INTERPOLATION
     if name not in INTERPOLATIONS:
-        raise ConfigError(f"INPUT.INTERPOLATION must be one of {sorted(INTERPOLATIONS)}, got {name!r}")
+        raise ConfigError(
+            f"INPUT.INTERPOLATION must be one of {sorted(INTERPOLATIONS)}, got {name!r}"
+        )
     return INTERPOLATIONS[name]
 
 
@@ -61,7 +66,9 @@ def _probability(value: float, key: str) -> float:
     return float(value)
 
 
-def _resize_steps(cfg: CfgNode, size: Tuple[int, int], interpolation: v2.InterpolationMode) -> List[Callable]:
+def _resize_steps(
+    cfg: CfgNode, size: tuple[int, int], interpolation: v2.InterpolationMode
+) -> list[Callable]:
     if not cfg.INPUT.CROP.ENABLED:
         return [v2.Resize(size, interpolation=interpolation, antialias=True)]
     resize = _size(cfg.INPUT.CROP.RESIZE, "INPUT.CROP.RESIZE")
@@ -72,10 +79,12 @@ def _resize_steps(cfg: CfgNode, size: Tuple[int, int], interpolation: v2.Interpo
     return [v2.Resize(resize, interpolation=interpolation, antialias=True), v2.RandomCrop(size)]
 
 
-def _padding_steps(cfg: CfgNode, size: Tuple[int, int]) -> List[Callable]:
+def _padding_steps(cfg: CfgNode, size: tuple[int, int]) -> list[Callable]:
     pad = cfg.INPUT.PADDING
     if pad.MODE not in PADDING_MODES:
-        raise ConfigError(f"INPUT.PADDING.MODE must be one of {list(PADDING_MODES)}, got {pad.MODE!r}")
+        raise ConfigError(
+            f"INPUT.PADDING.MODE must be one of {list(PADDING_MODES)}, got {pad.MODE!r}"
+        )
     if pad.SIZE < 0:
         raise ConfigError(f"INPUT.PADDING.SIZE must be >= 0, got {pad.SIZE}")
     return [v2.Pad(pad.SIZE, fill=0, padding_mode=pad.MODE), v2.RandomCrop(size)]
@@ -85,14 +94,16 @@ def _erasing_step(cfg: CfgNode) -> v2.RandomErasing:
     rea = cfg.INPUT.REA
     value = [float(v) for v in rea.VALUE]
     if len(value) not in (1, 3) or any(not 0.0 <= v <= 255.0 for v in value):
-        raise ConfigError(f"INPUT.REA.VALUE must be 1 or 3 fill values in 0..255, got {list(rea.VALUE)}")
+        raise ConfigError(
+            f"INPUT.REA.VALUE must be 1 or 3 fill values in 0..255, got {list(rea.VALUE)}"
+        )
     return v2.RandomErasing(p=_probability(rea.PROB, "INPUT.REA.PROB"), value=value)
 
 
 def build_transforms(cfg: CfgNode, is_train: bool) -> Callable[[Image.Image], torch.Tensor]:
     """The train or test pipeline described in the module docstring."""
     interpolation = _interpolation(cfg)
-    steps: List[Callable] = [ToRGB(), v2.ToImage()]
+    steps: list[Callable] = [ToRGB(), v2.ToImage()]
     if not is_train:
         size = _size(cfg.INPUT.SIZE_TEST, "INPUT.SIZE_TEST")
         steps.append(v2.Resize(size, interpolation=interpolation, antialias=True))
@@ -102,7 +113,9 @@ def build_transforms(cfg: CfgNode, is_train: bool) -> Callable[[Image.Image], to
     size = _size(cfg.INPUT.SIZE_TRAIN, "INPUT.SIZE_TRAIN")
     steps += _resize_steps(cfg, size, interpolation)
     if cfg.INPUT.FLIP.ENABLED:
-        steps.append(v2.RandomHorizontalFlip(p=_probability(cfg.INPUT.FLIP.PROB, "INPUT.FLIP.PROB")))
+        steps.append(
+            v2.RandomHorizontalFlip(p=_probability(cfg.INPUT.FLIP.PROB, "INPUT.FLIP.PROB"))
+        )
     if cfg.INPUT.PADDING.ENABLED:
         steps += _padding_steps(cfg, size)
     steps.append(v2.ToDtype(torch.float32, scale=False))

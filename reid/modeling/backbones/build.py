@@ -1,4 +1,5 @@
 """The backbone registry: MODEL.BACKBONE.NAME -> a builder ``f(cfg) -> nn.Module``."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -5,13 +5,14 @@ ResNet weights, or IBN-Net's ``resnet*_ibn_a`` weights with WITH_IBN) is looked 
 name in the torch hub cache, ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``),
 and downloaded there when the network allows it.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import urllib.error
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Tuple
 
 import torch
 import torchvision.models as tvm
@@ -23,7 +24,7 @@ _IBN_RELEASE = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/"
 
 # (depth, with_ibn) -> published file URLs; the first is downloaded, any of them is used when cached
 # (older torchvision releases published the same ImageNet weights under other names).
-PUBLISHED_WEIGHTS: Dict[Tuple[int, bool], List[str]] = {
+PUBLISHED_WEIGHTS: dict[tuple[int, bool], list[str]] = {
     (18, False): [
         tvm.ResNet18_Weights.IMAGENET1K_V1.url,
         "https://download.pytorch.org/models/resnet18-5c106cde.pth",
@@ -57,10 +58,10 @@ class LoadReport:
     """What loading a weight file into a model did."""
 
     path: str
-    loaded: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    skipped: List[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [f"loaded {len(self.loaded)} tensors from {self.path}"]
@@ -78,7 +79,7 @@ def hub_checkpoint_dir() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
-def published_urls(depth: int, with_ibn: bool) -> List[str]:
+def published_urls(depth: int, with_ibn: bool) -> list[str]:
     key = (depth, with_ibn)
     if key not in PUBLISHED_WEIGHTS:
         known = ", ".join(f"depth {d}{' IBN' if i else ''}" for d, i in sorted(PUBLISHED_WEIGHTS))
@@ -110,33 +111,43 @@ def find_published_file(depth: int, with_ibn: bool, download: bool = True) -> st
     hash_match = torch.hub.HASH_REGEX.search(name)
     logger.info("downloading %s to %s", url, target)
     try:
-        torch.hub.download_url_to_file(url, target, hash_prefix=hash_match.group(1) if hash_match else None)
+        torch.hub.download_url_to_file(
+            url, target, hash_prefix=hash_match.group(1) if hash_match else None
+        )
     except (urllib.error.URLError, OSError) as e:
-        raise RuntimeError(f"could not download the ImageNet weights {name} ({e}); no network? Please {advice}") from e
+        raise RuntimeError(
+            f"could not download the ImageNet weights {name} ({e}); no network? Please {advice}"
+        ) from e
     return target
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors (``weights_only`` loading), unwrapped from ``state_dict``/``model`` and without ``module.`` prefixes."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weight file not found: {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or unsafe files
-        raise ValueError(f"{path}: cannot be read as a PyTorch weight file with weights_only=True: {e}") from e
+        raise ValueError(
+            f"{path}: cannot be read as a PyTorch weight file with weights_only=True: {e}"
+        ) from e
     while isinstance(data, Mapping) and not any(isinstance(v, torch.Tensor) for v in data.values()):
         inner = [k for k in ("state_dict", "model") if isinstance(data.get(k), Mapping)]
         if not inner:
-            raise ValueError(f"{path}: holds no tensors at its top level nor under 'state_dict' or 'model' (keys: {list(data)[:10]})")
+            raise ValueError(
+                f"{path}: holds no tensors at its top level nor under 'state_dict' or 'model' (keys: {list(data)[:10]})"
+            )
         data = data[inner[0]]
     if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(data).__name__}")
-    state: Dict[str, torch.Tensor] = {}
+        raise ValueError(
+            f"{path}: expected a state dict (a mapping of names to tensors), got {type(data).__name__}"
+        )
+    state: dict[str, torch.Tensor] = {}
     for key, value in data.items():
         if not isinstance(value, torch.Tensor):
             continue
         while key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         state[key] = value
     return state
 
@@ -150,7 +161,7 @@ def load_pretrained(model: nn.Module, path: str) -> LoadReport:
     state = read_state_dict(path)
     own = model.state_dict()
     report = LoadReport(path=path)
-    usable: Dict[str, torch.Tensor] = {}
+    usable: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
             if key.startswith(CLASSIFIER_PREFIXES):

@@ -8,11 +8,13 @@ torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ...) and, for the IBN blo
 (``layer1.0.bn1.IN``, ``layer1.0.bn1.BN``), so both published weight layouts load by name.
 The classifier (``fc``) is left out: the output is the layer4 feature map.
 """
+
 from __future__ import annotations
 
 import functools
 import os
-from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 import torchvision.models.resnet as tv_resnet
@@ -31,7 +33,7 @@ class _ReIDBlock:
 
     strided_conv: str
     bn1: nn.Module
-    downsample: Optional[nn.Module]
+    downsample: nn.Module | None
     relu: nn.Module
     expansion: int
 
@@ -64,12 +66,14 @@ class BasicBlock(_ReIDBlock, tv_resnet.BasicBlock):
         inplanes: int,
         planes: int,
         stride: int = 1,
-        downsample: Optional[nn.Module] = None,
+        downsample: nn.Module | None = None,
         norm: str = "BN",
         ibn: bool = False,
         se: bool = False,
     ) -> None:
-        super().__init__(inplanes, planes, stride, downsample, norm_layer=functools.partial(get_norm, norm))
+        super().__init__(
+            inplanes, planes, stride, downsample, norm_layer=functools.partial(get_norm, norm)
+        )
         self._add_ibn_se(planes, norm, ibn, se)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,12 +91,14 @@ class Bottleneck(_ReIDBlock, tv_resnet.Bottleneck):
         inplanes: int,
         planes: int,
         stride: int = 1,
-        downsample: Optional[nn.Module] = None,
+        downsample: nn.Module | None = None,
         norm: str = "BN",
         ibn: bool = False,
         se: bool = False,
     ) -> None:
-        super().__init__(inplanes, planes, stride, downsample, norm_layer=functools.partial(get_norm, norm))
+        super().__init__(
+            inplanes, planes, stride, downsample, norm_layer=functools.partial(get_norm, norm)
+        )
         self._add_ibn_se(planes, norm, ibn, se)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,10 +107,10 @@ class Bottleneck(_ReIDBlock, tv_resnet.Bottleneck):
         return self._merge(self.bn3(self.conv3(out)), x)
 
 
-Block = Union[Type[BasicBlock], Type[Bottleneck]]
+Block = Union[type[BasicBlock], type[Bottleneck]]
 
 # depth -> (block, blocks per stage)
-RESNET_SPECS: Dict[int, Tuple[Block, Tuple[int, int, int, int]]] = {
+RESNET_SPECS: dict[int, tuple[Block, tuple[int, int, int, int]]] = {
     18: (BasicBlock, (2, 2, 2, 2)),
     34: (BasicBlock, (3, 4, 6, 3)),
     50: (Bottleneck, (3, 4, 6, 3)),
@@ -113,7 +119,7 @@ RESNET_SPECS: Dict[int, Tuple[Block, Tuple[int, int, int, int]]] = {
 
 # depth -> non-local blocks after the last n blocks of layer1..layer4 (fastreid's counts for 50/101;
 # at most the stage length for 18/34, where fastreid has none).
-NL_PER_STAGE: Dict[int, Tuple[int, int, int, int]] = {
+NL_PER_STAGE: dict[int, tuple[int, int, int, int]] = {
     18: (0, 1, 1, 0),
     34: (0, 2, 3, 0),
     50: (0, 2, 3, 0),
@@ -124,7 +130,7 @@ NL_PER_STAGE: Dict[int, Tuple[int, int, int, int]] = {
 IBN_STAGES = (True, True, True, False)
 
 
-def parse_depth(depth: Union[str, int]) -> int:
+def parse_depth(depth: str | int) -> int:
     """``"50x"`` (fastreid's spelling), ``"50"`` or ``50`` -> 50."""
     text = str(depth).strip().lower().rstrip("x")
     if not text.isdigit() or int(text) not in RESNET_SPECS:
@@ -161,10 +167,13 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         strides = (1, 2, 2, last_stride)
         for i, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), blocks, strides)):
-            self.add_module(f"layer{i + 1}", self._make_layer(block, planes, n, stride, with_ibn and IBN_STAGES[i]))
+            self.add_module(
+                f"layer{i + 1}",
+                self._make_layer(block, planes, n, stride, with_ibn and IBN_STAGES[i]),
+            )
         self.out_channels = 512 * block.expansion
         # Non-local blocks: NL_<stage>[str(block index)] runs after that block of layer<stage>.
-        self.nl_after: Dict[int, List[int]] = {}
+        self.nl_after: dict[int, list[int]] = {}
         if with_nl:
             for stage, count in enumerate(NL_PER_STAGE[depth], start=1):
                 if count == 0:
@@ -172,20 +181,32 @@ class ResNet(nn.Module):
                 layer = getattr(self, f"layer{stage}")
                 positions = list(range(len(layer) - count, len(layer)))
                 channels = 64 * 2 ** (stage - 1) * block.expansion
-                self.add_module(f"NL_{stage}", nn.ModuleDict({str(p): NonLocalBlock(channels, norm) for p in positions}))
+                self.add_module(
+                    f"NL_{stage}",
+                    nn.ModuleDict({str(p): NonLocalBlock(channels, norm) for p in positions}),
+                )
                 self.nl_after[stage] = positions
         self._init_weights()
 
-    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int, ibn: bool) -> nn.Sequential:
+    def _make_layer(
+        self, block: Block, planes: int, blocks: int, stride: int, ibn: bool
+    ) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 tv_resnet.conv1x1(self.inplanes, planes * block.expansion, stride),
                 get_norm(self.norm, planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample, norm=self.norm, ibn=ibn, se=self.with_se)]
+        layers = [
+            block(
+                self.inplanes, planes, stride, downsample, norm=self.norm, ibn=ibn, se=self.with_se
+            )
+        ]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, norm=self.norm, ibn=ibn, se=self.with_se) for _ in range(1, blocks)]
+        layers += [
+            block(self.inplanes, planes, norm=self.norm, ibn=ibn, se=self.with_se)
+            for _ in range(1, blocks)
+        ]
         return nn.Sequential(*layers)
 
     def _init_weights(self) -> None:

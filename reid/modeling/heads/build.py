@@ -1,7 +1,6 @@
 """The head registry: MODEL.HEADS.NAME -> a head ``cls(cfg, in_channels)``."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 from torch import nn
 from yacs.config import CfgNode
@@ -18,7 +17,7 @@ parameters are built for).
 """
 
 
-def build_heads(cfg: CfgNode, in_channels: Optional[int] = None) -> nn.Module:
+def build_heads(cfg: CfgNode, in_channels: int | None = None) -> nn.Module:
     """Build MODEL.HEADS.NAME for a feature map of ``in_channels`` channels (default MODEL.BACKBONE.FEAT_DIM)."""
     if in_channels is None:
         in_channels = cfg.MODEL.BACKBONE.FEAT_DIM

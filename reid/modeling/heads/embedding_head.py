@@ -1,7 +1,6 @@
 """The bag-of-tricks embedding head (fastreid's EmbeddingHead): pooling, optional reduction, BN neck, classifier."""
-from __future__ import annotations
 
-from typing import Dict, Optional, Union
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -36,9 +35,13 @@ class EmbeddingHead(nn.Module):
         super().__init__()
         heads = cfg.MODEL.HEADS
         if heads.NECK_FEAT not in ("before", "after"):
-            raise ValueError(f"MODEL.HEADS.NECK_FEAT must be 'before' or 'after', got {heads.NECK_FEAT!r}")
+            raise ValueError(
+                f"MODEL.HEADS.NECK_FEAT must be 'before' or 'after', got {heads.NECK_FEAT!r}"
+            )
         if heads.EMBEDDING_DIM < 0:
-            raise ValueError(f"MODEL.HEADS.EMBEDDING_DIM must be >= 0 (0 = no reduction layer), got {heads.EMBEDDING_DIM}")
+            raise ValueError(
+                f"MODEL.HEADS.EMBEDDING_DIM must be >= 0 (0 = no reduction layer), got {heads.EMBEDDING_DIM}"
+            )
         self.neck_feat = heads.NECK_FEAT
         self.pool_layer = build_pooling(heads.POOL_LAYER, p=heads.GEM_P)
         dim = in_channels
@@ -46,18 +49,23 @@ class EmbeddingHead(nn.Module):
         if heads.EMBEDDING_DIM > 0:
             self.reduction = reduction_layer(in_channels, heads.EMBEDDING_DIM)
             dim = heads.EMBEDDING_DIM
-        self.bottleneck = get_norm(heads.NORM, dim, bias_freeze=True) if heads.WITH_BNNECK else nn.Identity()
+        self.bottleneck = (
+            get_norm(heads.NORM, dim, bias_freeze=True) if heads.WITH_BNNECK else nn.Identity()
+        )
         self.classifier = build_classifier(cfg, dim, heads.NUM_CLASSES)
         self.out_dim = dim
 
     def forward(
-        self, features: torch.Tensor, targets: Optional[torch.Tensor] = None
-    ) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+        self, features: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
         embedding = self.reduction(self.pool_layer(features))
         neck = self.bottleneck(embedding).flatten(1)
         embedding = embedding.flatten(1)
         if not self.training:
             return neck
-        outputs = {"features": embedding if self.neck_feat == "before" else neck, "neck_features": neck}
+        outputs = {
+            "features": embedding if self.neck_feat == "before" else neck,
+            "neck_features": neck,
+        }
         outputs.update(self.classifier(neck, targets))
         return outputs

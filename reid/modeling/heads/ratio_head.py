@@ -1,7 +1,6 @@
 """The ratio-loss paper's head (Yang et al. 2020): GAP -> BN -> FC -> BN -> L2 normalisation -> cosine classifier."""
-from __future__ import annotations
 
-from typing import Dict, Optional, Union
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +33,9 @@ class RatioHead(nn.Module):
         heads = cfg.MODEL.HEADS
         dim = heads.EMBEDDING_DIM or RATIO_HEAD_DIM
         if dim < 0:
-            raise ValueError(f"MODEL.HEADS.EMBEDDING_DIM must be >= 0 (0 = {RATIO_HEAD_DIM}), got {heads.EMBEDDING_DIM}")
+            raise ValueError(
+                f"MODEL.HEADS.EMBEDDING_DIM must be >= 0 (0 = {RATIO_HEAD_DIM}), got {heads.EMBEDDING_DIM}"
+            )
         self.pool_layer = build_pooling(heads.POOL_LAYER, p=heads.GEM_P)
         self.pool_norm = get_norm(heads.NORM, in_channels)
         self.reduction = reduction_layer(in_channels, dim)
@@ -43,8 +44,8 @@ class RatioHead(nn.Module):
         self.out_dim = dim
 
     def forward(
-        self, features: torch.Tensor, targets: Optional[torch.Tensor] = None
-    ) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+        self, features: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
         pooled = self.pool_norm(self.pool_layer(features))
         embedding = self.embedding_norm(self.reduction(pooled)).flatten(1)
         normalised = F.normalize(embedding, dim=1)

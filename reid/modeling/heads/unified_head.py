@@ -1,7 +1,6 @@
 """The unified-view paper's head (Zhang et al., MPN-tuplet): pooled feature -> reduction + BN = ReID feature x."""
-from __future__ import annotations
 
-from typing import Dict, Optional, Union
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -31,7 +30,9 @@ class UnifiedHead(nn.Module):
         heads = cfg.MODEL.HEADS
         dim = heads.EMBEDDING_DIM or UNIFIED_HEAD_DIM
         if dim < 0:
-            raise ValueError(f"MODEL.HEADS.EMBEDDING_DIM must be >= 0 (0 = {UNIFIED_HEAD_DIM}), got {heads.EMBEDDING_DIM}")
+            raise ValueError(
+                f"MODEL.HEADS.EMBEDDING_DIM must be >= 0 (0 = {UNIFIED_HEAD_DIM}), got {heads.EMBEDDING_DIM}"
+            )
         self.pool_layer = build_pooling(heads.POOL_LAYER, p=heads.GEM_P)
         self.reduction = reduction_layer(in_channels, dim)
         self.embedding_norm = get_norm(heads.NORM, dim)
@@ -39,8 +40,8 @@ class UnifiedHead(nn.Module):
         self.out_dim = dim
 
     def forward(
-        self, features: torch.Tensor, targets: Optional[torch.Tensor] = None
-    ) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+        self, features: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
         x = self.embedding_norm(self.reduction(self.pool_layer(features))).flatten(1)
         if not self.training:
             return x

@@ -1,4 +1,5 @@
 """Building blocks of the backbones and heads; classifier layers live in ``classifiers``."""
+
 from .ibn import IBN
 from .non_local import NonLocalBlock
 from .norm import NORM_REGISTRY, FrozenBatchNorm, get_norm

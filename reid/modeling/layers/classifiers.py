@@ -9,17 +9,23 @@ Registered: ``Linear`` (plain, no margin), ``NSL`` (normalised softmax: s cos), 
 ``ArcSoftmax`` and ``CircleSoftmax`` are aliases. MODEL.HEADS.SCALE is s, MODEL.HEADS.MARGIN is m;
 with MODEL.HEADS.LEARN_SCALE the cosine classifiers learn ``log s`` (initialised from SCALE).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode
 
-from reid.modeling.losses.margin_logits import arcface_margin, circle_margin, cosface_margin, cosine_logits
+from reid.modeling.losses.margin_logits import (
+    arcface_margin,
+    circle_margin,
+    cosface_margin,
+    cosine_logits,
+)
 from reid.modeling.losses.utils import LogScale
 from reid.utils.registry import Registry, RegistryKeyError
 
@@ -31,18 +37,29 @@ class Linear(nn.Module):
     """Plain linear classifier without bias (the bag-of-tricks head), logits times SCALE."""
 
     def __init__(
-        self, in_dim: int, num_classes: int, scale: float = 1.0, margin: float = 0.0, learn_scale: bool = False
+        self,
+        in_dim: int,
+        num_classes: int,
+        scale: float = 1.0,
+        margin: float = 0.0,
+        learn_scale: bool = False,
     ) -> None:
         super().__init__()
         if margin != 0.0:
-            raise ValueError(f"MODEL.HEADS.MARGIN is {margin}, but the Linear classifier has no margin; set it to 0.0")
+            raise ValueError(
+                f"MODEL.HEADS.MARGIN is {margin}, but the Linear classifier has no margin; set it to 0.0"
+            )
         if learn_scale:
-            raise ValueError("MODEL.HEADS.LEARN_SCALE applies to the cosine classifiers (NSL, CosFace, ArcFace, Circle), not Linear")
+            raise ValueError(
+                "MODEL.HEADS.LEARN_SCALE applies to the cosine classifiers (NSL, CosFace, ArcFace, Circle), not Linear"
+            )
         self.weight = nn.Parameter(torch.empty(num_classes, in_dim))
         nn.init.normal_(self.weight, std=0.001)
         self.scale = scale
 
-    def forward(self, features: torch.Tensor, targets: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, features: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         logits = F.linear(features, self.weight) * self.scale
         return {"logits": logits, "pred_logits": logits, "cls_weight": self.weight}
 
@@ -51,20 +68,29 @@ class CosineClassifier(nn.Module):
     """Base of the normalised classifiers: cosines between features and class weights, an optional
     margin on the true class (training with targets only), times the (optionally learnable) scale."""
 
-    margin_fn: Optional[Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = None
+    margin_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
 
     def __init__(
-        self, in_dim: int, num_classes: int, scale: float = 1.0, margin: float = 0.0, learn_scale: bool = False
+        self,
+        in_dim: int,
+        num_classes: int,
+        scale: float = 1.0,
+        margin: float = 0.0,
+        learn_scale: bool = False,
     ) -> None:
         super().__init__()
         if type(self).margin_fn is None and margin != 0.0:
-            raise ValueError(f"MODEL.HEADS.MARGIN is {margin}, but {type(self).__name__} has no margin; set it to 0.0")
+            raise ValueError(
+                f"MODEL.HEADS.MARGIN is {margin}, but {type(self).__name__} has no margin; set it to 0.0"
+            )
         self.weight = nn.Parameter(torch.empty(num_classes, in_dim))
         nn.init.normal_(self.weight, std=0.01)
         self.logit_scale = LogScale(scale, learn_scale, "MODEL.HEADS.SCALE")
         self.margin = float(margin)
 
-    def forward(self, features: torch.Tensor, targets: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, features: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         cos = cosine_logits(features, self.weight)
         scale = self.logit_scale()
         pred_logits = cos * scale
@@ -98,7 +124,12 @@ class ArcFace(CosineClassifier):
     margin_fn = staticmethod(arcface_margin)
 
     def __init__(
-        self, in_dim: int, num_classes: int, scale: float = 1.0, margin: float = 0.0, learn_scale: bool = False
+        self,
+        in_dim: int,
+        num_classes: int,
+        scale: float = 1.0,
+        margin: float = 0.0,
+        learn_scale: bool = False,
     ) -> None:
         super().__init__(in_dim, num_classes, scale, margin, learn_scale)
         if not 0.0 <= margin < math.pi:
@@ -128,4 +159,6 @@ def build_classifier(cfg: CfgNode, in_dim: int, num_classes: int) -> nn.Module:
         cls = CLASSIFIER_REGISTRY.get(heads.CLS_LAYER)
     except RegistryKeyError as e:
         raise RegistryKeyError(f"MODEL.HEADS.CLS_LAYER: {e}") from None
-    return cls(in_dim, num_classes, scale=heads.SCALE, margin=heads.MARGIN, learn_scale=heads.LEARN_SCALE)
+    return cls(
+        in_dim, num_classes, scale=heads.SCALE, margin=heads.MARGIN, learn_scale=heads.LEARN_SCALE
+    )

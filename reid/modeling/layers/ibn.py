@@ -1,4 +1,5 @@
 """Instance-Batch Normalisation (IBN-a, Pan et al., "Two at Once", ECCV 2018)."""
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,9 @@ class IBN(nn.Module):
         super().__init__()
         self.half = int(planes * ratio)
         if not 0 < self.half < planes:
-            raise ValueError(f"IBN needs 0 < int(planes * ratio) < planes, got planes={planes}, ratio={ratio}")
+            raise ValueError(
+                f"IBN needs 0 < int(planes * ratio) < planes, got planes={planes}, ratio={ratio}"
+            )
         self.IN = nn.InstanceNorm2d(self.half, affine=True)
         self.BN = get_norm(norm, planes - self.half)
 

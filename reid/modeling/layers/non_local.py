@@ -1,4 +1,5 @@
 """Non-local block (Wang et al., CVPR 2018), dot-product form as used by fastreid's ResNet."""
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,9 @@ class NonLocalBlock(nn.Module):
         self.g = nn.Conv2d(in_channels, inter, kernel_size=1)
         self.theta = nn.Conv2d(in_channels, inter, kernel_size=1)
         self.phi = nn.Conv2d(in_channels, inter, kernel_size=1)
-        self.W = nn.Sequential(nn.Conv2d(inter, in_channels, kernel_size=1), get_norm(norm, in_channels))
+        self.W = nn.Sequential(
+            nn.Conv2d(inter, in_channels, kernel_size=1), get_norm(norm, in_channels)
+        )
         nn.init.zeros_(self.W[1].weight)
         nn.init.zeros_(self.W[1].bias)
 

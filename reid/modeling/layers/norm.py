@@ -1,4 +1,5 @@
 """Normalisation layers chosen by name (MODEL.BACKBONE.NORM, MODEL.HEADS.NORM)."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -7,7 +8,9 @@ from torchvision.ops import FrozenBatchNorm2d
 from reid.utils.registry import Registry
 
 NORM_REGISTRY = Registry("NORM")
-NORM_REGISTRY.__doc__ = """Factories ``f(num_channels) -> nn.Module`` of 2-D normalisation layers, by config name."""
+NORM_REGISTRY.__doc__ = (
+    """Factories ``f(num_channels) -> nn.Module`` of 2-D normalisation layers, by config name."""
+)
 
 # Channels per group of "GN" (detectron2/fastreid use 32 groups).
 GN_NUM_GROUPS = 32
@@ -19,7 +22,9 @@ FrozenBatchNorm = FrozenBatchNorm2d
 
 def _group_norm(num_channels: int) -> nn.GroupNorm:
     if num_channels % GN_NUM_GROUPS != 0:
-        raise ValueError(f"norm 'GN' uses {GN_NUM_GROUPS} groups: the channel count {num_channels} is not divisible by it")
+        raise ValueError(
+            f"norm 'GN' uses {GN_NUM_GROUPS} groups: the channel count {num_channels} is not divisible by it"
+        )
     return nn.GroupNorm(GN_NUM_GROUPS, num_channels)
 
 

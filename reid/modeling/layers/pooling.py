@@ -1,7 +1,6 @@
 """Global pooling layers chosen by MODEL.HEADS.POOL_LAYER (fastreid's names); N x C x H x W -> N x C x 1 x 1."""
-from __future__ import annotations
 
-from typing import Union
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +9,9 @@ from torch import nn
 from reid.utils.registry import Registry
 
 POOLING_REGISTRY = Registry("POOLING")
-POOLING_REGISTRY.__doc__ = """Global pooling modules, built as ``cls(p=...)`` (only GeM layers use ``p``)."""
+POOLING_REGISTRY.__doc__ = (
+    """Global pooling modules, built as ``cls(p=...)`` (only GeM layers use ``p``)."""
+)
 
 
 @POOLING_REGISTRY.register()
@@ -44,7 +45,7 @@ class GeneralizedMeanPooling(nn.Module):
         super().__init__()
         if p <= 0:
             raise ValueError(f"MODEL.HEADS.GEM_P must be positive, got {p}")
-        self.p: Union[float, nn.Parameter] = float(p)
+        self.p: float | nn.Parameter = float(p)
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

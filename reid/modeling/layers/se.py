@@ -1,4 +1,5 @@
 """Squeeze-and-excitation (Hu et al., CVPR 2018) on torchvision's implementation."""
+
 from __future__ import annotations
 
 from torchvision.ops.misc import SqueezeExcitation

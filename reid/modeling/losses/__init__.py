@@ -1,6 +1,7 @@
 """The loss family: plain functions (tensors in, 0-dim tensor out) and the registered modules built
 from MODEL.LOSSES. ``build`` (the registry and the loss set) is imported first, then the modules
 that register themselves."""
+
 from .build import LOSS_REGISTRY, LossSet, build_losses
 from .center import CenterLoss, center_loss
 from .circle import CircleLoss, pairwise_circle_loss

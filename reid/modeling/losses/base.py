@@ -1,7 +1,9 @@
 """Base class of the registered loss modules that read a feature tensor from the outputs dict."""
+
 from __future__ import annotations
 
-from typing import ClassVar, Mapping
+from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import nn

@@ -1,7 +1,8 @@
 """The loss set: every loss named in MODEL.LOSSES.NAME, each weighted by its block's SCALE."""
+
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -26,13 +27,13 @@ class LossSet(nn.Module):
     proxies, learnable scales, MPN's mapping) belong to the model, its optimiser and checkpoints.
     """
 
-    def __init__(self, cfg: CfgNode, feat_dim: Optional[int] = None) -> None:
+    def __init__(self, cfg: CfgNode, feat_dim: int | None = None) -> None:
         """``feat_dim``: the head's output dim, for losses whose parameters depend on it (centers,
         proxies, MPN's mapping) when their FEAT_DIM key is 0; see ``resolve_feat_dim``."""
         super().__init__()
         self.losses = nn.ModuleDict()
-        self.weights: Dict[str, float] = {}
-        log_names: Dict[str, str] = {}
+        self.weights: dict[str, float] = {}
+        log_names: dict[str, str] = {}
         for name in cfg.MODEL.LOSSES.NAME:
             if name in self.losses:
                 raise ValueError(f"MODEL.LOSSES.NAME lists '{name}' twice")
@@ -41,7 +42,9 @@ class LossSet(nn.Module):
             except RegistryKeyError as e:
                 raise RegistryKeyError(f"MODEL.LOSSES.NAME: {e}") from None
             if cls.cfg_key not in cfg.MODEL.LOSSES:
-                raise KeyError(f"loss '{name}' reads the config block MODEL.LOSSES.{cls.cfg_key}, which the config lacks")
+                raise KeyError(
+                    f"loss '{name}' reads the config block MODEL.LOSSES.{cls.cfg_key}, which the config lacks"
+                )
             if cls.log_name in log_names:
                 raise ValueError(
                     f"MODEL.LOSSES.NAME lists '{log_names[cls.log_name]}' and '{name}', which are the same loss "
@@ -56,8 +59,8 @@ class LossSet(nn.Module):
         self,
         outputs: Mapping[str, torch.Tensor],
         targets: torch.Tensor,
-        weights: Optional[Mapping[str, float]] = None,
-    ) -> Dict[str, torch.Tensor]:
+        weights: Mapping[str, float] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Weighted loss values keyed by each loss's ``log_name``.
 
         ``weights`` (registered name -> weight) replaces the config's SCALEs, e.g. for a training
@@ -66,8 +69,10 @@ class LossSet(nn.Module):
         active = self.weights if weights is None else weights
         unknown = set(active) - set(self.losses)
         if unknown:
-            raise KeyError(f"loss weights name losses that are not built: {sorted(unknown)}; built: {list(self.losses)}")
-        values: Dict[str, torch.Tensor] = {}
+            raise KeyError(
+                f"loss weights name losses that are not built: {sorted(unknown)}; built: {list(self.losses)}"
+            )
+        values: dict[str, torch.Tensor] = {}
         for name, weight in active.items():
             if weight == 0:
                 continue
@@ -76,5 +81,5 @@ class LossSet(nn.Module):
         return values
 
 
-def build_losses(cfg: CfgNode, feat_dim: Optional[int] = None) -> LossSet:
+def build_losses(cfg: CfgNode, feat_dim: int | None = None) -> LossSet:
     return LossSet(cfg, feat_dim)

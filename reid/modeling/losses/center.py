@@ -1,7 +1,8 @@
 """Center loss; the centers are a parameter of the module with their own optimiser group."""
+
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -22,7 +23,9 @@ def center_loss(f: torch.Tensor, y: torch.Tensor, centers: torch.Tensor) -> torc
     """``mean_i |f_i - c_{y_i}|^2`` (no 1/2: the bag-of-tricks convention its weight 0.0005 was tuned for)."""
     check_features_labels(f, y, "center_loss")
     if centers.dim() != 2 or centers.shape[1] != f.shape[1]:
-        raise ValueError(f"center_loss: centers must be C x {f.shape[1]}, got {tuple(centers.shape)}")
+        raise ValueError(
+            f"center_loss: centers must be C x {f.shape[1]}, got {tuple(centers.shape)}"
+        )
     check_label_range(y, centers.shape[0], "center_loss")
     return (f - centers[y]).pow(2).sum(dim=1).mean()
 
@@ -40,7 +43,7 @@ class CenterLoss(FeatureLoss):
 
     uses_feat_dim = True
 
-    def __init__(self, cfg: CfgNode, feat_dim: Optional[int] = None) -> None:
+    def __init__(self, cfg: CfgNode, feat_dim: int | None = None) -> None:
         super().__init__(cfg)
         num_classes = require_num_classes(cfg, type(self).__name__)
         self.feat_dim = resolve_feat_dim(cfg, self.cfg_key, type(self).__name__, feat_dim)
@@ -49,7 +52,7 @@ class CenterLoss(FeatureLoss):
             raise ValueError(f"{self.key('LR')} must be positive, got {self.lr}")
         self.centers = nn.Parameter(torch.randn(num_classes, self.feat_dim))
 
-    def param_groups(self) -> List[Dict]:
+    def param_groups(self) -> list[dict]:
         return [{"params": [self.centers], "lr": self.lr, "weight_decay": 0.0}]
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:

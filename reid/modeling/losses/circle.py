@@ -1,7 +1,8 @@
 """Pair-wise circle loss (Sun et al.), fastreid's ``CircleLoss``."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -9,10 +10,18 @@ from yacs.config import CfgNode
 
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
-from .utils import check_features_labels, cosine_matrix, masked_logsumexp, masked_mean, same_label_masks
+from .utils import (
+    check_features_labels,
+    cosine_matrix,
+    masked_logsumexp,
+    masked_mean,
+    same_label_masks,
+)
 
 
-def pairwise_circle_loss(f: torch.Tensor, y: torch.Tensor, margin: float = 0.25, gamma: float = 128.0) -> torch.Tensor:
+def pairwise_circle_loss(
+    f: torch.Tensor, y: torch.Tensor, margin: float = 0.25, gamma: float = 128.0
+) -> torch.Tensor:
     """Per anchor ``softplus(LSE_P(-g a_p (s_p - (1 - m))) + LSE_N(g a_n (s_n - m)))`` on cosine
     similarities, ``a_p = [1 + m - s_p]_+`` and ``a_n = [s_n + m]_+`` detached; mean over anchors
     having a positive and a negative."""

@@ -1,7 +1,8 @@
 """Contrastive loss over all ordered pairs of the batch."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,12 @@ class ContrastiveLoss(FeatureLoss):
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         return contrastive_loss(
-            self.features(outputs), targets, self.pos_margin, self.neg_margin, self.squared, self.normalize
+            self.features(outputs),
+            targets,
+            self.pos_margin,
+            self.neg_margin,
+            self.squared,
+            self.normalize,
         )
 
     def extra_repr(self) -> str:

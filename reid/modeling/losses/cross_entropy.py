@@ -1,8 +1,9 @@
 """Cross-entropy with label smoothing (fixed or fastreid's adaptive), and OHEM on the ID loss."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fractions import Fraction
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,9 @@ def cross_entropy_loss(
     ``reduction``: "mean" or "none" (per-sample losses, e.g. for :func:`ohem`).
     """
     if logits.dim() != 2 or y.dim() != 1 or y.shape[0] != logits.shape[0]:
-        raise ValueError(f"cross_entropy_loss: expected B x C logits and B labels, got {tuple(logits.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"cross_entropy_loss: expected B x C logits and B labels, got {tuple(logits.shape)} and {tuple(y.shape)}"
+        )
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     if epsilon > 1:
@@ -86,11 +89,15 @@ class CrossEntropyLoss(nn.Module):
         self.alpha = float(block.ALPHA)
         self.ohem_ratio = float(block.OHEM_RATIO)
         if self.epsilon > 1:
-            raise ValueError(f"MODEL.LOSSES.CE.EPSILON must be <= 1 (< 0 = adaptive smoothing), got {self.epsilon}")
+            raise ValueError(
+                f"MODEL.LOSSES.CE.EPSILON must be <= 1 (< 0 = adaptive smoothing), got {self.epsilon}"
+            )
         if self.epsilon < 0 and not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"MODEL.LOSSES.CE.ALPHA must be in [0, 1], got {self.alpha}")
         if not 0.0 <= self.ohem_ratio < 1.0:
-            raise ValueError(f"MODEL.LOSSES.CE.OHEM_RATIO must be in [0, 1) (0 = off), got {self.ohem_ratio}")
+            raise ValueError(
+                f"MODEL.LOSSES.CE.OHEM_RATIO must be in [0, 1) (0 = off), got {self.ohem_ratio}"
+            )
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         logits = read_output(outputs, "logits", type(self).__name__, "CE")

@@ -5,6 +5,7 @@ margin-adjusted cosines, before the scale; the ``*_logits`` functions are the co
 functions (features and weights in, scaled logits out). The classifier layers of
 ``reid.modeling.layers.classifiers`` use the ``*_margin`` functions.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,7 +54,9 @@ def circle_margin(cos: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Te
     return torch.where(mask, alpha_p * (cos - (1.0 - margin)), alpha_n * (cos - margin))
 
 
-def normalized_softmax_logits(f: torch.Tensor, W: torch.Tensor, scale: ScaleLike = 14.0) -> torch.Tensor:
+def normalized_softmax_logits(
+    f: torch.Tensor, W: torch.Tensor, scale: ScaleLike = 14.0
+) -> torch.Tensor:
     """NSL: ``s cos``."""
     return scale * cosine_logits(f, W)
 

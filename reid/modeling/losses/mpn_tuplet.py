@@ -1,8 +1,9 @@
 """Meta prototypical N-tuplet loss: PN-tuplet whose prototypes are means of ``phi(f)``, with the
 mapping subnet ``phi`` (the meta-learner) owned by the loss module and unused at test time."""
+
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -16,19 +17,25 @@ from .utils import ScaleLike, check_feature_dim, resolve_feat_dim
 def build_phi(dim: int, reduction: int = 8) -> nn.Sequential:
     """``phi(x) = W2(BN(W1 x))``, W1: D -> D / reduction, W2: D / reduction -> D, no activation."""
     if reduction < 1 or dim % reduction:
-        raise ValueError(f"the MPN mapping needs a feature dim divisible by its reduction, got dim {dim}, reduction {reduction}")
+        raise ValueError(
+            f"the MPN mapping needs a feature dim divisible by its reduction, got dim {dim}, reduction {reduction}"
+        )
     hidden = dim // reduction
-    return nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.Linear(hidden, dim, bias=False))
+    return nn.Sequential(
+        nn.Linear(dim, hidden, bias=False),
+        nn.BatchNorm1d(hidden),
+        nn.Linear(hidden, dim, bias=False),
+    )
 
 
 def mpn_tuplet_loss(
     f: torch.Tensor,
     y: torch.Tensor,
     phi: nn.Module,
-    n_classes: Optional[int] = None,
+    n_classes: int | None = None,
     scale: ScaleLike = 16.0,
     exclude_anchor: bool = False,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """MPN-tuplet: logits ``s cos(f_i, mean_{y_j = c} phi(f_j))``; see :func:`prototype_tuplet_loss`.
 
@@ -37,7 +44,9 @@ def mpn_tuplet_loss(
     """
     last = phi[-1] if isinstance(phi, nn.Sequential) and len(phi) > 1 else None
     if isinstance(last, nn.Linear) and last.bias is None:
-        return prototype_tuplet_loss(f, y, phi[:-1](f), n_classes, scale, exclude_anchor, generator, project=last)
+        return prototype_tuplet_loss(
+            f, y, phi[:-1](f), n_classes, scale, exclude_anchor, generator, project=last
+        )
     return prototype_tuplet_loss(f, y, phi(f), n_classes, scale, exclude_anchor, generator)
 
 
@@ -52,7 +61,7 @@ class MPNTupletLoss(PNTupletLoss):
 
     uses_feat_dim = True
 
-    def __init__(self, cfg: CfgNode, feat_dim: Optional[int] = None) -> None:
+    def __init__(self, cfg: CfgNode, feat_dim: int | None = None) -> None:
         super().__init__(cfg)
         block = self.block(cfg)
         self.feat_dim = resolve_feat_dim(cfg, self.cfg_key, type(self).__name__, feat_dim)
@@ -67,7 +76,9 @@ class MPNTupletLoss(PNTupletLoss):
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         f = self.features(outputs)
         check_feature_dim(f, self.feat_dim, type(self).__name__, self.cfg_key)
-        return mpn_tuplet_loss(f, targets, self.phi, self.n_classes, self.scale(), self.exclude_anchor)
+        return mpn_tuplet_loss(
+            f, targets, self.phi, self.n_classes, self.scale(), self.exclude_anchor
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, feat_dim={self.feat_dim}"

@@ -8,16 +8,25 @@ the product of their sizes (sequentially, with elementary symmetric polynomials 
 then one sample of each chosen class uniformly. Everything is vectorised over tuplets; the only
 Python loops run over the classes of the batch.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import torch
 from yacs.config import CfgNode
 
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
-from .utils import LogScale, ScaleLike, check_features_labels, class_index, cosine_matrix, resolve_scale, zero_loss
+from .utils import (
+    LogScale,
+    ScaleLike,
+    check_features_labels,
+    class_index,
+    cosine_matrix,
+    resolve_scale,
+    zero_loss,
+)
 
 
 def count_triplets(y: torch.Tensor) -> int:
@@ -32,7 +41,9 @@ def _log_esp_suffix(log_w: torch.Tensor, k: int) -> torch.Tensor:
     """``E[a, j, r] = log e_r(w_a[j:])``: log elementary symmetric polynomials of the weights
     ``w_a = exp(log_w[a])`` over the suffix starting at class j, for r = 0..k. Shape (A, P + 1, k + 1)."""
     num_a, num_p = log_w.shape
-    table = torch.full((num_a, num_p + 1, k + 1), float("-inf"), dtype=log_w.dtype, device=log_w.device)
+    table = torch.full(
+        (num_a, num_p + 1, k + 1), float("-inf"), dtype=log_w.dtype, device=log_w.device
+    )
     table[:, :, 0] = 0.0
     for j in range(num_p - 1, -1, -1):
         take = log_w[:, j : j + 1] + table[:, j + 1, :-1]
@@ -49,7 +60,7 @@ def sample_tuplets(
     y: torch.Tensor,
     n_classes: int,
     num_tuplets: int,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """``num_tuplets`` tuplets drawn i.i.d. uniformly from all tuplets of the batch.
 
@@ -65,7 +76,9 @@ def sample_tuplets(
     sampling, r / (classes left)); positive and negatives are then uniform within their classes.
     """
     if n_classes < 2:
-        raise ValueError(f"n_classes must be >= 2 (anchor class + at least one negative class), got {n_classes}")
+        raise ValueError(
+            f"n_classes must be >= 2 (anchor class + at least one negative class), got {n_classes}"
+        )
     if num_tuplets < 0:
         raise ValueError(f"num_tuplets must be >= 0, got {num_tuplets}")
     device = y.device
@@ -122,10 +135,10 @@ def ntuplet_loss(
     f: torch.Tensor,
     y: torch.Tensor,
     n_classes: int = 16,
-    num_tuplets: Optional[int] = None,
+    num_tuplets: int | None = None,
     scale: ScaleLike = 16.0,
-    tuplets: Optional[torch.Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    tuplets: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Mean over tuplets of ``-log softmax`` of the positive among the n scaled cosine similarities
     ``s cos(f_a, f_p), s cos(f_a, f_n1), ...``.
@@ -141,12 +154,16 @@ def ntuplet_loss(
         count = count_triplets(y) if num_tuplets is None else num_tuplets
         tuplets = sample_tuplets(y, n_classes, count, generator)
     elif tuplets.dim() != 2 or tuplets.shape[1] < 3:
-        raise ValueError(f"tuplets must be T x (n + 1) with n >= 2, got shape {tuple(tuplets.shape)}")
+        raise ValueError(
+            f"tuplets must be T x (n + 1) with n >= 2, got shape {tuple(tuplets.shape)}"
+        )
     if tuplets.shape[0] == 0:
         return zero_loss(f)
     b = f.shape[0]
     flat = (tuplets[:, :1] * b + tuplets[:, 1:]).reshape(-1)
-    logits = scale * cosine_matrix(f, f).reshape(-1).index_select(0, flat).view(tuplets.shape[0], -1)
+    logits = scale * cosine_matrix(f, f).reshape(-1).index_select(0, flat).view(
+        tuplets.shape[0], -1
+    )
     return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
 
@@ -166,8 +183,12 @@ class NTupletLoss(FeatureLoss):
         if self.n_classes < 2:
             raise ValueError(f"{self.key('CLASSES_PER_TUPLET')} must be >= 2, got {self.n_classes}")
         if self.num_tuplets < 0:
-            raise ValueError(f"{self.key('NUM_TUPLETS')} must be >= 0 (0 = number of triplets of the batch), got {self.num_tuplets}")
-        self.scale = LogScale(float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE"))
+            raise ValueError(
+                f"{self.key('NUM_TUPLETS')} must be >= 0 (0 = number of triplets of the batch), got {self.num_tuplets}"
+            )
+        self.scale = LogScale(
+            float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE")
+        )
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         return ntuplet_loss(

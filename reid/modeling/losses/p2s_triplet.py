@@ -1,7 +1,8 @@
 """Point-to-set triplet loss: the reference nodes are the batch's class prototypes."""
+
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ def p2s_triplet_loss(
     scale: ScaleLike = 1.0,
     negative: str = "hardest",
     exclude_anchor: bool = False,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Per anchor ``softplus(s (d(f_i, mu_{y_i}) - d(f_i, mu_n)))`` with ``mu_c`` the batch mean of
     class c; ``mu_n`` is the closest other prototype (``negative="hardest"``) or a uniformly drawn
@@ -83,7 +84,9 @@ class P2STripletLoss(FeatureLoss):
         self.distance = check_choice(self.key("DISTANCE"), block.DISTANCE, P2S_DISTANCES)
         self.negative = check_choice(self.key("NEGATIVE"), block.NEGATIVE, P2S_NEGATIVES)
         self.exclude_anchor = bool(block.EXCLUDE_ANCHOR)
-        self.scale = LogScale(float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE"))
+        self.scale = LogScale(
+            float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE")
+        )
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         return p2s_triplet_loss(

@@ -1,7 +1,8 @@
 """Prototypical N-tuplet loss: classification of each anchor among the batch's class prototypes."""
+
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
 
 import torch
 from yacs.config import CfgNode
@@ -25,11 +26,11 @@ def prototype_tuplet_loss(
     f: torch.Tensor,
     y: torch.Tensor,
     refs: torch.Tensor,
-    n_classes: Optional[int] = None,
+    n_classes: int | None = None,
     scale: ScaleLike = 16.0,
     exclude_anchor: bool = False,
-    generator: Optional[torch.Generator] = None,
-    project: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    generator: torch.Generator | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of each anchor ``f_i`` over the logits ``s cos(f_i, mu_c)``, ``mu_c`` the batch
     mean of ``refs`` over class c (``refs = f`` for PN, ``phi(f)`` for MPN). ``project``, a linear
@@ -42,12 +43,18 @@ def prototype_tuplet_loss(
     over anchors with a positive prototype, in batches with at least two classes.
     """
     check_features_labels(f, y, "prototype_tuplet_loss")
-    if refs.dim() != 2 or refs.shape[0] != f.shape[0] or (project is None and refs.shape[1] != f.shape[1]):
+    if (
+        refs.dim() != 2
+        or refs.shape[0] != f.shape[0]
+        or (project is None and refs.shape[1] != f.shape[1])
+    ):
         raise ValueError(
             f"prototype references must have the features' shape {tuple(f.shape)}, got {tuple(refs.shape)}"
         )
     if n_classes is not None and n_classes < 2:
-        raise ValueError(f"n_classes must be >= 2 or None (all classes of the batch), got {n_classes}")
+        raise ValueError(
+            f"n_classes must be >= 2 or None (all classes of the batch), got {n_classes}"
+        )
     resolve_scale(scale)
     protos = batch_prototypes(refs, y)
     num_p = protos.counts.shape[0]
@@ -74,10 +81,10 @@ def prototype_tuplet_loss(
 def pn_tuplet_loss(
     f: torch.Tensor,
     y: torch.Tensor,
-    n_classes: Optional[int] = None,
+    n_classes: int | None = None,
     scale: ScaleLike = 16.0,
     exclude_anchor: bool = False,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """PN-tuplet: :func:`prototype_tuplet_loss` with prototypes = batch means of the features."""
     return prototype_tuplet_loss(f, y, f, n_classes, scale, exclude_anchor, generator)
@@ -96,13 +103,19 @@ class PNTupletLoss(FeatureLoss):
         block = self.block(cfg)
         n = int(block.CLASSES_PER_TUPLET)
         if n == 1 or n < 0:
-            raise ValueError(f"{self.key('CLASSES_PER_TUPLET')} must be 0 (all classes of the batch) or >= 2, got {n}")
+            raise ValueError(
+                f"{self.key('CLASSES_PER_TUPLET')} must be 0 (all classes of the batch) or >= 2, got {n}"
+            )
         self.n_classes = n or None
         self.exclude_anchor = bool(block.EXCLUDE_ANCHOR)
-        self.scale = LogScale(float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE"))
+        self.scale = LogScale(
+            float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE")
+        )
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        return pn_tuplet_loss(self.features(outputs), targets, self.n_classes, self.scale(), self.exclude_anchor)
+        return pn_tuplet_loss(
+            self.features(outputs), targets, self.n_classes, self.scale(), self.exclude_anchor
+        )
 
     def extra_repr(self) -> str:
         return f"n_classes={self.n_classes or 'all'}, exclude_anchor={self.exclude_anchor}"

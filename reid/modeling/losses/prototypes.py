@@ -1,4 +1,5 @@
 """Batch class prototypes (means of the samples of each class) shared by P2S, PN and MPN."""
+
 from __future__ import annotations
 
 from typing import NamedTuple

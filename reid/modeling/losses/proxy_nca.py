@@ -1,7 +1,8 @@
 """Proxy-NCA: one learned proxy per class; the proxies are a parameter of the module."""
+
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,9 @@ def proxy_nca_loss(
     """
     check_features_labels(f, y, "proxy_nca_loss")
     if proxies.dim() != 2 or proxies.shape[1] != f.shape[1]:
-        raise ValueError(f"proxy_nca_loss: proxies must be C x {f.shape[1]}, got {tuple(proxies.shape)}")
+        raise ValueError(
+            f"proxy_nca_loss: proxies must be C x {f.shape[1]}, got {tuple(proxies.shape)}"
+        )
     check_label_range(y, proxies.shape[0], "proxy_nca_loss")
     resolve_scale(scale)
     logits = -scale * (2.0 - 2.0 * cosine_matrix(f, proxies))
@@ -61,15 +64,19 @@ class ProxyNCALoss(FeatureLoss):
 
     uses_feat_dim = True
 
-    def __init__(self, cfg: CfgNode, feat_dim: Optional[int] = None) -> None:
+    def __init__(self, cfg: CfgNode, feat_dim: int | None = None) -> None:
         super().__init__(cfg)
         block = self.block(cfg)
         num_classes = require_num_classes(cfg, type(self).__name__)
         self.feat_dim = resolve_feat_dim(cfg, self.cfg_key, type(self).__name__, feat_dim)
         self.exclude_positive = bool(block.EXCLUDE_POSITIVE)
         if self.exclude_positive and num_classes < 2:
-            raise ValueError(f"{self.key('EXCLUDE_POSITIVE')} needs at least 2 classes, MODEL.HEADS.NUM_CLASSES is {num_classes}")
-        self.scale = LogScale(float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE"))
+            raise ValueError(
+                f"{self.key('EXCLUDE_POSITIVE')} needs at least 2 classes, MODEL.HEADS.NUM_CLASSES is {num_classes}"
+            )
+        self.scale = LogScale(
+            float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE")
+        )
         self.proxies = nn.Parameter(torch.randn(num_classes, self.feat_dim))
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Circle-based ratio loss (Yang et al., 2020): max intra-class over min inter-class distance."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from yacs.config import CfgNode
@@ -41,9 +42,13 @@ def ratio_loss(
     check_features_labels(f, y, "ratio_loss")
     check_choice("distance", distance, RATIO_DISTANCES)
     if W.dim() != 2 or W.shape[1] != f.shape[1]:
-        raise ValueError(f"ratio_loss: class weights must be C x {f.shape[1]}, got {tuple(W.shape)}")
+        raise ValueError(
+            f"ratio_loss: class weights must be C x {f.shape[1]}, got {tuple(W.shape)}"
+        )
     if W.shape[0] < 2:
-        raise ValueError("ratio_loss: needs at least 2 classes (D_j is a minimum over the other classes)")
+        raise ValueError(
+            "ratio_loss: needs at least 2 classes (D_j is a minimum over the other classes)"
+        )
     if eps < 0:
         raise ValueError(f"ratio_loss: eps must be >= 0, got {eps}")
     check_label_range(y, W.shape[0], "ratio_loss")
@@ -82,7 +87,9 @@ class RatioLoss(FeatureLoss):
             raise ValueError(f"{self.key('EPS')} must be >= 0, got {self.eps}")
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        weight = read_output(outputs, "cls_weight", type(self).__name__, "RATIO (classifier weights)")
+        weight = read_output(
+            outputs, "cls_weight", type(self).__name__, "RATIO (classifier weights)"
+        )
         return ratio_loss(self.features(outputs), targets, weight, self.eps, self.distance)
 
     def extra_repr(self) -> str:

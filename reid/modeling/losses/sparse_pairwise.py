@@ -1,7 +1,8 @@
 """Sparse pairwise losses (AdaSP paper): SP-H, SP-LH and AdaSP, one term per class of the batch."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -9,7 +10,14 @@ from yacs.config import CfgNode
 
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
-from .utils import check_choice, check_features_labels, class_members, cosine_matrix, masked_logsumexp, masked_mean
+from .utils import (
+    check_choice,
+    check_features_labels,
+    class_members,
+    cosine_matrix,
+    masked_logsumexp,
+    masked_mean,
+)
 
 SP_KINDS = ("sp-h", "sp-lh", "adasp")
 
@@ -49,7 +57,9 @@ def sparse_pairwise_loss(
         h, l = log_p.detach() / s, log_q.detach() / s
         denom = h + l
         off = (h < 0) | (denom == 0)
-        w = torch.where(off, torch.zeros_like(h), 2 * h * l / torch.where(off, torch.ones_like(denom), denom))
+        w = torch.where(
+            off, torch.zeros_like(h), 2 * h * l / torch.where(off, torch.ones_like(denom), denom)
+        )
         log_x = w * log_p + (1 - w) * log_q
     valid = torch.isfinite(log_n)
     log_n = torch.where(valid, log_n, torch.zeros_like(log_n))
@@ -68,7 +78,9 @@ class SparsePairwiseLoss(FeatureLoss):
         super().__init__(cfg)
         block = self.block(cfg)
         self.temperature = float(block.TEMP)
-        self.kind = check_choice(self.key("TYPE"), str(block.TYPE).lower().replace("_", "-"), SP_KINDS)
+        self.kind = check_choice(
+            self.key("TYPE"), str(block.TYPE).lower().replace("_", "-"), SP_KINDS
+        )
         if not self.temperature > 0:
             raise ValueError(f"{self.key('TEMP')} must be positive, got {self.temperature}")
 

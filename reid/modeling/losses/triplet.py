@@ -1,7 +1,8 @@
 """Triplet loss: batch-hard / all / weighted mining, hinge or soft margin, several distances."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -58,14 +59,18 @@ def triplet_loss(
     check_choice("distance", distance, DISTANCES)
     resolve_scale(scale)
     if not soft_margin and (isinstance(scale, torch.Tensor) or scale != 1.0):
-        raise ValueError("triplet_loss: scale applies to the soft margin only; got a scale with soft_margin=False")
+        raise ValueError(
+            "triplet_loss: scale applies to the soft margin only; got a scale with soft_margin=False"
+        )
     dist = pairwise_distance(f, f, distance, normalize)
     pos, neg = same_label_masks(y)
     if mining == "all":
         # One row per (anchor, positive) pair against every sample, masked to the anchor's negatives:
         # |pairs| x B instead of B x B x B.
         anchor, positive = pos.nonzero(as_tuple=True)
-        per_triplet = _margin_term(dist[anchor, positive].unsqueeze(1), dist[anchor], margin, soft_margin, scale)
+        per_triplet = _margin_term(
+            dist[anchor, positive].unsqueeze(1), dist[anchor], margin, soft_margin, scale
+        )
         return masked_mean(per_triplet, neg[anchor])
     valid = pos.any(1) & neg.any(1)
     if mining == "batch_hard":
@@ -112,7 +117,9 @@ class TripletLoss(FeatureLoss):
                 f"{self.key('SIM_SCALE')} and {self.key('LEARN_SCALE')} scale the soft margin only; "
                 f"set {self.key('SOFT_MARGIN')} True (or MARGIN 0.0) or leave them at 1.0 / False"
             )
-        self.scale = LogScale(float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE"))
+        self.scale = LogScale(
+            float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE")
+        )
 
     @classmethod
     def _resolve_mining(cls, block: CfgNode) -> str:
@@ -120,7 +127,9 @@ class TripletLoss(FeatureLoss):
         if block.HARD_MINING is None:
             return mining
         if not isinstance(block.HARD_MINING, bool):
-            raise ValueError(f"{cls.key('HARD_MINING')} must be True, False or None, got {block.HARD_MINING!r}")
+            raise ValueError(
+                f"{cls.key('HARD_MINING')} must be True, False or None, got {block.HARD_MINING!r}"
+            )
         implied = "batch_hard" if block.HARD_MINING else "weighted"
         if mining not in ("batch_hard", implied):
             raise ValueError(

@@ -3,10 +3,12 @@
 Masked reductions never produce NaN, neither forward nor backward, when a row has no valid
 entry: that is what lets every loss return a zero with a graph on batches with no valid term.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,9 @@ def check_features_labels(f: torch.Tensor, y: torch.Tensor, fn: str) -> None:
     if f.dim() != 2:
         raise ValueError(f"{fn}: features must be a B x D tensor, got shape {tuple(f.shape)}")
     if y.dim() != 1 or y.shape[0] != f.shape[0]:
-        raise ValueError(f"{fn}: labels must be a 1-D tensor of length {f.shape[0]}, got shape {tuple(y.shape)}")
+        raise ValueError(
+            f"{fn}: labels must be a 1-D tensor of length {f.shape[0]}, got shape {tuple(y.shape)}"
+        )
     if y.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"{fn}: labels must be an integer tensor, got {y.dtype}")
 
@@ -115,7 +119,9 @@ def pairwise_distance(
     return sq.clamp_min(1e-12).sqrt()
 
 
-def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
+def masked_logsumexp(
+    x: torch.Tensor, mask: torch.Tensor, dim: int, keepdim: bool = False
+) -> torch.Tensor:
     """log-sum-exp of ``x`` over the entries where ``mask`` is true; ``-inf`` where there is none.
 
     Safe for rows whose mask is empty or whose masked values are all ``-inf``: the result is
@@ -154,14 +160,14 @@ def zero_loss(f: torch.Tensor) -> torch.Tensor:
     return (f * 0).sum()
 
 
-def same_label_masks(y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def same_label_masks(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(positives without self, negatives) B x B boolean masks."""
     same = y.unsqueeze(1) == y.unsqueeze(0)
     eye = torch.eye(y.shape[0], dtype=torch.bool, device=y.device)
     return same & ~eye, ~same
 
 
-def class_index(y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def class_index(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(classes present, index of each sample's class in them, class sizes)."""
     classes, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
     return classes, inverse, counts
@@ -209,7 +215,9 @@ def loss_block(cfg: CfgNode, cfg_key: str) -> CfgNode:
     return cfg.MODEL.LOSSES[cfg_key]
 
 
-def read_output(outputs: Mapping[str, torch.Tensor], key: str, loss: str, cfg_key: str) -> torch.Tensor:
+def read_output(
+    outputs: Mapping[str, torch.Tensor], key: str, loss: str, cfg_key: str
+) -> torch.Tensor:
     if key not in outputs:
         raise KeyError(
             f"{loss} reads '{key}' from the model outputs (MODEL.LOSSES.{cfg_key}), "
@@ -228,15 +236,22 @@ def require_num_classes(cfg: CfgNode, loss: str) -> int:
     return num_classes
 
 
-def resolve_feat_dim(cfg: CfgNode, cfg_key: str, loss: str, head_dim: Optional[int] = None) -> int:
+def resolve_feat_dim(cfg: CfgNode, cfg_key: str, loss: str, head_dim: int | None = None) -> int:
     """The dim of the features a loss with per-dimension parameters is built for, first of:
     MODEL.LOSSES.<cfg_key>.FEAT_DIM if > 0; ``head_dim`` (the head's output dim, passed by the
     meta-architecture through ``build_losses(cfg, feat_dim=...)``); MODEL.HEADS.EMBEDDING_DIM if
     > 0; MODEL.BACKBONE.FEAT_DIM if > 0."""
     dim = int(loss_block(cfg, cfg_key).FEAT_DIM)
     if dim < 0:
-        raise ValueError(f"MODEL.LOSSES.{cfg_key}.FEAT_DIM must be >= 0 (0 = the head's output dim), got {dim}")
-    for candidate in (dim, head_dim or 0, int(cfg.MODEL.HEADS.EMBEDDING_DIM), int(cfg.MODEL.BACKBONE.FEAT_DIM)):
+        raise ValueError(
+            f"MODEL.LOSSES.{cfg_key}.FEAT_DIM must be >= 0 (0 = the head's output dim), got {dim}"
+        )
+    for candidate in (
+        dim,
+        head_dim or 0,
+        int(cfg.MODEL.HEADS.EMBEDDING_DIM),
+        int(cfg.MODEL.BACKBONE.FEAT_DIM),
+    ):
         if candidate > 0:
             return candidate
     raise ValueError(

@@ -1,7 +1,9 @@
 """The Baseline meta-architecture: backbone + head (the bag-of-tricks network and the papers' single-branch ones)."""
+
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Union
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from yacs.config import CfgNode
@@ -28,7 +30,7 @@ class Baseline(MetaArchBase):
         self.heads = build_heads(cfg, backbone_channels(cfg, self.backbone))
         self.loss_set = build_losses(cfg, feat_dim=self.heads.out_dim)
 
-    def forward(self, batch: Mapping[str, Any]) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor | dict[str, torch.Tensor]:
         feature_map = self.backbone(self.preprocess_image(batch))
         if self.training:
             return self.heads(feature_map, self.batch_targets(batch))

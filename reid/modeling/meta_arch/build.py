@@ -1,4 +1,5 @@
 """The meta-architecture registry, ``build_model`` and device resolution."""
+
 from __future__ import annotations
 
 import logging
@@ -24,12 +25,18 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, ValueError) as e:
-        raise ValueError(f"MODEL.DEVICE: {device!r} is not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...): {e}") from e
+        raise ValueError(
+            f"MODEL.DEVICE: {device!r} is not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...): {e}"
+        ) from e
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"MODEL.DEVICE is {device!r} but CUDA is not available here; use 'cpu' or 'auto'")
+            raise RuntimeError(
+                f"MODEL.DEVICE is {device!r} but CUDA is not available here; use 'cpu' or 'auto'"
+            )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise RuntimeError(f"MODEL.DEVICE is {device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+            raise RuntimeError(
+                f"MODEL.DEVICE is {device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
     return resolved
 
 
@@ -39,5 +46,7 @@ def build_model(cfg: CfgNode) -> nn.Module:
     device = resolve_device(cfg.MODEL.DEVICE)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info("built %s with %.2fM parameters on %s", type(model).__name__, n_params / 1e6, device)
+    logger.info(
+        "built %s with %.2fM parameters on %s", type(model).__name__, n_params / 1e6, device
+    )
     return model

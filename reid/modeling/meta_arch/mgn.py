@@ -15,10 +15,12 @@ b2_parts (b21 and b22 features concatenated) and b3_parts, weighted by MODEL.MGN
 per-dimension parameters (center, MPN-tuplet) are sized for one head's output (EMBEDDING_DIM), so
 they belong in HEAD_LOSSES.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,15 +34,17 @@ from .base import MetaArchBase, backbone_channels
 from .build import META_ARCH_REGISTRY
 
 
-def _branch_weights(values: Sequence[float], count: int, key: str) -> List[float]:
+def _branch_weights(values: Sequence[float], count: int, key: str) -> list[float]:
     if len(values) == 0:
         return [1.0 / count] * count
     if len(values) != count:
-        raise ValueError(f"{key} must list {count} weights (one per item) or be empty (1/{count} each), got {list(values)}")
+        raise ValueError(
+            f"{key} must list {count} weights (one per item) or be empty (1/{count} each), got {list(values)}"
+        )
     return [float(v) for v in values]
 
 
-def _concat_features(outputs: Sequence[Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+def _concat_features(outputs: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The ``*features`` tensors of several heads concatenated along the feature dimension."""
     keys = [k for k in outputs[0] if k.endswith("features") and all(k in o for o in outputs)]
     return {k: torch.cat([o[k] for o in outputs], dim=1) for k in keys}
@@ -59,40 +63,60 @@ class MGN(MetaArchBase):
         super().__init__(cfg)
         mgn = cfg.MODEL.MGN
         if cfg.MODEL.BACKBONE.WITH_NL:
-            raise ValueError("MGN does not support MODEL.BACKBONE.WITH_NL (fastreid's MGN configs set it False)")
+            raise ValueError(
+                "MGN does not support MODEL.BACKBONE.WITH_NL (fastreid's MGN configs set it False)"
+            )
         parts = [int(p) for p in mgn.PARTS]
         if not parts or min(parts) < 2:
-            raise ValueError(f"MODEL.MGN.PARTS must list the stripe count (>= 2) of each part branch, got {list(mgn.PARTS)}")
+            raise ValueError(
+                f"MODEL.MGN.PARTS must list the stripe count (>= 2) of each part branch, got {list(mgn.PARTS)}"
+            )
         for name in mgn.HEAD_LOSSES:
             LOSS_REGISTRY.get(name)
         resnet = build_backbone(cfg)
         if not isinstance(resnet, ResNet):
-            raise TypeError(f"MGN needs a ResNet backbone (build_resnet_backbone), got {type(resnet).__name__}")
+            raise TypeError(
+                f"MGN needs a ResNet backbone (build_resnet_backbone), got {type(resnet).__name__}"
+            )
         channels = backbone_channels(cfg, resnet)
 
         self.backbone = nn.Sequential(
-            resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1, resnet.layer2, resnet.layer3[0]
+            resnet.conv1,
+            resnet.bn1,
+            resnet.relu,
+            resnet.maxpool,
+            resnet.layer1,
+            resnet.layer2,
+            resnet.layer3[0],
         )
         res_conv4 = nn.Sequential(*resnet.layer3[1:])
         part_conv5 = copy.deepcopy(resnet.layer4)
         part_conv5[0].set_stride(1)
         self.b1 = nn.Sequential(res_conv4, resnet.layer4)
-        self.part_heads: Dict[str, List[str]] = {}
+        self.part_heads: dict[str, list[str]] = {}
         for index, count in enumerate(parts, start=2):
             branch = f"b{index}"
-            self.add_module(branch, nn.Sequential(copy.deepcopy(res_conv4), copy.deepcopy(part_conv5)))
+            self.add_module(
+                branch, nn.Sequential(copy.deepcopy(res_conv4), copy.deepcopy(part_conv5))
+            )
             self.part_heads[branch] = [f"{branch}{j}" for j in range(1, count + 1)]
         self.branch_names = ["b1"] + list(self.part_heads)
-        self.head_names = self.branch_names + [n for names in self.part_heads.values() for n in names]
+        self.head_names = self.branch_names + [
+            n for names in self.part_heads.values() for n in names
+        ]
         self.group_names = self.branch_names + [f"{b}_parts" for b in self.part_heads]
         self.heads = nn.ModuleDict({name: build_heads(cfg, channels) for name in self.head_names})
         self.loss_set = build_losses(cfg, feat_dim=self.heads["b1"].out_dim)
 
         self.head_losses = set(mgn.HEAD_LOSSES)
-        self.head_weights = _branch_weights(mgn.HEAD_WEIGHTS, len(self.head_names), "MODEL.MGN.HEAD_WEIGHTS")
-        self.group_weights = _branch_weights(mgn.GROUP_WEIGHTS, len(self.group_names), "MODEL.MGN.GROUP_WEIGHTS")
+        self.head_weights = _branch_weights(
+            mgn.HEAD_WEIGHTS, len(self.head_names), "MODEL.MGN.HEAD_WEIGHTS"
+        )
+        self.group_weights = _branch_weights(
+            mgn.GROUP_WEIGHTS, len(self.group_names), "MODEL.MGN.GROUP_WEIGHTS"
+        )
 
-    def _feature_maps(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def _feature_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         shared = self.backbone(images)
         maps = {name: getattr(self, name)(shared) for name in self.branch_names}
         for branch, names in self.part_heads.items():
@@ -106,24 +130,29 @@ class MGN(MetaArchBase):
             maps.update(zip(names, torch.tensor_split(fmap, len(names), dim=2)))
         return maps
 
-    def forward(self, batch: Mapping[str, Any]) -> Union[torch.Tensor, Dict[str, Any]]:
+    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor | dict[str, Any]:
         maps = self._feature_maps(self.preprocess_image(batch))
         if not self.training:
             return torch.cat([self.heads[name](maps[name]) for name in self.head_names], dim=1)
         targets = self.batch_targets(batch)
         heads = {name: self.heads[name](maps[name], targets) for name in self.head_names}
-        groups: Dict[str, Mapping[str, torch.Tensor]] = {name: heads[name] for name in self.branch_names}
+        groups: dict[str, Mapping[str, torch.Tensor]] = {
+            name: heads[name] for name in self.branch_names
+        }
         for branch, names in self.part_heads.items():
             groups[f"{branch}_parts"] = _concat_features([heads[n] for n in names])
-        outputs: Dict[str, Any] = dict(_concat_features([heads[n] for n in self.head_names]))
+        outputs: dict[str, Any] = dict(_concat_features([heads[n] for n in self.head_names]))
         outputs.update({k: heads["b1"][k] for k in ("logits", "pred_logits", "cls_weight")})
         outputs["heads"] = heads
         outputs["groups"] = groups
         return outputs
 
     def losses(
-        self, outputs: Mapping[str, Any], targets: torch.Tensor, weights: Optional[Mapping[str, float]] = None
-    ) -> Dict[str, torch.Tensor]:
+        self,
+        outputs: Mapping[str, Any],
+        targets: torch.Tensor,
+        weights: Mapping[str, float] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Per-head losses over ``outputs['heads']``, the others over ``outputs['groups']``, fastreid-weighted.
 
         ``weights`` (registered loss name -> weight) replaces the losses' SCALEs, as for LossSet.
@@ -132,7 +161,7 @@ class MGN(MetaArchBase):
         active = dict(self.loss_set.weights if weights is None else weights)
         per_head = {n: w for n, w in active.items() if n in self.head_losses}
         per_group = {n: w for n, w in active.items() if n not in self.head_losses}
-        values: Dict[str, torch.Tensor] = {}
+        values: dict[str, torch.Tensor] = {}
         plan = (
             ("head", self.head_names, self.head_weights, outputs["heads"], per_head),
             ("feature group", self.group_names, self.group_weights, outputs["groups"], per_group),

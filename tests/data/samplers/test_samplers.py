@@ -1,7 +1,7 @@
 """PK sampler structure, coverage, determinism and rank split; the plain training sampler."""
+
 from collections import Counter
 from dataclasses import dataclass
-from typing import List
 
 import pytest
 import torch
@@ -25,14 +25,17 @@ class Rec:
 COUNTS = {10: 5, 11: 1, 12: 3, 13: 8, 14: 2, 15: 4, 16: 4, 17: 6, 18: 2, 19: 7}
 
 
-def _pids(counts=COUNTS) -> List[int]:
+def _pids(counts=COUNTS) -> list[int]:
     pids = [pid for pid, n in counts.items() for _ in range(n)]
     # interleave so indices of one identity are not contiguous
-    return [pids[i] for i in torch.randperm(len(pids), generator=torch.Generator().manual_seed(3)).tolist()]
+    return [
+        pids[i]
+        for i in torch.randperm(len(pids), generator=torch.Generator().manual_seed(3)).tolist()
+    ]
 
 
-def _chunks(seq: List[int], size: int) -> List[List[int]]:
-    return [seq[i:i + size] for i in range(0, len(seq), size)]
+def _chunks(seq: list[int], size: int) -> list[list[int]]:
+    return [seq[i : i + size] for i in range(0, len(seq), size)]
 
 
 def test_batches_hold_p_distinct_identities_times_k() -> None:
@@ -96,18 +99,24 @@ def test_rank_split_identity_complete_and_disjoint() -> None:
     counts = {pid: 3 + pid % 4 for pid in range(12)}
     pids = _pids(counts)
     full = NaiveIdentitySampler(pids, batch_size=8, num_instances=2, seed=1)
-    ranks = [NaiveIdentitySampler(pids, batch_size=8, num_instances=2, seed=1, rank=r, world_size=2) for r in range(2)]
+    ranks = [
+        NaiveIdentitySampler(pids, batch_size=8, num_instances=2, seed=1, rank=r, world_size=2)
+        for r in range(2)
+    ]
     for epoch in (0, 3):
         for s in [full] + ranks:
             s.set_epoch(epoch)
         outs = [list(s) for s in ranks]
         assert all(s.batch_size == 4 and len(s) == len(o) == 3 * 4 for s, o in zip(ranks, outs))
         for b, glob in enumerate(full.global_batches()):
-            parts = [o[b * 4:(b + 1) * 4] for o in outs]
+            parts = [o[b * 4 : (b + 1) * 4] for o in outs]
             assert parts[0] + parts[1] == glob
             ids = [{pids[i] for i in p} for p in parts]
             assert ids[0].isdisjoint(ids[1])
-            assert all(Counter(pids[i] for i in p) == {pid: 2 for pid in id_set} for p, id_set in zip(parts, ids))
+            assert all(
+                Counter(pids[i] for i in p) == {pid: 2 for pid in id_set}
+                for p, id_set in zip(parts, ids)
+            )
         # 12 identities, P = 4: no top-up, so the ranks see disjoint images and identities
         assert set(outs[0]).isdisjoint(outs[1])
         assert {pids[i] for i in outs[0]} | {pids[i] for i in outs[1]} == set(counts)
@@ -125,9 +134,14 @@ def test_identity_sampler_errors() -> None:
     pids = _pids()
     with pytest.raises(ValueError, match=r"P = 4 .* must be divisible by the world size 3"):
         NaiveIdentitySampler(pids, 16, 4, rank=0, world_size=3)
-    with pytest.raises(ValueError, match="needs P = 16 distinct identities but the training set has only 10"):
+    with pytest.raises(
+        ValueError, match="needs P = 16 distinct identities but the training set has only 10"
+    ):
         NaiveIdentitySampler(pids, 64, 4)
-    with pytest.raises(ValueError, match=r"batch size \(10, SOLVER.IMS_PER_BATCH\) .* \(4, DATALOADER.NUM_INSTANCE\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"batch size \(10, SOLVER.IMS_PER_BATCH\) .* \(4, DATALOADER.NUM_INSTANCE\)",
+    ):
         NaiveIdentitySampler(pids, 10, 4)
     with pytest.raises(ValueError, match=r"rank must be an int in \[0, 2\), got 2"):
         NaiveIdentitySampler(pids, 16, 4, rank=2, world_size=2)
@@ -143,7 +157,9 @@ def test_training_sampler_permutes_and_splits() -> None:
     assert sorted(order) == list(range(10)) and order != list(range(10)) and len(s) == 10
     s.set_epoch(1)
     assert list(s) != order and sorted(s) == list(range(10))
-    parts = [list(TrainingSampler(10, batch_size=4, seed=0, rank=r, world_size=2)) for r in range(2)]
+    parts = [
+        list(TrainingSampler(10, batch_size=4, seed=0, rank=r, world_size=2)) for r in range(2)
+    ]
     assert parts[0] == order[0::2] and parts[1] == order[1::2]
     odd = [list(TrainingSampler(7, batch_size=4, seed=0, rank=r, world_size=2)) for r in range(2)]
     assert [len(p) for p in odd] == [4, 4]
@@ -163,7 +179,10 @@ def test_build_train_sampler_from_config() -> None:
     t = build_train_sampler(cfg, records, rank=0, world_size=1, seed=4)
     assert isinstance(t, TrainingSampler) and len(t) == len(records)
     cfg.DATALOADER.SAMPLER_TRAIN = "RandomIdentity"
-    with pytest.raises(ConfigError, match=r"DATALOADER.SAMPLER_TRAIN: .*'RandomIdentity'.*NaiveIdentitySampler, TrainingSampler"):
+    with pytest.raises(
+        ConfigError,
+        match=r"DATALOADER.SAMPLER_TRAIN: .*'RandomIdentity'.*NaiveIdentitySampler, TrainingSampler",
+    ):
         build_train_sampler(cfg, records, 0, 1, 0)
 
 
@@ -181,6 +200,8 @@ def test_images_epoch_length_chains_identity_passes() -> None:
 
 
 def test_images_epoch_length_never_shorter_than_one_identity_pass() -> None:
-    pids = list(range(20))  # 20 identities of one image: 20 images, 5 batches by images, 10 by identities
+    pids = list(
+        range(20)
+    )  # 20 identities of one image: 20 images, 5 batches by images, 10 by identities
     s = NaiveIdentitySampler(pids, batch_size=4, num_instances=2, epoch_length="images")
     assert s.num_batches == s.batches_per_pass == 10

@@ -1,4 +1,5 @@
 """Train and test transforms: shapes, value range, flip, pad + crop, crop, erasing, errors."""
+
 import numpy as np
 import pytest
 import torch
@@ -28,7 +29,7 @@ def _windows(big: torch.Tensor, out: torch.Tensor) -> bool:
     """Whether ``out`` equals some H x W window of ``big``."""
     for dy in range(big.shape[1] - out.shape[1] + 1):
         for dx in range(big.shape[2] - out.shape[2] + 1):
-            if torch.equal(big[:, dy:dy + out.shape[1], dx:dx + out.shape[2]], out):
+            if torch.equal(big[:, dy : dy + out.shape[1], dx : dx + out.shape[2]], out):
                 return True
     return False
 
@@ -40,7 +41,9 @@ def test_test_transform_shape_dtype_range_and_determinism() -> None:
     assert type(out) is torch.Tensor and out.dtype == torch.float32 and out.shape == (3, H, W)
     assert 0 <= out.min() and out.max() <= 255 and out.max() > 1
     assert torch.equal(out, t(img))
-    ref = F.resize(F.pil_to_tensor(img), [H, W], interpolation=F.InterpolationMode.BICUBIC, antialias=True).float()
+    ref = F.resize(
+        F.pil_to_tensor(img), [H, W], interpolation=F.InterpolationMode.BICUBIC, antialias=True
+    ).float()
     assert torch.equal(out, ref)
     cfg = _cfg()
     cfg.INPUT.INTERPOLATION = "bilinear"
@@ -119,7 +122,10 @@ def test_random_erasing_fills_a_rectangle_with_the_value() -> None:
 def test_config_errors() -> None:
     cfg = _cfg()
     cfg.INPUT.INTERPOLATION = "nearest"
-    with pytest.raises(ConfigError, match=r"INPUT.INTERPOLATION must be one of \['bicubic', 'bilinear'\], got 'nearest'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"INPUT.INTERPOLATION must be one of \['bicubic', 'bilinear'\], got 'nearest'",
+    ):
         build_transforms(cfg, True)
     cfg = _cfg()
     cfg.INPUT.PADDING.ENABLED, cfg.INPUT.PADDING.MODE = True, "wrap"
@@ -127,7 +133,10 @@ def test_config_errors() -> None:
         build_transforms(cfg, True)
     cfg = _cfg()
     cfg.INPUT.CROP.ENABLED, cfg.INPUT.CROP.RESIZE = True, [30, 20]
-    with pytest.raises(ConfigError, match=r"INPUT.CROP.RESIZE \[30, 20\] must be at least INPUT.SIZE_TRAIN \[32, 16\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"INPUT.CROP.RESIZE \[30, 20\] must be at least INPUT.SIZE_TRAIN \[32, 16\]",
+    ):
         build_transforms(cfg, True)
     cfg = _cfg()
     cfg.INPUT.REA.ENABLED, cfg.INPUT.REA.VALUE = True, [0.5, 0.4]
@@ -135,7 +144,9 @@ def test_config_errors() -> None:
         build_transforms(cfg, True)
     cfg = _cfg()
     cfg.INPUT.FLIP.ENABLED, cfg.INPUT.FLIP.PROB = True, 1.5
-    with pytest.raises(ConfigError, match=r"INPUT.FLIP.PROB must be a probability in \[0, 1\], got 1.5"):
+    with pytest.raises(
+        ConfigError, match=r"INPUT.FLIP.PROB must be a probability in \[0, 1\], got 1.5"
+    ):
         build_transforms(cfg, True)
     cfg = _cfg()
     cfg.INPUT.SIZE_TEST = [32]

@@ -9,7 +9,13 @@ import torch
 import torchvision
 
 from reid.config import get_cfg
-from reid.modeling.backbones import ResNet, build_backbone, find_published_file, load_pretrained, read_state_dict
+from reid.modeling.backbones import (
+    ResNet,
+    build_backbone,
+    find_published_file,
+    load_pretrained,
+    read_state_dict,
+)
 from reid.modeling.backbones.pretrained import published_urls
 
 
@@ -36,7 +42,9 @@ def _ibn_state() -> "OrderedDict[str, torch.Tensor]":
             prefix = ".".join(parts[:3])
             if parts[3] in ("weight", "bias"):
                 state[f"{prefix}.IN.{parts[3]}"] = torch.randn(half)
-            state[f"{prefix}.BN.{parts[3]}"] = value if value.dim() == 0 else torch.randn(value.shape[0] - half).abs()
+            state[f"{prefix}.BN.{parts[3]}"] = (
+                value if value.dim() == 0 else torch.randn(value.shape[0] - half).abs()
+            )
         else:
             state[key] = value
     return state
@@ -71,7 +79,9 @@ def _assert_loaded(model: torch.nn.Module, state) -> None:
             torch.testing.assert_close(own[key], value, msg=key)
 
 
-def test_local_torchvision_file_loads_every_tensor_and_reports_the_classifier(tmp_path, caplog, no_download):
+def test_local_torchvision_file_loads_every_tensor_and_reports_the_classifier(
+    tmp_path, caplog, no_download
+):
     state = _torchvision_state()
     path = tmp_path / "r18.pth"
     torch.save(state, path)
@@ -80,7 +90,11 @@ def test_local_torchvision_file_loads_every_tensor_and_reports_the_classifier(tm
     _assert_loaded(backbone, state)
     assert no_download == []
     report = load_pretrained(ResNet(18), str(path))
-    assert report.missing == [] and sorted(report.unexpected) == ["fc.bias", "fc.weight"] and report.skipped == []
+    assert (
+        report.missing == []
+        and sorted(report.unexpected) == ["fc.bias", "fc.weight"]
+        and report.skipped == []
+    )
     assert len(report.loaded) == len(state) - 2
     assert "2 unexpected in the file (ignored): fc.weight, fc.bias" in caplog.text
     assert str(path) in caplog.text
@@ -114,7 +128,10 @@ def test_shape_mismatch_is_an_error_except_for_the_classifier(tmp_path):
     state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
     bad = tmp_path / "bad.pth"
     torch.save(state, bad)
-    with pytest.raises(ValueError, match=r"'layer1.0.conv1.weight' has shape \(64, 64, 1, 1\) in the file but \(64, 64, 3, 3\) in the model"):
+    with pytest.raises(
+        ValueError,
+        match=r"'layer1.0.conv1.weight' has shape \(64, 64, 1, 1\) in the file but \(64, 64, 3, 3\) in the model",
+    ):
         load_pretrained(ResNet(18), str(bad))
     other_classes = torchvision.models.resnet18(num_classes=10).state_dict()
     good = tmp_path / "ten_classes.pth"
@@ -122,14 +139,21 @@ def test_shape_mismatch_is_an_error_except_for_the_classifier(tmp_path):
     imagenet_model = torchvision.models.resnet18(num_classes=1000)
     fc_before = imagenet_model.fc.weight.detach().clone()
     report = load_pretrained(imagenet_model, str(good))
-    assert sorted(report.skipped) == ["fc.bias", "fc.weight"] and report.missing == ["fc.weight", "fc.bias"]
+    assert sorted(report.skipped) == ["fc.bias", "fc.weight"] and report.missing == [
+        "fc.weight",
+        "fc.bias",
+    ]
     torch.testing.assert_close(imagenet_model.fc.weight, fc_before)
     torch.testing.assert_close(imagenet_model.conv1.weight, other_classes["conv1.weight"])
 
 
 def test_ibn_net_layout_loads_into_the_ibn_backbone(tmp_path):
     state = _ibn_state()
-    assert "layer1.0.bn1.IN.weight" in state and "layer3.1.bn1.BN.running_var" in state and "layer4.0.bn1.weight" in state
+    assert (
+        "layer1.0.bn1.IN.weight" in state
+        and "layer3.1.bn1.BN.running_var" in state
+        and "layer4.0.bn1.weight" in state
+    )
     path = tmp_path / "r18_ibn.pth"
     torch.save(state, path)
     model = ResNet(18, with_ibn=True)
@@ -137,7 +161,10 @@ def test_ibn_net_layout_loads_into_the_ibn_backbone(tmp_path):
     assert report.missing == [] and sorted(report.unexpected) == ["fc.bias", "fc.weight"]
     _assert_loaded(model, state)
     plain_report = load_pretrained(ResNet(18), str(path))
-    assert "layer1.0.bn1.weight" in plain_report.missing and "layer1.0.bn1.IN.weight" in plain_report.unexpected
+    assert (
+        "layer1.0.bn1.weight" in plain_report.missing
+        and "layer1.0.bn1.IN.weight" in plain_report.unexpected
+    )
 
 
 def test_published_file_is_found_in_the_hub_cache(hub_dir, no_download):
@@ -147,7 +174,9 @@ def test_published_file_is_found_in_the_hub_cache(hub_dir, no_download):
     backbone = build_backbone(_cfg())
     _assert_loaded(backbone, state)
     assert no_download == []
-    os.rename(hub_dir / "resnet18-f37072fd.pth", hub_dir / "resnet18-5c106cde.pth")  # the older torchvision name
+    os.rename(
+        hub_dir / "resnet18-f37072fd.pth", hub_dir / "resnet18-5c106cde.pth"
+    )  # the older torchvision name
     assert find_published_file(18, False) == str(hub_dir / "resnet18-5c106cde.pth")
 
 
@@ -175,11 +204,16 @@ def test_no_network_gives_a_clear_message(hub_dir, no_download):
 
 
 def test_bad_files_are_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="MODEL.BACKBONE.PRETRAIN_PATH: no such file: /nowhere/w.pth"):
+    with pytest.raises(
+        FileNotFoundError, match="MODEL.BACKBONE.PRETRAIN_PATH: no such file: /nowhere/w.pth"
+    ):
         build_backbone(_cfg(PRETRAIN_PATH="/nowhere/w.pth"))
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"conv1.weight": torch.zeros(1), "args": argparse.Namespace(lr=0.1)}, unsafe)
-    with pytest.raises(ValueError, match="unsafe.pth: cannot be read as a PyTorch weight file with weights_only=True"):
+    with pytest.raises(
+        ValueError,
+        match="unsafe.pth: cannot be read as a PyTorch weight file with weights_only=True",
+    ):
         read_state_dict(str(unsafe))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")

@@ -54,7 +54,11 @@ def test_set_stride_of_a_bottleneck_keeps_its_parameters():
     assert block(x).shape == (1, 2048, 2, 1)
     before = {k: v.clone() for k, v in block.state_dict().items()}
     block.set_stride(1)
-    assert block.conv2.stride == (1, 1) and block.downsample[0].stride == (1, 1) and block.conv1.stride == (1, 1)
+    assert (
+        block.conv2.stride == (1, 1)
+        and block.downsample[0].stride == (1, 1)
+        and block.conv1.stride == (1, 1)
+    )
     assert block(x).shape == (1, 2048, 4, 2)
     assert all(torch.equal(before[k], v) for k, v in block.state_dict().items())
 
@@ -66,7 +70,9 @@ def test_same_architecture_as_torchvision_when_loaded_with_its_weights():
     assert missing == [] and sorted(unexpected) == ["fc.bias", "fc.weight"]
     x = _images(64, 64)
     with torch.no_grad():
-        expected = tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))
+        expected = tv.layer4(
+            tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x)))))))
+        )
         torch.testing.assert_close(ours(x), expected)
 
 
@@ -78,7 +84,10 @@ def test_ibn_placement_resnet18():
             if stage <= 3:
                 assert isinstance(block.bn1, IBN)
                 planes = block.conv1.out_channels
-                assert block.bn1.IN.num_features == planes // 2 and block.bn1.BN.num_features == planes - planes // 2
+                assert (
+                    block.bn1.IN.num_features == planes // 2
+                    and block.bn1.BN.num_features == planes - planes // 2
+                )
             else:
                 assert type(block.bn1) is nn.BatchNorm2d
             assert type(block.bn2) is nn.BatchNorm2d
@@ -90,9 +99,18 @@ def test_ibn_placement_resnet18():
 def test_ibn_resnet50_keys_follow_ibn_net_layout_and_run():
     backbone = build_backbone(_cfg(DEPTH="50x", WITH_IBN=True))
     keys = set(backbone.state_dict())
-    assert {"layer1.0.bn1.IN.weight", "layer1.0.bn1.BN.running_mean", "layer3.5.bn1.IN.bias"} <= keys
-    assert "layer4.0.bn1.weight" in keys and not any(k.startswith("layer4") and ".IN." in k for k in keys)
-    assert backbone.layer1[0].bn1.IN.num_features == 32 and backbone.layer3[0].bn1.IN.num_features == 128
+    assert {
+        "layer1.0.bn1.IN.weight",
+        "layer1.0.bn1.BN.running_mean",
+        "layer3.5.bn1.IN.bias",
+    } <= keys
+    assert "layer4.0.bn1.weight" in keys and not any(
+        k.startswith("layer4") and ".IN." in k for k in keys
+    )
+    assert (
+        backbone.layer1[0].bn1.IN.num_features == 32
+        and backbone.layer3[0].bn1.IN.num_features == 128
+    )
     assert sum(isinstance(m, IBN) for m in backbone.modules()) == 3 + 4 + 6
     assert backbone(torch.randn(2, 3, 64, 32)).shape == (2, 2048, 4, 2)
 
@@ -127,7 +145,10 @@ def test_non_local_blocks_start_as_identity_and_then_act():
         assert not torch.allclose(model(x), plain(x))
 
 
-@pytest.mark.parametrize("norm, kind", [("FrozenBN", FrozenBatchNorm), ("GN", nn.GroupNorm), ("syncBN", nn.SyncBatchNorm)])
+@pytest.mark.parametrize(
+    "norm, kind",
+    [("FrozenBN", FrozenBatchNorm), ("GN", nn.GroupNorm), ("syncBN", nn.SyncBatchNorm)],
+)
 def test_norm_choices(norm, kind):
     model = build_backbone(_cfg(NORM=norm, WITH_IBN=True))
     assert isinstance(model.bn1, kind) and isinstance(model.layer4[0].bn2, kind)
@@ -141,7 +162,10 @@ def test_norm_choices(norm, kind):
 
 def test_depth_spellings_and_errors():
     assert parse_depth("50x") == parse_depth("50") == parse_depth(50) == 50
-    with pytest.raises(ValueError, match=r"MODEL.BACKBONE.DEPTH must be one of '18x', '34x', '50x', '101x', got '152x'"):
+    with pytest.raises(
+        ValueError,
+        match=r"MODEL.BACKBONE.DEPTH must be one of '18x', '34x', '50x', '101x', got '152x'",
+    ):
         build_backbone(_cfg(DEPTH="152x"))
     with pytest.raises(ValueError, match="LAST_STRIDE must be 1 or 2, got 3"):
         build_backbone(_cfg(LAST_STRIDE=3))

@@ -20,7 +20,9 @@ def _fmap() -> torch.Tensor:
     return torch.randn(4, C_IN, 4, 2, dtype=torch.float64) + 0.5
 
 
-def _bn_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def _bn_train(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
     mean = x.mean(0, keepdim=True)
     var = ((x - mean) ** 2).mean(0, keepdim=True)
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
@@ -39,7 +41,10 @@ def test_training_outputs_match_direct_computation():
     torch.testing.assert_close(out["features"], pooled)
     neck = _bn_train(pooled, head.bottleneck.weight.detach(), head.bottleneck.bias.detach())
     torch.testing.assert_close(out["neck_features"], neck)
-    assert out["cls_weight"] is head.classifier.weight and out["cls_weight"].shape == (N_CLASSES, C_IN)
+    assert out["cls_weight"] is head.classifier.weight and out["cls_weight"].shape == (
+        N_CLASSES,
+        C_IN,
+    )
     torch.testing.assert_close(out["logits"], neck @ head.classifier.weight.detach().T)
 
 
@@ -60,7 +65,9 @@ def test_neck_feat_selects_the_metric_feature_and_testing_uses_the_neck(neck_fea
     x = _fmap()
     out = head(x, torch.tensor([0, 1, 2, 3]))
     pooled = x.mean(dim=(2, 3))
-    torch.testing.assert_close(out["features"], pooled if neck_feat == "before" else out["neck_features"])
+    torch.testing.assert_close(
+        out["features"], pooled if neck_feat == "before" else out["neck_features"]
+    )
     for _ in range(3):
         head(_fmap() * 2, torch.tensor([0, 1, 2, 3]))  # move the running statistics
     head.eval()

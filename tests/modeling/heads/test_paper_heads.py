@@ -1,4 +1,5 @@
 """The ratio-loss paper's head and the unified-view paper's head."""
+
 import torch
 import torch.nn.functional as F
 
@@ -22,7 +23,9 @@ def _fmap() -> torch.Tensor:
 
 
 def _bn_eval(x: torch.Tensor, bn) -> torch.Tensor:
-    return ((x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias).detach()
+    return (
+        (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    ).detach()
 
 
 def _warm(head, scale: float = 3.0) -> None:
@@ -47,7 +50,11 @@ def test_ratio_head_defaults_to_the_papers_1024_normalised_feature():
 
 
 def test_ratio_head_training_outputs_with_the_cosine_classifier():
-    head = build_heads(_cfg("RatioHead", EMBEDDING_DIM=8, CLS_LAYER="NSL", SCALE=14.0), C_IN).double().train()
+    head = (
+        build_heads(_cfg("RatioHead", EMBEDDING_DIM=8, CLS_LAYER="NSL", SCALE=14.0), C_IN)
+        .double()
+        .train()
+    )
     out = head(_fmap(), torch.tensor([0, 1, 2, 3]))
     assert out["features"].shape == out["neck_features"].shape == (4, 8)
     torch.testing.assert_close(out["neck_features"], F.normalize(out["features"], dim=1))
@@ -68,7 +75,9 @@ def test_unified_head_feature_is_the_reduced_batch_normalised_vector():
     small = build_heads(_cfg("UnifiedHead", EMBEDDING_DIM=12), C_IN).double()
     _warm(small)
     x = _fmap()
-    expected = _bn_eval(x.mean(dim=(2, 3)) @ small.reduction.weight.flatten(1).T, small.embedding_norm)
+    expected = _bn_eval(
+        x.mean(dim=(2, 3)) @ small.reduction.weight.flatten(1).T, small.embedding_norm
+    )
     feat = small(x)
     torch.testing.assert_close(feat, expected)
     assert not torch.allclose(feat.norm(dim=1), torch.ones(4, dtype=torch.float64))

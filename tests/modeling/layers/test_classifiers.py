@@ -1,4 +1,5 @@
 """Classifier layers: Linear, NSL, CosFace, ArcFace, Circle (+ fastreid aliases), built from MODEL.HEADS."""
+
 import math
 
 import pytest
@@ -18,8 +19,16 @@ def _cfg(*opts):
 
 
 def _build(layer, scale=1.0, margin=0.0, learn=False, dim=5, classes=7):
-    cfg = _cfg("MODEL.HEADS.CLS_LAYER", layer, "MODEL.HEADS.SCALE", scale, "MODEL.HEADS.MARGIN", margin,
-               "MODEL.HEADS.LEARN_SCALE", learn)
+    cfg = _cfg(
+        "MODEL.HEADS.CLS_LAYER",
+        layer,
+        "MODEL.HEADS.SCALE",
+        scale,
+        "MODEL.HEADS.MARGIN",
+        margin,
+        "MODEL.HEADS.LEARN_SCALE",
+        learn,
+    )
     return build_classifier(cfg, dim, classes).double()
 
 
@@ -30,9 +39,20 @@ def _batch():
 
 def test_registered_names_and_fastreid_aliases():
     assert set(CLASSIFIER_REGISTRY.names()) == {
-        "Linear", "NSL", "CosFace", "ArcFace", "Circle", "CosSoftmax", "ArcSoftmax", "CircleSoftmax"
+        "Linear",
+        "NSL",
+        "CosFace",
+        "ArcFace",
+        "Circle",
+        "CosSoftmax",
+        "ArcSoftmax",
+        "CircleSoftmax",
     }
-    for alias, name in (("CosSoftmax", "CosFace"), ("ArcSoftmax", "ArcFace"), ("CircleSoftmax", "Circle")):
+    for alias, name in (
+        ("CosSoftmax", "CosFace"),
+        ("ArcSoftmax", "ArcFace"),
+        ("CircleSoftmax", "Circle"),
+    ):
         assert CLASSIFIER_REGISTRY.get(alias) is CLASSIFIER_REGISTRY.get(name)
 
 
@@ -43,7 +63,9 @@ def test_linear_is_scaled_inner_product_without_margin():
     assert out["cls_weight"] is layer.weight
     assert torch.allclose(out["logits"], 2.0 * f @ layer.weight.t(), rtol=1e-12)
     assert torch.equal(out["logits"], out["pred_logits"])
-    with pytest.raises(ValueError, match="MODEL.HEADS.MARGIN is 0.3, but the Linear classifier has no margin"):
+    with pytest.raises(
+        ValueError, match="MODEL.HEADS.MARGIN is 0.3, but the Linear classifier has no margin"
+    ):
         _build("Linear", margin=0.3)
     with pytest.raises(ValueError, match="LEARN_SCALE applies to the cosine classifiers"):
         _build("Linear", learn=True)
@@ -52,23 +74,38 @@ def test_linear_is_scaled_inner_product_without_margin():
 def test_nsl_is_scaled_cosine_in_training_and_eval():
     layer = _build("NSL", scale=14.0)
     f, y = _batch()
-    cos = torch.tensor([[float(f[i] @ w) / float(f[i].norm() * w.norm()) for w in layer.weight.detach()] for i in range(4)],
-                       dtype=torch.float64)
+    cos = torch.tensor(
+        [
+            [float(f[i] @ w) / float(f[i].norm() * w.norm()) for w in layer.weight.detach()]
+            for i in range(4)
+        ],
+        dtype=torch.float64,
+    )
     out = layer(f, y)
-    assert torch.allclose(out["logits"], 14.0 * cos, rtol=1e-12) and torch.allclose(out["pred_logits"], 14.0 * cos, rtol=1e-12)
+    assert torch.allclose(out["logits"], 14.0 * cos, rtol=1e-12) and torch.allclose(
+        out["pred_logits"], 14.0 * cos, rtol=1e-12
+    )
     with pytest.raises(ValueError, match="NSL has no margin"):
         _build("NSL", margin=0.1)
 
 
-@pytest.mark.parametrize("layer,fn,margin", [("CosFace", cosface_logits, 0.35), ("ArcSoftmax", arcface_logits, 0.5),
-                                             ("CircleSoftmax", circle_logits, 0.25)])
+@pytest.mark.parametrize(
+    "layer,fn,margin",
+    [
+        ("CosFace", cosface_logits, 0.35),
+        ("ArcSoftmax", arcface_logits, 0.5),
+        ("CircleSoftmax", circle_logits, 0.25),
+    ],
+)
 def test_margin_applies_only_in_training_with_targets(layer, fn, margin):
     clf = _build(layer, scale=30.0, margin=margin)
     f, y = _batch()
     out = clf(f, y)
     W = clf.weight.detach()
     assert torch.allclose(out["logits"], fn(f, W, y, 30.0, margin), rtol=1e-12)
-    plain = 30.0 * torch.nn.functional.normalize(f, dim=1) @ torch.nn.functional.normalize(W, dim=1).t()
+    plain = (
+        30.0 * torch.nn.functional.normalize(f, dim=1) @ torch.nn.functional.normalize(W, dim=1).t()
+    )
     assert torch.allclose(out["pred_logits"], plain, rtol=1e-12)
     assert torch.allclose(clf(f)["logits"], plain, rtol=1e-12)
     clf.eval()

@@ -40,7 +40,13 @@ def test_ibn_names_and_split_match_ibn_net():
     ibn = IBN(65)
     assert ibn.half == 32 and ibn.IN.num_features == 32 and ibn.BN.num_features == 33
     assert sorted(ibn.state_dict()) == [
-        "BN.bias", "BN.num_batches_tracked", "BN.running_mean", "BN.running_var", "BN.weight", "IN.bias", "IN.weight",
+        "BN.bias",
+        "BN.num_batches_tracked",
+        "BN.running_mean",
+        "BN.running_var",
+        "BN.weight",
+        "IN.bias",
+        "IN.weight",
     ]
     assert ibn(torch.randn(2, 65, 3, 3)).shape == (2, 65, 3, 3)
     with pytest.raises(ValueError, match="planes=1"):

@@ -24,8 +24,14 @@ def test_average_max_and_avgmax_pooling_match_direct_computation(fmap):
     mx = build_pooling("GlobalMaxPool")(fmap)
     both = build_pooling("AdaptiveAvgMaxPool")(fmap)
     assert avg.shape == mx.shape == both.shape == (3, 4, 1, 1)
-    expected_avg = torch.tensor([[sum(fmap[n, c].flatten().tolist()) / 10 for c in range(4)] for n in range(3)], dtype=torch.float64)
-    expected_max = torch.tensor([[max(fmap[n, c].flatten().tolist()) for c in range(4)] for n in range(3)], dtype=torch.float64)
+    expected_avg = torch.tensor(
+        [[sum(fmap[n, c].flatten().tolist()) / 10 for c in range(4)] for n in range(3)],
+        dtype=torch.float64,
+    )
+    expected_max = torch.tensor(
+        [[max(fmap[n, c].flatten().tolist()) for c in range(4)] for n in range(3)],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(avg.flatten(1), expected_avg)
     torch.testing.assert_close(mx.flatten(1), expected_max)
     torch.testing.assert_close(both.flatten(1), expected_avg + expected_max)
@@ -36,9 +42,14 @@ def test_gem_matches_loop_and_clamps_negative_values(fmap):
     gem = build_pooling("GeneralizedMeanPooling", p=3.0)
     assert list(gem.parameters()) == []
     torch.testing.assert_close(gem(fmap).flatten(1), _loop_gem(fmap, 3.0))
-    torch.testing.assert_close(build_pooling("GeneralizedMeanPooling", p=2.5)(fmap).flatten(1), _loop_gem(fmap, 2.5))
+    torch.testing.assert_close(
+        build_pooling("GeneralizedMeanPooling", p=2.5)(fmap).flatten(1), _loop_gem(fmap, 2.5)
+    )
     positive = fmap.abs() + 0.1
-    torch.testing.assert_close(build_pooling("GeneralizedMeanPooling", p=1.0)(positive), build_pooling("GlobalAvgPool")(positive))
+    torch.testing.assert_close(
+        build_pooling("GeneralizedMeanPooling", p=1.0)(positive),
+        build_pooling("GlobalAvgPool")(positive),
+    )
 
 
 def test_learnable_gem_p_is_a_parameter_with_gradient(fmap):
@@ -57,4 +68,10 @@ def test_pooling_errors():
         build_pooling("GemPool")
     with pytest.raises(ValueError, match="GEM_P must be positive"):
         build_pooling("GeneralizedMeanPooling", p=0.0)
-    assert {"GlobalAvgPool", "GlobalMaxPool", "GeneralizedMeanPooling", "GeneralizedMeanPoolingP", "AdaptiveAvgMaxPool"} <= set(POOLING_REGISTRY.names())
+    assert {
+        "GlobalAvgPool",
+        "GlobalMaxPool",
+        "GeneralizedMeanPooling",
+        "GeneralizedMeanPoolingP",
+        "AdaptiveAvgMaxPool",
+    } <= set(POOLING_REGISTRY.names())

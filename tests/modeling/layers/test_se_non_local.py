@@ -34,9 +34,18 @@ def _non_local_loop(block: NonLocalBlock, x: torch.Tensor) -> torch.Tensor:
     for b in range(x.shape[0]):
         for i, j in coords:
             theta = _conv1x1(block.theta, x[b, :, i, j])
-            y = sum(float(theta @ _conv1x1(block.phi, x[b, :, p, q])) / len(coords) * _conv1x1(block.g, x[b, :, p, q]) for p, q in coords)
+            y = sum(
+                float(theta @ _conv1x1(block.phi, x[b, :, p, q]))
+                / len(coords)
+                * _conv1x1(block.g, x[b, :, p, q])
+                for p, q in coords
+            )
             w_y = _conv1x1(block.W[0], y)
-            out[b, :, i, j] = x[b, :, i, j] + (w_y - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+            out[b, :, i, j] = (
+                x[b, :, i, j]
+                + (w_y - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight
+                + bn.bias
+            )
     return out
 
 

@@ -1,4 +1,5 @@
 """The loss set built from the config: registered names, weighting, stage weights, errors, parameters."""
+
 import inspect
 import sys
 
@@ -61,15 +62,27 @@ def test_every_key_of_every_loss_block_is_read_by_its_loss():
             for klass in LOSS_REGISTRY.get(name).__mro__
             if klass.__module__.startswith("reid.modeling.losses.")
         )
-        base = inspect.getsource(sys.modules["reid.modeling.losses.base"]) + inspect.getsource(sys.modules["reid.modeling.losses.utils"])
+        base = inspect.getsource(sys.modules["reid.modeling.losses.base"]) + inspect.getsource(
+            sys.modules["reid.modeling.losses.utils"]
+        )
         for key in cfg.MODEL.LOSSES[block]:
             if key != "SCALE":  # read by LossSet
-                assert f".{key}" in source or f".{key}" in base or f'"{key}"' in source, f"{block}.{key} is never read"
+                assert f".{key}" in source or f".{key}" in base or f'"{key}"' in source, (
+                    f"{block}.{key} is never read"
+                )
 
 
 def test_mpn_reads_its_own_block_not_pns():
-    cfg = _cfg("MODEL.LOSSES.NAME", ["MPNTupletLoss"], "MODEL.LOSSES.MPN.CLASSES_PER_TUPLET", 4,
-               "MODEL.LOSSES.MPN.EXCLUDE_ANCHOR", True, "MODEL.LOSSES.MPN.SIM_SCALE", 8.0)
+    cfg = _cfg(
+        "MODEL.LOSSES.NAME",
+        ["MPNTupletLoss"],
+        "MODEL.LOSSES.MPN.CLASSES_PER_TUPLET",
+        4,
+        "MODEL.LOSSES.MPN.EXCLUDE_ANCHOR",
+        True,
+        "MODEL.LOSSES.MPN.SIM_SCALE",
+        8.0,
+    )
     module = build_losses(cfg, feat_dim=16).losses["MPNTupletLoss"]
     assert module.n_classes == 4 and module.exclude_anchor
     assert module.scale().item() == pytest.approx(8.0)
@@ -85,14 +98,25 @@ def test_every_loss_builds_and_runs_from_the_config():
     total.backward()
     assert torch.isfinite(total)
     owned = {n for n, _ in losses.named_parameters()}
-    assert {"losses.CenterLoss.centers", "losses.ProxyNCALoss.proxies", "losses.MPNTupletLoss.phi.0.weight",
-            "losses.NTupletLoss.scale.log_scale", "losses.PNTupletLoss.scale.log_scale"} <= owned
+    assert {
+        "losses.CenterLoss.centers",
+        "losses.ProxyNCALoss.proxies",
+        "losses.MPNTupletLoss.phi.0.weight",
+        "losses.NTupletLoss.scale.log_scale",
+        "losses.PNTupletLoss.scale.log_scale",
+    } <= owned
     assert losses.losses["CenterLoss"].centers.grad is not None
 
 
 def test_scale_weights_the_loss_and_stage_weights_replace_it():
-    cfg = _cfg("MODEL.LOSSES.NAME", ["CrossEntropyLoss", "TripletLoss"], "MODEL.LOSSES.CE.SCALE", 0.5,
-               "MODEL.LOSSES.TRI.SCALE", 3.0)
+    cfg = _cfg(
+        "MODEL.LOSSES.NAME",
+        ["CrossEntropyLoss", "TripletLoss"],
+        "MODEL.LOSSES.CE.SCALE",
+        0.5,
+        "MODEL.LOSSES.TRI.SCALE",
+        3.0,
+    )
     losses = LossSet(cfg)
     outputs, y = _outputs()
     values = losses(outputs, y)
@@ -108,17 +132,30 @@ def test_scale_weights_the_loss_and_stage_weights_replace_it():
 
 
 def test_unknown_and_duplicate_names_are_errors():
-    with pytest.raises(RegistryKeyError, match="MODEL.LOSSES.NAME: No object named 'TripletLos'.*registered names: .*TripletLoss"):
+    with pytest.raises(
+        RegistryKeyError,
+        match="MODEL.LOSSES.NAME: No object named 'TripletLos'.*registered names: .*TripletLoss",
+    ):
         LossSet(_cfg("MODEL.LOSSES.NAME", ["TripletLos"]))
     with pytest.raises(ValueError, match="lists 'TripletLoss' twice"):
         LossSet(_cfg("MODEL.LOSSES.NAME", ["TripletLoss", "TripletLoss"]))
-    with pytest.raises(ValueError, match="'SparsePairwiseLoss' and 'AdaSPLoss', which are the same loss"):
+    with pytest.raises(
+        ValueError, match="'SparsePairwiseLoss' and 'AdaSPLoss', which are the same loss"
+    ):
         LossSet(_cfg("MODEL.LOSSES.NAME", ["SparsePairwiseLoss", "AdaSPLoss"]))
 
 
 def test_feat_dim_from_the_meta_architecture_sizes_the_parameters():
     cfg = get_cfg()
-    merge_from_list(cfg, ["MODEL.HEADS.NUM_CLASSES", 5, "MODEL.LOSSES.NAME", ["CenterLoss", "ProxyNCALoss", "MPNTupletLoss", "TripletLoss"]])
+    merge_from_list(
+        cfg,
+        [
+            "MODEL.HEADS.NUM_CLASSES",
+            5,
+            "MODEL.LOSSES.NAME",
+            ["CenterLoss", "ProxyNCALoss", "MPNTupletLoss", "TripletLoss"],
+        ],
+    )
     losses = build_losses(cfg, feat_dim=24)
     assert losses.losses["CenterLoss"].centers.shape == (5, 24)
     assert losses.losses["ProxyNCALoss"].proxies.shape == (5, 24)
@@ -138,5 +175,11 @@ def test_fastreid_yaml_means_the_same(tmp_path):
     )
     losses = build_losses(load_config(str(yml)))
     tri = losses.losses["TripletLoss"]
-    assert (tri.mining, tri.soft_margin, tri.distance, tri.normalize, tri.margin) == ("weighted", True, "sqeuclidean", True, 0.0)
+    assert (tri.mining, tri.soft_margin, tri.distance, tri.normalize, tri.margin) == (
+        "weighted",
+        True,
+        "sqeuclidean",
+        True,
+        0.0,
+    )
     assert losses.losses["CrossEntropyLoss"].epsilon == 0.1

@@ -1,4 +1,5 @@
 """Cross-entropy (fixed and adaptive label smoothing), OHEM, and the CrossEntropyLoss module."""
+
 import math
 
 import pytest
@@ -12,7 +13,9 @@ from reid.modeling.losses.cross_entropy import ohem_keep_count
 
 def _logits(b=7, c=5, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, c, generator=g, dtype=torch.float64) * 3, torch.randint(0, c, (b,), generator=g)
+    return torch.randn(b, c, generator=g, dtype=torch.float64) * 3, torch.randint(
+        0, c, (b,), generator=g
+    )
 
 
 def _ref_smoothed(logits, y, eps):
@@ -35,7 +38,10 @@ def _ref_adaptive(logits, y, alpha):
         logp = [v - lse for v in z]
         t = int(y[i])
         eps = alpha * math.exp(logp[t])
-        out.append(-(1 - eps) * logp[t] - sum(eps / (len(z) - 1) * logp[k] for k in range(len(z)) if k != t))
+        out.append(
+            -(1 - eps) * logp[t]
+            - sum(eps / (len(z) - 1) * logp[k] for k in range(len(z)) if k != t)
+        )
     return out
 
 
@@ -43,7 +49,12 @@ def _ref_adaptive(logits, y, alpha):
 def test_label_smoothing_matches_survey_formula_and_torch(eps):
     logits, y = _logits()
     per = cross_entropy_loss(logits, y, eps, reduction="none")
-    assert torch.allclose(per, torch.tensor(_ref_smoothed(logits, y, eps), dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(
+        per,
+        torch.tensor(_ref_smoothed(logits, y, eps), dtype=torch.float64),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     mean = cross_entropy_loss(logits, y, eps)
     assert torch.allclose(mean, F.cross_entropy(logits, y, label_smoothing=eps), rtol=1e-12)
 
@@ -52,7 +63,9 @@ def test_adaptive_smoothing_is_fastreids_with_detached_epsilon():
     logits, y = _logits(seed=1)
     logits.requires_grad_(True)
     per = cross_entropy_loss(logits, y, epsilon=-1.0, alpha=0.3, reduction="none")
-    assert torch.allclose(per, torch.tensor(_ref_adaptive(logits.detach(), y, 0.3), dtype=torch.float64), rtol=1e-12)
+    assert torch.allclose(
+        per, torch.tensor(_ref_adaptive(logits.detach(), y, 0.3), dtype=torch.float64), rtol=1e-12
+    )
     # eps_i is a constant for the gradient: the gradient equals that of CE with fixed per-sample targets.
     per.sum().backward()
     with torch.no_grad():
@@ -80,19 +93,26 @@ def test_cross_entropy_rejects_bad_arguments():
         cross_entropy_loss(logits[0], y)
 
 
-@pytest.mark.parametrize("ratio,batch,keep", [(0.2, 64, 52), (0.29, 100, 71), (0.7, 10, 3), (0.0, 5, 5), (0.5, 1, 1), (0.99, 3, 1)])
+@pytest.mark.parametrize(
+    "ratio,batch,keep",
+    [(0.2, 64, 52), (0.29, 100, 71), (0.7, 10, 3), (0.0, 5, 5), (0.5, 1, 1), (0.99, 3, 1)],
+)
 def test_ohem_keep_count_uses_exact_integer_arithmetic(ratio, batch, keep):
     # 0.29 * 100 is 28.999999999999996 in floating point; the decimal value drops exactly 29.
     assert ohem_keep_count(batch, ratio) == keep
 
 
 def test_ohem_averages_the_largest_losses_and_only_they_get_gradient():
-    losses = torch.tensor([0.5, 3.0, 0.1, 2.0, 1.0, 4.0, 0.2, 0.3, 0.4, 0.6], dtype=torch.float64, requires_grad=True)
+    losses = torch.tensor(
+        [0.5, 3.0, 0.1, 2.0, 1.0, 4.0, 0.2, 0.3, 0.4, 0.6], dtype=torch.float64, requires_grad=True
+    )
     value = ohem(losses, 0.2)  # drops floor(2) = 2 smallest: 0.1 and 0.2
     kept = sorted(losses.tolist())[2:]
     assert value.item() == pytest.approx(sum(kept) / 8, rel=1e-12)
     value.backward()
-    expected = torch.tensor([1 / 8 if v >= 0.3 else 0.0 for v in losses.tolist()], dtype=torch.float64)
+    expected = torch.tensor(
+        [1 / 8 if v >= 0.3 else 0.0 for v in losses.tolist()], dtype=torch.float64
+    )
     assert torch.equal(losses.grad, expected)
     with pytest.raises(ValueError, match=r"OHEM ratio must be in \[0, 1\)"):
         ohem(losses, 1.0)

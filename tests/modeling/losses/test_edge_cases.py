@@ -1,4 +1,5 @@
 """Every loss on the edge batches: never NaN, zero with a graph where nothing is valid, order-invariant."""
+
 import pytest
 import torch
 
@@ -27,7 +28,9 @@ EDGE_SIZES = {
 }
 
 _g = torch.Generator().manual_seed(123)
-_ROWS = torch.randn(30, 6, generator=_g, dtype=torch.float64)  # centers / proxies / classifier weights
+_ROWS = torch.randn(
+    30, 6, generator=_g, dtype=torch.float64
+)  # centers / proxies / classifier weights
 _PHI = {torch.float64: build_phi(6, 2).double().eval()}
 _PHI[torch.float32] = build_phi(6, 2).eval()
 _PHI[torch.float32].load_state_dict(_PHI[torch.float64].state_dict())
@@ -36,9 +39,12 @@ _PHI[torch.float32].load_state_dict(_PHI[torch.float64].state_dict())
 def rows(f):
     return _ROWS.to(f.dtype)
 
+
 LOSSES = {
     "triplet_hard": lambda f, y: triplet_loss(f, y),
-    "triplet_all_soft_cos": lambda f, y: triplet_loss(f, y, 0.1, "all", "cosine", soft_margin=True, scale=3.0),
+    "triplet_all_soft_cos": lambda f, y: triplet_loss(
+        f, y, 0.1, "all", "cosine", soft_margin=True, scale=3.0
+    ),
     "triplet_weighted": lambda f, y: triplet_loss(f, y, 0.3, "weighted", normalize=True),
     "contrastive": lambda f, y: contrastive_loss(f, y, 0.1, 5.0),
     "circle": lambda f, y: pairwise_circle_loss(f, y, 0.25, 128.0),
@@ -58,9 +64,30 @@ LOSSES = {
 }
 RANDOM = {"ntuplet"}  # samples tuplets, so the batch order changes the draw
 
-NO_POSITIVE = {"triplet_hard", "triplet_all_soft_cos", "triplet_weighted", "circle", "ntuplet", "p2s_exclude", "pn_exclude"}
-NO_NEGATIVE = {"triplet_hard", "triplet_all_soft_cos", "triplet_weighted", "circle", "ntuplet", "p2s", "p2s_exclude",
-               "pn", "pn_exclude", "mpn", "sp_h", "sp_lh", "adasp"}
+NO_POSITIVE = {
+    "triplet_hard",
+    "triplet_all_soft_cos",
+    "triplet_weighted",
+    "circle",
+    "ntuplet",
+    "p2s_exclude",
+    "pn_exclude",
+}
+NO_NEGATIVE = {
+    "triplet_hard",
+    "triplet_all_soft_cos",
+    "triplet_weighted",
+    "circle",
+    "ntuplet",
+    "p2s",
+    "p2s_exclude",
+    "pn",
+    "pn_exclude",
+    "mpn",
+    "sp_h",
+    "sp_lh",
+    "adasp",
+}
 # Batches in which a loss has no valid term at all.
 ZERO = {
     "all_distinct": NO_POSITIVE,
@@ -90,7 +117,9 @@ def test_edge_batches_never_nan_and_zero_with_graph_when_nothing_is_valid(make_b
 def test_invariant_to_batch_order(make_batch, name):
     f, y = make_batch(EDGE_SIZES["unequal"], dim=6, seed=5)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
-    assert LOSSES[name](f[perm], y[perm]).item() == pytest.approx(LOSSES[name](f, y).item(), rel=1e-12, abs=1e-14)
+    assert LOSSES[name](f[perm], y[perm]).item() == pytest.approx(
+        LOSSES[name](f, y).item(), rel=1e-12, abs=1e-14
+    )
 
 
 @pytest.mark.parametrize("name", list(LOSSES))

@@ -1,4 +1,5 @@
 """NSL, CosFace, ArcFace and class-level circle logits (the plain functions) against element loops."""
+
 import math
 
 import pytest
@@ -36,7 +37,11 @@ def _loop(f, W, y, target_fn, other_fn, scale):
 
 def test_nsl_is_scaled_cosine():
     f, W, y = _setup()
-    assert torch.allclose(normalized_softmax_logits(f, W, 14.0), _loop(f, W, y, lambda c: c, lambda c: c, 14.0), rtol=1e-12)
+    assert torch.allclose(
+        normalized_softmax_logits(f, W, 14.0),
+        _loop(f, W, y, lambda c: c, lambda c: c, 14.0),
+        rtol=1e-12,
+    )
 
 
 def test_cosface_subtracts_the_margin_on_the_true_class():
@@ -70,7 +75,12 @@ def test_circle_logits_use_detached_adaptive_weights():
     f, W, y = _setup(2)
     m = 0.25
     expected = _loop(
-        f, W, y, lambda c: max(1 + m - c, 0) * (c - (1 - m)), lambda c: max(c + m, 0) * (c - m), 64.0
+        f,
+        W,
+        y,
+        lambda c: max(1 + m - c, 0) * (c - (1 - m)),
+        lambda c: max(c + m, 0) * (c - m),
+        64.0,
     )
     assert torch.allclose(circle_logits(f, W, y, 64.0, m), expected, rtol=1e-12)
 
@@ -80,7 +90,9 @@ def test_margin_logits_gradcheck(fn):
     f, W, y = _setup(3)
     f.requires_grad_(True)
     W.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b: cross_entropy_loss(fn(a, b, y, 4.0, 0.3), y), (f, W))
+    assert torch.autograd.gradcheck(
+        lambda a, b: cross_entropy_loss(fn(a, b, y, 4.0, 0.3), y), (f, W)
+    )
 
 
 def test_margin_logits_validate_labels_and_margin():

@@ -1,4 +1,5 @@
 """N-tuplet loss: exact uniform tuplet sampling, loop re-computation, and the n = 2 triplet identity."""
+
 import itertools
 import math
 from collections import Counter
@@ -8,7 +9,13 @@ import torch
 
 from reid.config import get_cfg
 from reid.config.config import merge_from_list
-from reid.modeling.losses import NTupletLoss, count_triplets, ntuplet_loss, sample_tuplets, triplet_loss
+from reid.modeling.losses import (
+    NTupletLoss,
+    count_triplets,
+    ntuplet_loss,
+    sample_tuplets,
+    triplet_loss,
+)
 
 
 def all_tuplets(y, n):
@@ -98,7 +105,9 @@ def test_n_equal_two_is_the_soft_margin_cosine_triplet_on_the_same_tuplets(make_
     f, y = make_batch([3, 2, 4], dim=5)
     every_triplet = torch.tensor([[a, p, *negs] for a, p, negs in all_tuplets(y, 2)])
     value = ntuplet_loss(f, y, scale=4.0, tuplets=every_triplet)
-    expected = triplet_loss(f, y, margin=0.0, mining="all", distance="cosine", soft_margin=True, scale=4.0)
+    expected = triplet_loss(
+        f, y, margin=0.0, mining="all", distance="cosine", soft_margin=True, scale=4.0
+    )
     assert value.item() == pytest.approx(expected.item(), rel=1e-12)
 
 
@@ -112,14 +121,25 @@ def test_gradcheck_on_fixed_tuplets(make_batch):
 def test_module_keys_global_rng_and_learnable_scale(make_batch):
     f, y = make_batch([3, 3, 2, 4], dim=5)
     cfg = get_cfg()
-    merge_from_list(cfg, ["MODEL.LOSSES.NTUPLET.CLASSES_PER_TUPLET", 3, "MODEL.LOSSES.NTUPLET.NUM_TUPLETS", 40,
-                          "MODEL.LOSSES.NTUPLET.SIM_SCALE", 10.0])
+    merge_from_list(
+        cfg,
+        [
+            "MODEL.LOSSES.NTUPLET.CLASSES_PER_TUPLET",
+            3,
+            "MODEL.LOSSES.NTUPLET.NUM_TUPLETS",
+            40,
+            "MODEL.LOSSES.NTUPLET.SIM_SCALE",
+            10.0,
+        ],
+    )
     module = NTupletLoss(cfg).double()
     assert module.scale.learnable  # the unified-view paper learns the temperature of every loss
     torch.manual_seed(11)
     value = module({"features": f}, y)
     tuplets = sample_tuplets(y, 3, 40, torch.Generator().manual_seed(11))
-    assert value.item() == pytest.approx(reference_ntuplet(f, tuplets, module.scale().item()), rel=1e-9)
+    assert value.item() == pytest.approx(
+        reference_ntuplet(f, tuplets, module.scale().item()), rel=1e-9
+    )
     value.backward()
     assert module.scale.log_scale.grad.item() != 0.0
     merge_from_list(cfg, ["MODEL.LOSSES.NTUPLET.CLASSES_PER_TUPLET", 1])

@@ -1,4 +1,5 @@
 """P2S triplet, PN-tuplet and MPN-tuplet (class prototypes of the batch) against per-anchor loops."""
+
 import math
 
 import pytest
@@ -70,18 +71,26 @@ def reference_pn(f, refs, y, scale, exclude, allowed=None):
 def test_p2s_hardest_matches_loop(make_batch, distance, exclude):
     f, y = make_batch([3, 1, 2, 4], dim=5)
     value = p2s_triplet_loss(f, y, distance, scale=2.5, exclude_anchor=exclude)
-    assert value.item() == pytest.approx(reference_p2s(f, y.tolist(), distance, 2.5, exclude), rel=1e-9)
+    assert value.item() == pytest.approx(
+        reference_p2s(f, y.tolist(), distance, 2.5, exclude), rel=1e-9
+    )
 
 
 def test_p2s_random_negative_is_one_uniform_other_class(make_batch):
     f, y = make_batch([3, 2, 2, 3], dim=5)
-    value = p2s_triplet_loss(f, y, "cosine", 2.0, negative="random", generator=torch.Generator().manual_seed(4))
+    value = p2s_triplet_loss(
+        f, y, "cosine", 2.0, negative="random", generator=torch.Generator().manual_seed(4)
+    )
     classes, inverse = torch.unique(y, return_inverse=True)
-    draw = torch.rand((len(y), len(classes)), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    draw = torch.rand(
+        (len(y), len(classes)), generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
     draw[torch.arange(len(y)), inverse] = -1
     negatives = classes[draw.argmax(1)].tolist()
     assert all(n != t for n, t in zip(negatives, y.tolist()))
-    assert value.item() == pytest.approx(reference_p2s(f, y.tolist(), "cosine", 2.0, False, negatives), rel=1e-9)
+    assert value.item() == pytest.approx(
+        reference_p2s(f, y.tolist(), "cosine", 2.0, False, negatives), rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("exclude", [False, True])
@@ -101,15 +110,21 @@ def test_pn_with_fewer_classes_draws_them_per_anchor(make_batch):
     picked = draw.topk(2, dim=1).indices
     allowed = [sorted({int(y[a])} | {int(classes[c]) for c in picked[a]}) for a in range(len(y))]
     assert all(len(s) == 3 for s in allowed)
-    assert value.item() == pytest.approx(reference_pn(f, f, y.tolist(), 5.0, False, allowed), rel=1e-9)
+    assert value.item() == pytest.approx(
+        reference_pn(f, f, y.tolist(), 5.0, False, allowed), rel=1e-9
+    )
 
 
 def test_prototype_losses_gradcheck(make_batch):
     f, y = make_batch([2, 3, 2], dim=3)
     f.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: p2s_triplet_loss(x, y, "cosine", 2.0, exclude_anchor=True), (f,))
+    assert torch.autograd.gradcheck(
+        lambda x: p2s_triplet_loss(x, y, "cosine", 2.0, exclude_anchor=True), (f,)
+    )
     assert torch.autograd.gradcheck(lambda x: p2s_triplet_loss(x, y, "euclidean", 0.5), (f,))
-    assert torch.autograd.gradcheck(lambda x: pn_tuplet_loss(x, y, None, 3.0, exclude_anchor=True), (f,))
+    assert torch.autograd.gradcheck(
+        lambda x: pn_tuplet_loss(x, y, None, 3.0, exclude_anchor=True), (f,)
+    )
 
 
 def test_phi_is_linear_bn_linear_without_activation():
@@ -129,7 +144,9 @@ def test_mpn_uses_prototypes_of_phi_of_the_features(make_batch):
     refs = phi(f).detach()
     assert value.item() == pytest.approx(reference_pn(f, refs, y.tolist(), 6.0, False), rel=1e-9)
     value.backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in (phi[0].weight, phi[2].weight))
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in (phi[0].weight, phi[2].weight)
+    )
 
 
 def _cfg(*opts):
@@ -140,11 +157,25 @@ def _cfg(*opts):
 
 def test_modules_read_their_blocks(make_batch):
     f, y = make_batch([3, 2, 3], dim=16)
-    p2s = P2STripletLoss(_cfg("MODEL.LOSSES.P2S.DISTANCE", "euclidean", "MODEL.LOSSES.P2S.SIM_SCALE", 0.5,
-                              "MODEL.LOSSES.P2S.LEARN_SCALE", False, "MODEL.LOSSES.P2S.EXCLUDE_ANCHOR", True))
-    assert p2s({"features": f}, y).item() == pytest.approx(reference_p2s(f, y.tolist(), "euclidean", 0.5, True), rel=1e-9)
+    p2s = P2STripletLoss(
+        _cfg(
+            "MODEL.LOSSES.P2S.DISTANCE",
+            "euclidean",
+            "MODEL.LOSSES.P2S.SIM_SCALE",
+            0.5,
+            "MODEL.LOSSES.P2S.LEARN_SCALE",
+            False,
+            "MODEL.LOSSES.P2S.EXCLUDE_ANCHOR",
+            True,
+        )
+    )
+    assert p2s({"features": f}, y).item() == pytest.approx(
+        reference_p2s(f, y.tolist(), "euclidean", 0.5, True), rel=1e-9
+    )
     pn = PNTupletLoss(_cfg("MODEL.LOSSES.PN.SIM_SCALE", 9.0, "MODEL.LOSSES.PN.LEARN_SCALE", False))
-    assert pn({"features": f}, y).item() == pytest.approx(reference_pn(f, f, y.tolist(), 9.0, False), rel=1e-9)
+    assert pn({"features": f}, y).item() == pytest.approx(
+        reference_pn(f, f, y.tolist(), 9.0, False), rel=1e-9
+    )
     with pytest.raises(ValueError, match="MODEL.LOSSES.PN.CLASSES_PER_TUPLET must be 0"):
         PNTupletLoss(_cfg("MODEL.LOSSES.PN.CLASSES_PER_TUPLET", 1))
     with pytest.raises(ValueError, match="MODEL.LOSSES.P2S.NEGATIVE must be one of"):
@@ -153,24 +184,43 @@ def test_modules_read_their_blocks(make_batch):
 
 def test_mpn_module_owns_phi_and_a_learnable_scale(make_batch):
     f, y = make_batch([3, 2, 3], dim=16)
-    module = MPNTupletLoss(_cfg("MODEL.LOSSES.MPN.FEAT_DIM", 16, "MODEL.LOSSES.MPN.REDUCTION", 4)).double()
+    module = MPNTupletLoss(
+        _cfg("MODEL.LOSSES.MPN.FEAT_DIM", 16, "MODEL.LOSSES.MPN.REDUCTION", 4)
+    ).double()
     names = {n for n, _ in module.named_parameters()}
-    assert names == {"phi.0.weight", "phi.1.weight", "phi.1.bias", "phi.2.weight", "scale.log_scale"}
+    assert names == {
+        "phi.0.weight",
+        "phi.1.weight",
+        "phi.1.bias",
+        "phi.2.weight",
+        "scale.log_scale",
+    }
     assert module.phi[0].out_features == 4
     value = module({"features": f}, y)
     refs = module.phi(f).detach()
-    assert value.item() == pytest.approx(reference_pn(f, refs, y.tolist(), module.scale().item(), False), rel=1e-9)
-    with pytest.raises(ValueError, match="MODEL.LOSSES.MPN.REDUCTION \\(5\\) must be a positive divisor of the feature dim 16"):
+    assert value.item() == pytest.approx(
+        reference_pn(f, refs, y.tolist(), module.scale().item(), False), rel=1e-9
+    )
+    with pytest.raises(
+        ValueError,
+        match="MODEL.LOSSES.MPN.REDUCTION \\(5\\) must be a positive divisor of the feature dim 16",
+    ):
         MPNTupletLoss(_cfg("MODEL.LOSSES.MPN.FEAT_DIM", 16, "MODEL.LOSSES.MPN.REDUCTION", 5))
-    assert MPNTupletLoss(_cfg("MODEL.LOSSES.MPN.REDUCTION", 8), feat_dim=32).phi[2].out_features == 32
+    assert (
+        MPNTupletLoss(_cfg("MODEL.LOSSES.MPN.REDUCTION", 8), feat_dim=32).phi[2].out_features == 32
+    )
 
 
 @pytest.mark.parametrize("exclude", [False, True])
 def test_mpn_class_means_before_phis_last_layer_match_mapping_every_sample(make_batch, exclude):
     f, y = make_batch([3, 1, 2, 3], dim=16)
     phi = build_phi(16, 4).double()
-    per_sample = nn.Sequential(phi, nn.Identity())  # ends with no linear layer: phi applied to each sample
+    per_sample = nn.Sequential(
+        phi, nn.Identity()
+    )  # ends with no linear layer: phi applied to each sample
     fast = mpn_tuplet_loss(f, y, phi, None, 5.0, exclude_anchor=exclude)
     slow = mpn_tuplet_loss(f, y, per_sample, None, 5.0, exclude_anchor=exclude)
     assert fast.item() == pytest.approx(slow.item(), rel=1e-12)
-    assert fast.item() == pytest.approx(reference_pn(f, phi(f).detach(), y.tolist(), 5.0, exclude), rel=1e-9)
+    assert fast.item() == pytest.approx(
+        reference_pn(f, phi(f).detach(), y.tolist(), 5.0, exclude), rel=1e-9
+    )

@@ -1,4 +1,5 @@
 """Circle-based ratio loss against a per-class loop, and the RatioLoss module."""
+
 import math
 
 import pytest
@@ -32,7 +33,9 @@ def reference_ratio(f, y, W, eps, kind):
 @pytest.mark.parametrize("kind", ["cosine", "chord", "angle"])
 def test_ratio_matches_class_loop_with_all_classes_in_the_minimum(make_batch, kind):
     f, y = make_batch([3, 1, 2], dim=4, contiguous=True)
-    W = torch.randn(6, 4, dtype=torch.float64)  # classes 3..5 are absent from the batch but enter D_j
+    W = torch.randn(
+        6, 4, dtype=torch.float64
+    )  # classes 3..5 are absent from the batch but enter D_j
     value = ratio_loss(f, y, W, eps=0.5, distance=kind)
     assert value.item() == pytest.approx(reference_ratio(f, y.tolist(), W, 0.5, kind), rel=1e-9)
 
@@ -42,7 +45,9 @@ def test_ratio_is_invariant_to_batch_order_and_feature_scale(make_batch):
     W = torch.randn(4, 4, dtype=torch.float64)
     perm = torch.randperm(len(y))
     base = ratio_loss(f, y, W)
-    assert ratio_loss(f[perm] * 3.0, y[perm], W * 0.5).item() == pytest.approx(base.item(), rel=1e-12)
+    assert ratio_loss(f[perm] * 3.0, y[perm], W * 0.5).item() == pytest.approx(
+        base.item(), rel=1e-12
+    )
 
 
 def test_ratio_gradcheck(make_batch):

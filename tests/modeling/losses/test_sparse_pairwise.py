@@ -1,11 +1,17 @@
 """SP-H, SP-LH and AdaSP: the golden values of losses.md, a per-class loop, and the AdaSP fork's config."""
+
 import math
 
 import pytest
 import torch
 
 from reid.config import load_config
-from reid.modeling.losses import LOSS_REGISTRY, SparsePairwiseLoss, build_losses, sparse_pairwise_loss
+from reid.modeling.losses import (
+    LOSS_REGISTRY,
+    SparsePairwiseLoss,
+    build_losses,
+    sparse_pairwise_loss,
+)
 
 GOLDEN = [
     ((4, 4, 8), 0.04, 0.207674303805, 0.00153389928546, 0.0202264395935),
@@ -28,7 +34,9 @@ def golden_input(p, k, d):
 def test_golden_values(shape, temp, sp_h, sp_lh, adasp):
     x, y = golden_input(*shape)
     for kind, expected in (("sp-h", sp_h), ("sp-lh", sp_lh), ("adasp", adasp)):
-        assert sparse_pairwise_loss(x, y, temp, kind).item() == pytest.approx(expected, rel=0, abs=1e-9)
+        assert sparse_pairwise_loss(x, y, temp, kind).item() == pytest.approx(
+            expected, rel=0, abs=1e-9
+        )
 
 
 def _lse(v):
@@ -39,7 +47,9 @@ def _lse(v):
 def reference_sp(f, y, temp, kind):
     s = 1 / temp
     n = len(y)
-    S = [[float(f[i] @ f[j]) / float(f[i].norm() * f[j].norm()) for j in range(n)] for i in range(n)]
+    S = [
+        [float(f[i] @ f[j]) / float(f[i].norm() * f[j].norm()) for j in range(n)] for i in range(n)
+    ]
     terms = []
     for c in sorted(set(y)):
         members = [i for i in range(n) if y[i] == c]
@@ -65,7 +75,9 @@ def reference_sp(f, y, temp, kind):
 def test_matches_class_loop_on_unequal_classes(make_batch, kind):
     f, y = make_batch([4, 1, 2, 3], dim=5)
     f = f + 1.5  # positive similarities, so AdaSP's weight is not always 0
-    assert sparse_pairwise_loss(f, y, 0.2, kind).item() == pytest.approx(reference_sp(f, y.tolist(), 0.2, kind), rel=1e-9)
+    assert sparse_pairwise_loss(f, y, 0.2, kind).item() == pytest.approx(
+        reference_sp(f, y.tolist(), 0.2, kind), rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("kind", ["sp-h", "sp-lh", "adasp"])
@@ -77,7 +89,9 @@ def test_gradcheck(kind):
     f = torch.cat([base, -base + noise])  # each class holds a nearly opposite pair: h < 0, w = 0
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     if kind == "adasp":
-        assert sparse_pairwise_loss(f, y, 0.5, "adasp").item() == pytest.approx(sparse_pairwise_loss(f, y, 0.5, "sp-lh").item(), rel=1e-12)
+        assert sparse_pairwise_loss(f, y, 0.5, "adasp").item() == pytest.approx(
+            sparse_pairwise_loss(f, y, 0.5, "sp-lh").item(), rel=1e-12
+        )
     f.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: sparse_pairwise_loss(x, y, 0.5, kind), (f,))
 
@@ -113,7 +127,11 @@ def test_adasp_fork_config_loads_with_its_names(tmp_path):
     assert cfg.MODEL.LOSSES.SP.TEMP == 0.05 and cfg.MODEL.LOSSES.SP.TYPE == "sp-lh"
     losses = build_losses(cfg)
     module = losses.losses["AdaSPLoss"]
-    assert isinstance(module, SparsePairwiseLoss) and module.kind == "sp-lh" and module.temperature == 0.05
+    assert (
+        isinstance(module, SparsePairwiseLoss)
+        and module.kind == "sp-lh"
+        and module.temperature == 0.05
+    )
     x, y = golden_input(4, 4, 8)
     out = losses({"features": x}, y)
     assert out["loss_sp"].item() == pytest.approx(2.0 * 0.00637131321096, abs=1e-9)

@@ -1,4 +1,5 @@
 """Triplet loss: every mining / margin / distance against a per-anchor loop, and the fastreid keys."""
+
 import math
 
 import pytest
@@ -55,7 +56,12 @@ def reference_triplet(f, y, margin, mining, distance, normalize, soft, scale):
 CASES = [
     dict(mining=m, distance=d, normalize=nz, soft=s)
     for m in ("batch_hard", "all", "weighted")
-    for d, nz in (("euclidean", False), ("euclidean", True), ("sqeuclidean", True), ("cosine", False))
+    for d, nz in (
+        ("euclidean", False),
+        ("euclidean", True),
+        ("sqeuclidean", True),
+        ("cosine", False),
+    )
     for s in (False, True)
 ]
 
@@ -64,8 +70,12 @@ CASES = [
 def test_triplet_matches_loop_on_unequal_classes(make_batch, case):
     f, y = make_batch([4, 1, 2, 3], dim=5)
     scale = 1.7 if case["soft"] else 1.0
-    value = triplet_loss(f, y, 0.3, case["mining"], case["distance"], case["normalize"], case["soft"], scale)
-    expected = reference_triplet(f, y.tolist(), 0.3, case["mining"], case["distance"], case["normalize"], case["soft"], scale)
+    value = triplet_loss(
+        f, y, 0.3, case["mining"], case["distance"], case["normalize"], case["soft"], scale
+    )
+    expected = reference_triplet(
+        f, y.tolist(), 0.3, case["mining"], case["distance"], case["normalize"], case["soft"], scale
+    )
     assert value.item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
@@ -73,8 +83,12 @@ def test_triplet_matches_loop_on_unequal_classes(make_batch, case):
 def test_triplet_gradcheck_where_smooth(make_batch, mining):
     f, y = make_batch([2, 3, 2], dim=4)
     f.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: triplet_loss(x, y, 0.1, mining, "euclidean", soft_margin=True, scale=0.7), (f,))
-    assert torch.autograd.gradcheck(lambda x: triplet_loss(x, y, 0.2, mining, "cosine", soft_margin=True), (f,))
+    assert torch.autograd.gradcheck(
+        lambda x: triplet_loss(x, y, 0.1, mining, "euclidean", soft_margin=True, scale=0.7), (f,)
+    )
+    assert torch.autograd.gradcheck(
+        lambda x: triplet_loss(x, y, 0.2, mining, "cosine", soft_margin=True), (f,)
+    )
 
 
 def test_learnable_scale_gets_gradient(make_batch):
@@ -145,9 +159,20 @@ def test_fastreid_hard_mining_selects_the_mining(make_batch, hard, mining):
 def test_module_cosine_soft_margin_with_learnable_scale_and_feat_key(make_batch):
     f, y = make_batch([3, 3, 2])
     cfg = _cfg(
-        "MODEL.LOSSES.TRI.DISTANCE", "cosine", "MODEL.LOSSES.TRI.MINING", "all", "MODEL.LOSSES.TRI.SOFT_MARGIN", True,
-        "MODEL.LOSSES.TRI.MARGIN", 0.1, "MODEL.LOSSES.TRI.SIM_SCALE", 5.0, "MODEL.LOSSES.TRI.LEARN_SCALE", True,
-        "MODEL.LOSSES.TRI.FEAT_KEY", "neck_features",
+        "MODEL.LOSSES.TRI.DISTANCE",
+        "cosine",
+        "MODEL.LOSSES.TRI.MINING",
+        "all",
+        "MODEL.LOSSES.TRI.SOFT_MARGIN",
+        True,
+        "MODEL.LOSSES.TRI.MARGIN",
+        0.1,
+        "MODEL.LOSSES.TRI.SIM_SCALE",
+        5.0,
+        "MODEL.LOSSES.TRI.LEARN_SCALE",
+        True,
+        "MODEL.LOSSES.TRI.FEAT_KEY",
+        "neck_features",
     )
     module = TripletLoss(cfg).double()
     assert [n for n, _ in module.named_parameters()] == ["scale.log_scale"]
@@ -155,15 +180,23 @@ def test_module_cosine_soft_margin_with_learnable_scale_and_feat_key(make_batch)
     scale = module.scale().item()  # 5 up to the float32 rounding of log 5 at initialisation
     assert scale == pytest.approx(5.0, rel=1e-6)
     value = module({"neck_features": f, "features": f * 0}, y)
-    assert value.item() == pytest.approx(reference_triplet(f, y.tolist(), 0.1, "all", "cosine", False, True, scale), rel=1e-9)
+    assert value.item() == pytest.approx(
+        reference_triplet(f, y.tolist(), 0.1, "all", "cosine", False, True, scale), rel=1e-9
+    )
     value.backward()
     assert module.scale.log_scale.grad.item() != 0.0
 
 
 def test_module_config_conflicts_are_errors():
-    with pytest.raises(ValueError, match="MODEL.LOSSES.TRI.NORM_FEAT True .* conflicts with MODEL.LOSSES.TRI.DISTANCE 'cosine'"):
+    with pytest.raises(
+        ValueError,
+        match="MODEL.LOSSES.TRI.NORM_FEAT True .* conflicts with MODEL.LOSSES.TRI.DISTANCE 'cosine'",
+    ):
         TripletLoss(_cfg("MODEL.LOSSES.TRI.NORM_FEAT", True, "MODEL.LOSSES.TRI.DISTANCE", "cosine"))
-    with pytest.raises(ValueError, match="HARD_MINING True means MINING 'batch_hard' but MODEL.LOSSES.TRI.MINING is 'all'"):
+    with pytest.raises(
+        ValueError,
+        match="HARD_MINING True means MINING 'batch_hard' but MODEL.LOSSES.TRI.MINING is 'all'",
+    ):
         TripletLoss(_cfg("MODEL.LOSSES.TRI.HARD_MINING", True, "MODEL.LOSSES.TRI.MINING", "all"))
     with pytest.raises(ValueError, match="scale the soft margin only"):
         TripletLoss(_cfg("MODEL.LOSSES.TRI.LEARN_SCALE", True))

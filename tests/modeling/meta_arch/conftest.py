@@ -1,4 +1,5 @@
 """Two test-only losses with exactly known values, registered for the duration of one test."""
+
 import pytest
 import torch
 

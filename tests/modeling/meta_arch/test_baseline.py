@@ -27,7 +27,10 @@ def _cfg(losses, **model):
 
 
 def _batch(n: int = 4, h: int = 64, w: int = 32):
-    return {"images": torch.rand(n, 3, h, w) * 255, "targets": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3][:n])}
+    return {
+        "images": torch.rand(n, 3, h, w) * 255,
+        "targets": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3][:n]),
+    }
 
 
 def test_pixel_normalisation_inside_the_model(test_losses):
@@ -40,12 +43,16 @@ def test_pixel_normalisation_inside_the_model(test_losses):
     batch = _batch()
     model.eval()
     model(batch)
-    expected = (batch["images"] - torch.tensor([100.0, 110.0, 120.0]).view(1, 3, 1, 1)) / torch.tensor([50.0, 60.0, 70.0]).view(1, 3, 1, 1)
+    expected = (
+        batch["images"] - torch.tensor([100.0, 110.0, 120.0]).view(1, 3, 1, 1)
+    ) / torch.tensor([50.0, 60.0, 70.0]).view(1, 3, 1, 1)
     torch.testing.assert_close(seen[0], expected)
     assert "pixel_mean" not in model.state_dict() and model.pixel_std.shape == (1, 3, 1, 1)
     uint8 = {"images": batch["images"].to(torch.uint8)}
     model(uint8)
-    torch.testing.assert_close(seen[1], (uint8["images"].float() - model.pixel_mean) / model.pixel_std)
+    torch.testing.assert_close(
+        seen[1], (uint8["images"].float() - model.pixel_mean) / model.pixel_std
+    )
 
 
 def test_train_outputs_and_losses(test_losses):
@@ -57,11 +64,18 @@ def test_train_outputs_and_losses(test_losses):
     assert {"features", "neck_features", "logits", "pred_logits", "cls_weight"} <= set(out)
     assert out["features"].shape == (4, 512) and out["logits"].shape == (4, N_CLASSES)
     losses = model.losses(out, batch["targets"])
-    torch.testing.assert_close(losses["loss_test_cls"], F.cross_entropy(out["logits"], batch["targets"]))
+    torch.testing.assert_close(
+        losses["loss_test_cls"], F.cross_entropy(out["logits"], batch["targets"])
+    )
     torch.testing.assert_close(losses["loss_test_feat"], 0.5 * out["features"].pow(2).mean())
-    assert set(model.losses(out, batch["targets"], weights={"TestLogitsCE": 2.0})) == {"loss_test_cls"}
+    assert set(model.losses(out, batch["targets"], weights={"TestLogitsCE": 2.0})) == {
+        "loss_test_cls"
+    }
     sum(losses.values()).backward()
-    assert model.backbone.conv1.weight.grad is not None and model.heads.classifier.weight.grad is not None
+    assert (
+        model.backbone.conv1.weight.grad is not None
+        and model.heads.classifier.weight.grad is not None
+    )
     assert list(model.loss_set.losses) == test_losses
 
 
@@ -77,13 +91,19 @@ def test_test_feature_of_the_embedding_head(test_losses, neck_feat):
         fmap = model.backbone(model.preprocess_image(batch))
         pooled = fmap.mean(dim=(2, 3))
         bn = model.heads.bottleneck
-        after = (pooled - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+        after = (pooled - bn.running_mean) / torch.sqrt(
+            bn.running_var + bn.eps
+        ) * bn.weight + bn.bias
     assert feat.shape == (4, 512)
-    torch.testing.assert_close(feat, after)  # the neck's output whatever NECK_FEAT picks for the losses
+    torch.testing.assert_close(
+        feat, after
+    )  # the neck's output whatever NECK_FEAT picks for the losses
 
 
 def test_test_feature_of_the_paper_heads(test_losses):
-    ratio = build_model(_cfg(test_losses, **{"HEADS.NAME": "RatioHead", "HEADS.EMBEDDING_DIM": 32})).eval()
+    ratio = build_model(
+        _cfg(test_losses, **{"HEADS.NAME": "RatioHead", "HEADS.EMBEDDING_DIM": 32})
+    ).eval()
     feat = ratio(_batch())
     assert feat.shape == (4, 32)
     torch.testing.assert_close(feat.norm(dim=1), torch.ones(4))
@@ -92,7 +112,9 @@ def test_test_feature_of_the_paper_heads(test_losses):
 
 
 def test_feat_dim_is_checked_against_the_backbone(test_losses):
-    assert build_model(_cfg(test_losses, **{"BACKBONE.FEAT_DIM": 512})).heads.classifier.weight.shape == (N_CLASSES, 512)
+    assert build_model(
+        _cfg(test_losses, **{"BACKBONE.FEAT_DIM": 512})
+    ).heads.classifier.weight.shape == (N_CLASSES, 512)
     with pytest.raises(ValueError, match="FEAT_DIM is 2048 but the backbone .* gives 512 channels"):
         build_model(_cfg(test_losses, **{"BACKBONE.FEAT_DIM": 2048}))
 
@@ -117,5 +139,7 @@ def test_resolve_device():
     with pytest.raises(ValueError, match="MODEL.DEVICE: 'gpu0' is not a device"):
         resolve_device("gpu0")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="MODEL.DEVICE is 'cuda:0' but CUDA is not available"):
+        with pytest.raises(
+            RuntimeError, match="MODEL.DEVICE is 'cuda:0' but CUDA is not available"
+        ):
             resolve_device("cuda:0")

@@ -60,7 +60,9 @@ def test_branches_start_from_the_pretrained_layers(tmp_path, test_losses):
     model = build_model(cfg)
     for branch in (model.b1, model.b2, model.b3):
         torch.testing.assert_close(branch[0][0].conv2.weight, state["layer3.1.conv2.weight"])
-        torch.testing.assert_close(branch[1][0].downsample[0].weight, state["layer4.0.downsample.0.weight"])
+        torch.testing.assert_close(
+            branch[1][0].downsample[0].weight, state["layer4.0.downsample.0.weight"]
+        )
     torch.testing.assert_close(model.backbone[6].conv1.weight, state["layer3.0.conv1.weight"])
 
 
@@ -73,8 +75,16 @@ def test_test_feature_is_the_concatenation_of_the_heads_in_fastreid_order(test_l
         shared = model.backbone(model.preprocess_image(batch))
         g1, g2, g3 = model.b1(shared), model.b2(shared), model.b3(shared)
         assert g2.shape[2] == 6
-        maps = {"b1": g1, "b2": g2, "b3": g3, "b21": g2[:, :, :3], "b22": g2[:, :, 3:],
-                "b31": g3[:, :, :2], "b32": g3[:, :, 2:4], "b33": g3[:, :, 4:]}
+        maps = {
+            "b1": g1,
+            "b2": g2,
+            "b3": g3,
+            "b21": g2[:, :, :3],
+            "b22": g2[:, :, 3:],
+            "b31": g3[:, :, :2],
+            "b32": g3[:, :, 2:4],
+            "b33": g3[:, :, 4:],
+        }
         expected = torch.cat([model.heads[name](maps[name]) for name in HEADS], dim=1)
     torch.testing.assert_close(feat, expected)
 
@@ -85,33 +95,56 @@ def test_training_outputs_and_fastreid_loss_weights(test_losses):
     out = model(batch)
     assert list(out["heads"]) == HEADS and list(out["groups"]) == GROUPS
     assert out["features"].shape == (4, 8 * EMB) and out["logits"] is out["heads"]["b1"]["logits"]
-    torch.testing.assert_close(out["groups"]["b3_parts"]["features"],
-                               torch.cat([out["heads"][n]["features"] for n in ("b31", "b32", "b33")], dim=1))
+    torch.testing.assert_close(
+        out["groups"]["b3_parts"]["features"],
+        torch.cat([out["heads"][n]["features"] for n in ("b31", "b32", "b33")], dim=1),
+    )
     assert out["groups"]["b2"] is out["heads"]["b2"]
     targets = batch["targets"]
     losses = model.losses(out, targets)
-    assert set(losses) == {f"loss_test_cls_{h}" for h in HEADS} | {f"loss_test_feat_{g}" for g in GROUPS}
+    assert set(losses) == {f"loss_test_cls_{h}" for h in HEADS} | {
+        f"loss_test_feat_{g}" for g in GROUPS
+    }
     for name in HEADS:
-        torch.testing.assert_close(losses[f"loss_test_cls_{name}"], F.cross_entropy(out["heads"][name]["logits"], targets) / 8)
+        torch.testing.assert_close(
+            losses[f"loss_test_cls_{name}"],
+            F.cross_entropy(out["heads"][name]["logits"], targets) / 8,
+        )
     for name in GROUPS:
-        torch.testing.assert_close(losses[f"loss_test_feat_{name}"], out["groups"][name]["features"].pow(2).mean() / 5)
+        torch.testing.assert_close(
+            losses[f"loss_test_feat_{name}"], out["groups"][name]["features"].pow(2).mean() / 5
+        )
     sum(losses.values()).backward()
-    grads = [model.backbone[0].weight.grad, model.b3[1][0].conv1.weight.grad, model.heads["b33"].classifier.weight.grad]
+    grads = [
+        model.backbone[0].weight.grad,
+        model.b3[1][0].conv1.weight.grad,
+        model.heads["b33"].classifier.weight.grad,
+    ]
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
 def test_configurable_weights_parts_and_stage_weights(test_losses):
-    cfg = _cfg(test_losses, PARTS=[2], HEAD_WEIGHTS=[1.0, 0.0, 0.5, 0.5], GROUP_WEIGHTS=[2.0, 0.0, 1.0])
+    cfg = _cfg(
+        test_losses, PARTS=[2], HEAD_WEIGHTS=[1.0, 0.0, 0.5, 0.5], GROUP_WEIGHTS=[2.0, 0.0, 1.0]
+    )
     cfg.MODEL.LOSSES.CE.SCALE = 3.0
     model = build_model(cfg).train()
-    assert model.head_names == ["b1", "b2", "b21", "b22"] and model.group_names == ["b1", "b2", "b2_parts"]
+    assert model.head_names == ["b1", "b2", "b21", "b22"] and model.group_names == [
+        "b1",
+        "b2",
+        "b2_parts",
+    ]
     batch = _batch(64, 32)
     out = model(batch)
     losses = model.losses(out, batch["targets"])
-    assert "loss_test_cls_b2" not in losses and "loss_test_feat_b2" not in losses  # weight 0: not computed
+    assert (
+        "loss_test_cls_b2" not in losses and "loss_test_feat_b2" not in losses
+    )  # weight 0: not computed
     ce = F.cross_entropy(out["heads"]["b21"]["logits"], batch["targets"])
     torch.testing.assert_close(losses["loss_test_cls_b21"], 3.0 * 0.5 * ce)
-    torch.testing.assert_close(losses["loss_test_feat_b1"], 2.0 * out["heads"]["b1"]["features"].pow(2).mean())
+    torch.testing.assert_close(
+        losses["loss_test_feat_b1"], 2.0 * out["heads"]["b1"]["features"].pow(2).mean()
+    )
     only_feat = model.losses(out, batch["targets"], weights={"TestFeatureEnergy": 1.0})
     assert set(only_feat) == {"loss_test_feat_b1", "loss_test_feat_b2_parts"}
     assert model(batch)["features"].shape == (4, 4 * EMB)
@@ -133,5 +166,7 @@ def test_mgn_errors(test_losses):
         model(_batch(32, 32))
     misplaced = build_model(_cfg(test_losses, HEAD_LOSSES=[])).train()
     batch = _batch()
-    with pytest.raises(KeyError, match="MGN feature group 'b2_parts' lacks an output .* MODEL.MGN.HEAD_LOSSES"):
+    with pytest.raises(
+        KeyError, match="MGN feature group 'b2_parts' lacks an output .* MODEL.MGN.HEAD_LOSSES"
+    ):
         misplaced.losses(misplaced(batch), batch["targets"], weights={"TestLogitsCE": 1.0})

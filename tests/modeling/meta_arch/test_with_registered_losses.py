@@ -1,4 +1,5 @@
 """The networks with the framework's registered losses (the losses package's classes), end to end."""
+
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +21,10 @@ def _cfg(arch: str, losses, **heads):
 
 
 def _batch(h: int = 64):
-    return {"images": torch.rand(8, 3, h, 32) * 255, "targets": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])}
+    return {
+        "images": torch.rand(8, 3, h, 32) * 255,
+        "targets": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]),
+    }
 
 
 def _backward_is_finite(model, losses) -> None:
@@ -42,7 +46,14 @@ def test_baseline_with_ce_triplet_and_center_loss():
 
 
 def test_ratio_head_with_nsl_and_ratio_loss():
-    cfg = _cfg("Baseline", ["CrossEntropyLoss", "RatioLoss"], NAME="RatioHead", EMBEDDING_DIM=64, CLS_LAYER="NSL", SCALE=14.0)
+    cfg = _cfg(
+        "Baseline",
+        ["CrossEntropyLoss", "RatioLoss"],
+        NAME="RatioHead",
+        EMBEDDING_DIM=64,
+        CLS_LAYER="NSL",
+        SCALE=14.0,
+    )
     model = build_model(cfg).train()
     batch = _batch()
     out = model(batch)
@@ -54,14 +65,18 @@ def test_ratio_head_with_nsl_and_ratio_loss():
 
 
 def test_mgn_with_ce_on_heads_and_adasp_on_feature_groups():
-    model = build_model(_cfg("MGN", ["CrossEntropyLoss", "AdaSPLoss"], EMBEDDING_DIM=32, NECK_FEAT="after")).train()
+    model = build_model(
+        _cfg("MGN", ["CrossEntropyLoss", "AdaSPLoss"], EMBEDDING_DIM=32, NECK_FEAT="after")
+    ).train()
     batch = _batch(96)
     out = model(batch)
     losses = model.losses(out, batch["targets"])
     heads = ["b1", "b2", "b3", "b21", "b22", "b31", "b32", "b33"]
     groups = ["b1", "b2", "b3", "b2_parts", "b3_parts"]
     assert set(losses) == {f"loss_cls_{h}" for h in heads} | {f"loss_sp_{g}" for g in groups}
-    torch.testing.assert_close(losses["loss_cls_b32"], F.cross_entropy(out["heads"]["b32"]["logits"], batch["targets"]) / 8)
+    torch.testing.assert_close(
+        losses["loss_cls_b32"], F.cross_entropy(out["heads"]["b32"]["logits"], batch["targets"]) / 8
+    )
     _backward_is_finite(model, losses)
     model.eval()
     assert model(batch).shape == (8, 8 * 32)
