@@ -1,5 +1,6 @@
+"""Configs: the schema that components declare, YAML loading with ``_BASE_``, overrides, checks."""
+
 from .config import (
-    ConfigError,
     check_config,
     closest_key,
     get_cfg,
@@ -8,11 +9,28 @@ from .config import (
     merge_from_file,
     merge_from_list,
 )
+from .schema import (
+    SCHEMA,
+    ConfigArgs,
+    ConfigBlock,
+    ConfigError,
+    InvalidArgument,
+    Key,
+    configurable,
+    declare,
+)
 
 __all__ = [
+    "SCHEMA",
+    "ConfigArgs",
+    "ConfigBlock",
     "ConfigError",
+    "InvalidArgument",
+    "Key",
     "check_config",
     "closest_key",
+    "configurable",
+    "declare",
     "get_cfg",
     "load_config",
     "load_yaml_with_base",

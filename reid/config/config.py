@@ -8,6 +8,7 @@ few keys are mapped onto ours.
 from __future__ import annotations
 
 import ast
+import importlib
 import difflib
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 from yacs.config import CfgNode
 
-from .defaults import _C
+from .schema import SCHEMA, ConfigError
 
 BASE_KEY = "_BASE_"
 
@@ -26,13 +27,14 @@ KEY_ALIASES: dict[str, str] = {
 }
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used: unknown key, wrong type, bad value or broken file."""
-
-
 def get_cfg() -> CfgNode:
-    """A fresh, mutable copy of the defaults."""
-    return _C.clone()
+    """A fresh, mutable copy of the defaults: every key that reid's components declare.
+
+    Components declare their keys when their modules are imported; this imports reid's own, so
+    the schema is complete. Import out-of-tree components before calling it.
+    """
+    importlib.import_module("reid.engine")
+    return SCHEMA.root.clone()
 
 
 def _all_keys(node: CfgNode, prefix: str = "") -> list[str]:

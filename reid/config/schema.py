@@ -70,9 +70,9 @@ class ConfigBlock:
     """Keys under one dotted path of the schema; a key name may itself be dotted ("CROP.ENABLED")."""
 
     def __init__(self, path: str, doc: str, keys: Mapping[str, Key]) -> None:
-        if not path or any(not part for part in path.split(".")):
+        if path and any(not part for part in path.split(".")):
             raise ValueError(
-                f"a config block needs a dotted path such as 'MODEL.LOSSES.TRI', got {path!r}"
+                f"a config block's path is dotted ('MODEL.LOSSES.TRI') or '' (top level), got {path!r}"
             )
         for name, key in keys.items():
             if not isinstance(key, Key):
@@ -87,12 +87,12 @@ class ConfigBlock:
         self.owner = ""
 
     def full_key(self, name: str) -> str:
-        return f"{self.path}.{name}"
+        return f"{self.path}.{name}" if self.path else name
 
     def read(self, cfg: CfgNode) -> CfgNode:
         """This block's node of ``cfg``."""
         node: Any = cfg
-        for part in self.path.split("."):
+        for part in self.path.split(".") if self.path else ():
             if not isinstance(node, CfgNode) or part not in node:
                 raise ConfigError(
                     f"the config has no block {self.path}: was the module declaring it imported?"
@@ -194,13 +194,11 @@ class Schema:
 
     def documented_keys(self) -> list[tuple[str, Key, ConfigBlock]]:
         """Every declared key with its declaration and block, sorted by key."""
-        return sorted(
-            (
-                (full, block.keys[full[len(block.path) + 1 :]], block)
-                for full, block in self._owner.items()
-            ),
-            key=lambda item: item[0],
-        )
+        items = []
+        for full, block in self._owner.items():
+            name = full[len(block.path) + 1 :] if block.path else full
+            items.append((full, block.keys[name], block))
+        return sorted(items, key=lambda item: item[0])
 
 
 def _copy_default(value: Any) -> Any:

@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key, declare
 from reid.utils import comm
 from reid.utils.env import seed_all_rng
 
@@ -19,6 +20,28 @@ from .samplers import build_train_sampler
 from .transforms import build_transforms
 
 logger = logging.getLogger("reid")
+
+
+LOADER_CONFIG = declare(
+    ConfigBlock(
+        "",
+        "Batch sizes and loader processes.",
+        {
+            "DATALOADER.NUM_WORKERS": Key(
+                4,
+                "Loader processes per training process; 0 = load in the main process.",
+            ),
+            "SOLVER.IMS_PER_BATCH": Key(
+                64,
+                "Mini-batch size (P * K for the PK sampler), over all GPUs.",
+            ),
+            "TEST.IMS_PER_BATCH": Key(
+                128,
+                "Images per test batch, over all processes.",
+            ),
+        },
+    )
+)
 
 
 def read_image(path: str) -> Image.Image:

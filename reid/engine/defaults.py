@@ -13,6 +13,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from reid.config import load_config
+from reid.config.schema import ConfigBlock, Key, declare
 from reid.data.build import build_reid_test_loader, build_reid_train_loader
 from reid.data.datasets import build_train_records
 from reid.evaluation.evaluator import ReidEvaluator, format_results_table, inference_on_dataset
@@ -30,6 +31,145 @@ from . import hooks
 from .train_loop import HookBase, ModelWithLoss, SimpleTrainer, StepOptions
 
 logger = logging.getLogger("reid")
+
+
+RUN_CONFIG = declare(
+    ConfigBlock(
+        "",
+        "The run: seed, output folder, logging period.",
+        {
+            "SEED": Key(
+                0,
+                (
+                    "Seed for Python, NumPy and torch RNGs, the samplers and the synthetic data "
+                    "draw. A negative value draws a random seed at start (written to "
+                    "OUTPUT_DIR/config.yaml)."
+                ),
+            ),
+            "OUTPUT_DIR": Key(
+                "logs/",
+                "Where logs, checkpoints, metrics and the merged config go.",
+            ),
+            "CUDNN_BENCHMARK": Key(
+                False,
+                (
+                    "torch.backends.cudnn.benchmark: let cuDNN pick the fastest convolution "
+                    "algorithms (input sizes are fixed in ReID)."
+                ),
+            ),
+            "LOG_PERIOD": Key(
+                20,
+                (
+                    "Write training scalars (console, OUTPUT_DIR/metrics.json, TensorBoard) every"
+                    " N iterations."
+                ),
+            ),
+        },
+    )
+)
+
+FREEZE_CONFIG = declare(
+    ConfigBlock(
+        "",
+        ("Freezing layers at the start of training (fastreid's FREEZE_LAYERS / FREEZE_ITERS)."),
+        {
+            "MODEL.FREEZE_LAYERS": Key(
+                [],
+                (
+                    'Names of the meta-architecture\'s modules (e.g. "backbone"; dotted paths '
+                    "allowed) frozen for the first SOLVER.FREEZE_ITERS iterations: no updates, "
+                    "normalisation statistics kept (fastreid's meaning)."
+                ),
+            ),
+            "SOLVER.FREEZE_ITERS": Key(
+                0,
+                (
+                    "MODEL.FREEZE_LAYERS stay frozen (no updates, norm statistics kept) for the "
+                    "first FREEZE_ITERS iterations."
+                ),
+            ),
+        },
+    )
+)
+
+STEP_CONFIG = declare(
+    ConfigBlock(
+        "SOLVER",
+        (
+            "How each optimisation step runs: mixed precision, clipping, EMA, "
+            "accumulation; checkpoint period."
+        ),
+        {
+            "AMP.ENABLED": Key(
+                False,
+                "Mixed precision (autocast) for the forward pass and the losses.",
+            ),
+            "AMP.DTYPE": Key(
+                "float16",
+                '"float16" (with a gradient scaler, checkpointed) or "bfloat16".',
+            ),
+            "CHANNELS_LAST": Key(
+                False,
+                "Channels-last memory format for model and images on CUDA.",
+            ),
+            "CLIP_GRADIENTS.ENABLED": Key(
+                False,
+                "Clip the gradients before each optimizer step.",
+            ),
+            "CLIP_GRADIENTS.CLIP_TYPE": Key(
+                "norm",
+                (
+                    '"norm" (rescale so the total norm is at most CLIP_VALUE) or "value" (clamp '
+                    "each element to +-CLIP_VALUE)."
+                ),
+            ),
+            "CLIP_GRADIENTS.CLIP_VALUE": Key(
+                5.0,
+                "The norm or value limit.",
+            ),
+            "CLIP_GRADIENTS.NORM_TYPE": Key(
+                2.0,
+                'p of the p-norm for CLIP_TYPE "norm".',
+            ),
+            "EMA.ENABLED": Key(
+                False,
+                (
+                    "Keep an exponential moving average of the weights (buffers copied); "
+                    "evaluation then uses it."
+                ),
+            ),
+            "EMA.DECAY": Key(
+                0.9999,
+                "Weight of the old average at every step.",
+            ),
+            "GRAD_ACCUM_STEPS": Key(
+                1,
+                (
+                    "Split each batch into this many identity-complete micro-batches and "
+                    "accumulate their gradients (for batches that do not fit in memory; "
+                    "batch-level losses then see P / GRAD_ACCUM_STEPS identities)."
+                ),
+            ),
+            "CHECKPOINT_PERIOD": Key(
+                20,
+                "Save a checkpoint every N epochs (the last one is always saved).",
+            ),
+        },
+    )
+)
+
+EVAL_PERIOD_CONFIG = declare(
+    ConfigBlock(
+        "TEST",
+        "When the trainer evaluates.",
+        {
+            "EVAL_PERIOD": Key(
+                20,
+                "Evaluate every N epochs (and after the last); 0 = only after the last.",
+            ),
+        },
+    )
+)
 
 
 def default_argument_parser(

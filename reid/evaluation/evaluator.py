@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key, declare
 from reid.utils import comm
 from reid.utils.file_io import atomic_write_json
 
@@ -38,6 +39,53 @@ from .roc import RocAccumulator
 __all__ = ["ReidEvaluator", "inference_on_dataset", "format_results_table"]
 
 logger = logging.getLogger(__name__)
+
+
+TEST_CONFIG = declare(
+    ConfigBlock(
+        "TEST",
+        "Evaluation: distance, flip averaging, chunking, AP variant.",
+        {
+            "METRIC": Key(
+                "cosine",
+                (
+                    'Distance (reid/evaluation/distance.py): "cosine" = 1 - cos of L2-normalised '
+                    'features; "euclidean" = SQUARED Euclidean distance (fastreid\'s convention; '
+                    "same ranking as Euclidean)."
+                ),
+            ),
+            "FLIP.ENABLED": Key(
+                False,
+                "Average each image's feature with its horizontally flipped copy's.",
+            ),
+            "CHUNK_SIZE": Key(
+                0,
+                (
+                    "Queries per chunk for distances, ranking and re-ranking; 0 = chosen from the"
+                    " gallery size (about 4M distances per chunk on CPU, 16M on CUDA), which "
+                    "bounds the extra memory."
+                ),
+            ),
+            "METRIC_THREADS": Key(
+                1,
+                (
+                    "torch CPU threads for the ranking metric's passes (distances keep torch's "
+                    "setting); 0 = torch's setting. One thread avoids the stalls of "
+                    "multi-threaded short passes on shared cores."
+                ),
+            ),
+            "OFFICIAL_MARKET_AP": Key(
+                False,
+                (
+                    "AP as the Market-1501 devkit computes it (trapezoid rule) instead of the "
+                    "non-interpolated AP of torchreid / fastreid (the default, used by the "
+                    "papers' tables)."
+                ),
+            ),
+        },
+    )
+)
+
 
 RANKS = (1, 5, 10)
 

@@ -11,9 +11,37 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from reid.config.schema import ConfigBlock, Key, declare
+
 from .rank import CHUNK_ELEMENTS, iter_chunks
 
 __all__ = ["alpha_query_expansion"]
+
+
+AQE_CONFIG = declare(
+    ConfigBlock(
+        "TEST.AQE",
+        "Alpha query expansion (fastreid's aqe).",
+        {
+            "ENABLED": Key(
+                False,
+                "Alpha query expansion.",
+            ),
+            "QE_TIME": Key(
+                1,
+                "Rounds of expansion.",
+            ),
+            "QE_K": Key(
+                5,
+                "Neighbours averaged per feature (the feature itself included).",
+            ),
+            "ALPHA": Key(
+                3.0,
+                "Neighbour weight = cosine similarity ** ALPHA.",
+            ),
+        },
+    )
+)
 
 
 def alpha_query_expansion(

@@ -13,9 +13,33 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from reid.config.schema import ConfigBlock, Key, declare
+
 from .rank import GalleryIndex
 
 __all__ = ["SingleGalleryShotCMC"]
+
+
+CUHK03_CLASSIC_CONFIG = declare(
+    ConfigBlock(
+        "TEST.CUHK03_CLASSIC",
+        "The classic CUHK03 single-gallery-shot CMC.",
+        {
+            "ENABLED": Key(
+                False,
+                "Single-gallery-shot CMC on CUHK03 test sets.",
+            ),
+            "REPEATS": Key(
+                10,
+                "Number of seeded gallery draws averaged.",
+            ),
+            "SEED": Key(
+                0,
+                "Seed of the first draw (draw r uses SEED + r).",
+            ),
+        },
+    )
+)
 
 
 class SingleGalleryShotCMC:

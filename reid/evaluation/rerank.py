@@ -27,11 +27,39 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from reid.config.schema import ConfigBlock, Key, declare
+
 from .distance import Distance
 from .rank import CHUNK_ELEMENTS, as_distmat, expand_segments, iter_chunks
 from .search import topk_smallest
 
 __all__ = ["DistanceSource", "MatrixDistances", "FeatureDistances", "rerank_chunks", "re_ranking"]
+
+
+RERANK_CONFIG = declare(
+    ConfigBlock(
+        "TEST.RERANK",
+        "k-reciprocal re-ranking (Zhong et al., CVPR 2017).",
+        {
+            "ENABLED": Key(
+                False,
+                "k-reciprocal re-ranking.",
+            ),
+            "K1": Key(
+                20,
+                "k of the k-reciprocal neighbours (k/2 for the expansion step).",
+            ),
+            "K2": Key(
+                6,
+                "Neighbours of the local query expansion of the encodings (1 = none).",
+            ),
+            "LAMBDA": Key(
+                0.3,
+                ("Final distance = (1 - LAMBDA) * Jaccard distance + LAMBDA * original distance."),
+            ),
+        },
+    )
+)
 
 
 class DistanceSource(ABC):

@@ -19,9 +19,30 @@ from collections.abc import Sequence
 
 import torch
 
+from reid.config.schema import ConfigBlock, Key, declare
+
 from .rank import GalleryIndex
 
 __all__ = ["RocAccumulator", "roc_key"]
+
+
+ROC_CONFIG = declare(
+    ConfigBlock(
+        "TEST.ROC",
+        "TPR at fixed FPR.",
+        {
+            "ENABLED": Key(
+                False,
+                "Report TPR at the FPRS.",
+            ),
+            "FPRS": Key(
+                [1e-4, 1e-3, 1e-2],
+                "Target false positive rates.",
+            ),
+        },
+    )
+)
+
 
 DEFAULT_FPRS = (1e-4, 1e-3, 1e-2)
 

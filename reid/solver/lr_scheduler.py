@@ -39,7 +39,70 @@ from torch.optim.lr_scheduler import LRScheduler
 from yacs.config import CfgNode
 
 from reid.config import ConfigError
+from reid.config.schema import ConfigBlock, Key, declare
 from reid.utils.registry import Registry, RegistryKeyError
+
+SCHEDULE_CONFIG = declare(
+    ConfigBlock(
+        "SOLVER",
+        "Epochs and the LR schedule with warm-up.",
+        {
+            "MAX_EPOCH": Key(
+                120,
+                ("Length of training in epochs (DATALOADER.EPOCH_LENGTH says what one epoch is)."),
+            ),
+            "SCHED": Key(
+                "MultiStepLR",
+                '"MultiStepLR" or "CosineAnnealingLR".',
+            ),
+            "STEPS": Key(
+                [40, 90],
+                ("Epochs (counted from epoch 0) at which MultiStepLR multiplies the LR by GAMMA."),
+            ),
+            "GAMMA": Key(
+                0.1,
+                "MultiStepLR's factor at each of SOLVER.STEPS.",
+            ),
+            "DELAY_EPOCHS": Key(
+                0,
+                "Constant-LR epochs before the cosine decay starts.",
+            ),
+            "ETA_MIN_LR": Key(
+                1e-7,
+                (
+                    "LR the cosine decay reaches at the end of MAX_EPOCH (for BASE_LR; a group "
+                    "with another base LR ends at ETA_MIN_LR * its base / BASE_LR, so the groups'"
+                    " LR ratios stay fixed)."
+                ),
+            ),
+            "WARMUP_FACTOR": Key(
+                0.1,
+                (
+                    "Warm-up: the LR goes from WARMUP_FACTOR * BASE_LR to BASE_LR over "
+                    "WARMUP_ITERS iterations. Start factor of the warm-up: the first iteration "
+                    "runs at WARMUP_FACTOR * BASE_LR (the ratio paper's 1e-5 -> 1e-3: BASE_LR "
+                    "1e-3, WARMUP_FACTOR 0.01). The factor multiplies the main schedule."
+                ),
+            ),
+            "WARMUP_ITERS": Key(
+                0,
+                ("Warm-up length in iterations; 0 = no warm-up (unless WARMUP_EPOCHS is set)."),
+            ),
+            "WARMUP_EPOCHS": Key(
+                0,
+                (
+                    "Warm-up length in epochs (converted with the iterations per epoch); set this"
+                    " or WARMUP_ITERS, not both."
+                ),
+            ),
+            "WARMUP_METHOD": Key(
+                "linear",
+                '"linear", "constant" or "exp".',
+            ),
+        },
+    )
+)
+
 
 WarmupFn = Callable[[int, int, float], float]
 

@@ -37,7 +37,54 @@ from torch import nn
 from yacs.config import CfgNode
 
 from reid.config import ConfigError
+from reid.config.schema import ConfigBlock, Key, declare
 from reid.utils.registry import Registry, RegistryKeyError
+
+OPTIMIZER_CONFIG = declare(
+    ConfigBlock(
+        "SOLVER",
+        "The optimizer and its parameter groups.",
+        {
+            "OPT": Key(
+                "Adam",
+                '"Adam", "AdamW" or "SGD".',
+            ),
+            "BASE_LR": Key(
+                3.5e-4,
+                "Learning rate of the main parameter group once warm-up is over.",
+            ),
+            "BIAS_LR_FACTOR": Key(
+                1.0,
+                "LR multiplier of bias parameters.",
+            ),
+            "HEADS_LR_FACTOR": Key(
+                1.0,
+                "LR multiplier of the head's parameters.",
+            ),
+            "MOMENTUM": Key(
+                0.9,
+                "SGD momentum (Adam and AdamW use their betas).",
+            ),
+            "NESTEROV": Key(
+                False,
+                "Nesterov momentum for SGD.",
+            ),
+            "WEIGHT_DECAY": Key(
+                0.0005,
+                "Weight decay of the weights of non-normalisation layers.",
+            ),
+            "WEIGHT_DECAY_NORM": Key(
+                0.0005,
+                "Weight decay of normalisation layers' weights and biases.",
+            ),
+            "WEIGHT_DECAY_BIAS": Key(
+                0.0005,
+                "Weight decay of the other layers' biases.",
+            ),
+        },
+    )
+)
+
 
 OPTIMIZER_REGISTRY = Registry("OPTIMIZER")
 OPTIMIZER_REGISTRY.__doc__ = (

@@ -42,8 +42,27 @@ from yacs.config import CfgNode
 
 from reid.config import ConfigError
 from reid.config.config import merge_dict_into
+from reid.config.schema import ConfigBlock, Key, declare
 
 from .lr_scheduler import LRSchedule, build_lr_schedule
+
+STAGES_CONFIG = declare(
+    ConfigBlock(
+        "SOLVER",
+        "Training plans of several stages (reid/solver/stages.py).",
+        {
+            "STAGES": Key(
+                [],
+                (
+                    "Training stages of one run (see reid/solver/stages.py): a list of mappings "
+                    "with EPOCHS, LOSSES (name -> weight), TRAINABLE (parameter-name regexes) and"
+                    " SOLVER (schedule overrides)."
+                ),
+            ),
+        },
+    )
+)
+
 
 STAGE_KEYS = ("NAME", "EPOCHS", "LOSSES", "TRAINABLE", "SOLVER")
 SCHEDULE_KEYS = (

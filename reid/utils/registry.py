@@ -1,9 +1,16 @@
-"""Name -> object registries: what a YAML file names is what gets built."""
+"""Name -> object registries: what a YAML file names is what gets built.
+
+Registering a component also declares its config block (``config_block`` argument or class
+attribute, a :class:`reid.config.ConfigBlock`) in the schema, so a component is one file: its code,
+its keys with their defaults and docs, and its registration.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+
+from reid.config.schema import ConfigBlock, declare
 
 T = TypeVar("T")
 
@@ -18,43 +25,74 @@ class RegistryKeyError(KeyError):
 class Registry:
     """A mapping from names to classes or functions, filled by the ``register`` decorator.
 
-    >>> BACKBONE_REGISTRY = Registry("BACKBONE")
-    >>> @BACKBONE_REGISTRY.register()
-    ... def build_resnet_backbone(cfg): ...
+    Args:
+        name: The kind of object ("LOSS", "BACKBONE", ...), shown in errors.
+        contract: Called with every object registered; raises ``TypeError`` when the object
+            lacks what this kind of component must provide.
+
+    >>> TOY_REGISTRY = Registry("TOY")
+    >>> @TOY_REGISTRY.register()
+    ... def build_toy(cfg): ...
+    >>> TOY_REGISTRY.get("build_toy").__name__
+    'build_toy'
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, contract: Callable[[Any], None] | None = None) -> None:
         self._name = name
+        self._contract = contract
         self._obj_map: dict[str, Any] = {}
 
     @property
     def name(self) -> str:
         return self._name
 
-    def _do_register(self, name: str, obj: Any) -> None:
+    def _do_register(self, name: str, obj: Any, config_block: ConfigBlock | None) -> None:
         if name in self._obj_map:
             raise RegistryKeyError(
                 f"An object named '{name}' was already registered in the '{self._name}' registry"
             )
+        if self._contract is not None:
+            self._contract(obj)
+        block = config_block if config_block is not None else getattr(obj, "config_block", None)
+        if block is not None:
+            if not isinstance(block, ConfigBlock):
+                raise TypeError(
+                    f"{name}: config_block must be a reid.config.ConfigBlock, "
+                    f"got {type(block).__name__}"
+                )
+            declare(block)
         self._obj_map[name] = obj
 
-    def register(self, obj: T | None = None, *, name: str | None = None) -> Any:
-        """Register ``obj`` under ``name`` (default: its ``__name__``); usable as a decorator."""
+    def register(
+        self,
+        obj: T | None = None,
+        *,
+        name: str | None = None,
+        config_block: ConfigBlock | None = None,
+    ) -> Any:
+        """Register ``obj`` under ``name`` (default: its ``__name__``); usable as a decorator.
+
+        Args:
+            obj: The class or function; omitted when used as ``@REGISTRY.register(...)``.
+            name: The name configs use; default ``obj.__name__``.
+            config_block: The keys the object reads; default its ``config_block`` attribute.
+        """
         if obj is None:
 
             def deco(func_or_class: T) -> T:
-                self._do_register(name or func_or_class.__name__, func_or_class)
+                self._do_register(name or _name_of(func_or_class), func_or_class, config_block)
                 return func_or_class
 
             return deco
-        self._do_register(name or obj.__name__, obj)
+        self._do_register(name or _name_of(obj), obj, config_block)
         return obj
 
     def get(self, name: str) -> Any:
         if name not in self._obj_map:
             registered = ", ".join(sorted(self._obj_map)) or "(none)"
             raise RegistryKeyError(
-                f"No object named '{name}' in the '{self._name}' registry; registered names: {registered}"
+                f"No object named '{name}' in the '{self._name}' registry; "
+                f"registered names: {registered}"
             )
         return self._obj_map[name]
 
@@ -69,3 +107,10 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry(name={self._name!r}, names={list(self.names())})"
+
+
+def _name_of(obj: Any) -> str:
+    name = getattr(obj, "__name__", None)
+    if not isinstance(name, str):
+        raise TypeError(f"cannot infer a registry name for {obj!r}: pass name=...")
+    return name

@@ -10,11 +10,50 @@ from yacs.config import CfgNode
 from reid.utils.registry import Registry
 
 from .bases import Record
+from reid.config.schema import ConfigBlock, Key, declare
 
 if TYPE_CHECKING:
     from .bases import ImageDataset
 
 logger = logging.getLogger(__name__)
+
+
+DATASETS_CONFIG = declare(
+    ConfigBlock(
+        "DATASETS",
+        "Which datasets train and test, and where they are.",
+        {
+            "ROOT": Key(
+                "",
+                (
+                    'Root of the datasets; "" = the REID_DATASETS environment variable, else '
+                    '"datasets/". Each dataset is looked up as its own folder under the root '
+                    "(datasets/README.md) or as the root itself."
+                ),
+            ),
+            "NAMES": Key(
+                ["Market1501"],
+                (
+                    "Registered training datasets; several are combined with distinct identities "
+                    "(pids relabelled 0..C-1 in this order, each dataset keeping its own id "
+                    "space)."
+                ),
+            ),
+            "TESTS": Key(
+                ["Market1501"],
+                "Test datasets, each evaluated and reported separately.",
+            ),
+            "COMBINEALL": Key(
+                False,
+                (
+                    "Add query and gallery of the training datasets to the training set "
+                    "(distractors excluded)."
+                ),
+            ),
+        },
+    )
+)
+
 
 # Dataset classes (ImageDataset subclasses) by the name DATASETS.NAMES / DATASETS.TESTS use.
 DATASET_REGISTRY = Registry("DATASET")

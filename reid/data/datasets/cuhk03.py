@@ -25,6 +25,32 @@ from reid.utils.file_io import atomic_write_json
 
 from .bases import DatasetFormatError, DatasetNotFoundError, ImageDataset, Layout, Record
 from .build import DATASET_REGISTRY
+from reid.config.schema import ConfigBlock, Key
+
+
+CUHK03_CONFIG = ConfigBlock(
+    "DATASETS.CUHK03",
+    "DATASETS.CUHK03",
+    {
+        "LABELED": Key(
+            True,
+            "True = the hand-labeled boxes, False = the detected (DPM) boxes.",
+        ),
+        "CLASSIC_SPLIT": Key(
+            False,
+            (
+                "False = the 767/700 protocol (Zhong et al. 2017); True = the classic 20 "
+                "random splits of cuhk-03.mat (1,367 train / 100 test persons; query = "
+                "gallery = the test images)."
+            ),
+        ),
+        "SPLIT_ID": Key(
+            0,
+            "Which classic split (0..19); only read when CLASSIC_SPLIT is True.",
+        ),
+    },
+)
+
 
 RAW_MAT = os.path.join("cuhk03_release", "cuhk-03.mat")
 PROTOCOL_MAT = "cuhk03_new_protocol_config_{kind}.mat"
@@ -191,6 +217,8 @@ class CUHK03(ImageDataset):
     camid = view - 1 (each camera pair has two views; 0-based). Pids are the protocol file's labels
     (767/700) or the global person rank (classic); both are disjoint between train and test.
     """
+
+    config_block = CUHK03_CONFIG
 
     name = "CUHK03"
     layouts = (Layout("cuhk03", (RAW_MAT,)), Layout("CUHK03", (RAW_MAT,)))

@@ -11,6 +11,28 @@ from yacs.config import CfgNode
 from .bases import IMAGE_EXTENSIONS, SPLITS, DatasetFormatError, DatasetNotFoundError, FolderDataset, Record
 from .build import DATASET_REGISTRY
 from .market1501 import MARKET_SPLIT_DIRS
+from reid.config.schema import ConfigBlock, Key
+
+
+CUSTOM_CONFIG = ConfigBlock(
+    "DATASETS.CUSTOM",
+    "The \"Custom\" dataset: a folder of one's own (datasets/README.md).",
+    {
+        "DIR": Key(
+            "custom",
+            "The folder, relative to the data root or absolute.",
+        ),
+        "CSV": Key(
+            "",
+            (
+                '"" = the Market-1501 layout inside DIR; else a CSV file (inside DIR, or '
+                "absolute) of rows path,pid,camid,split (path relative to the CSV's folder, "
+                "camid 0-based, split train/query/gallery)."
+            ),
+        ),
+    },
+)
+
 
 CSV_HEADER = ["path", "pid", "camid", "split"]
 
@@ -28,6 +50,8 @@ class CustomDataset(FolderDataset):
       non-negative integers used as written (camid 0-based; pid 0 is an ordinary identity);
       split train, query or gallery.
     """
+
+    config_block = CUSTOM_CONFIG
 
     name = "Custom"
     split_dirs = MARKET_SPLIT_DIRS

@@ -9,6 +9,23 @@ from yacs.config import CfgNode
 
 from .bases import DatasetFormatError, ImageDataset, Layout, Record, read_list_file
 from .build import DATASET_REGISTRY
+from reid.config.schema import ConfigBlock, Key
+
+
+MSMT17_CONFIG = ConfigBlock(
+    "DATASETS.MSMT17",
+    "DATASETS.MSMT17",
+    {
+        "TRAIN_ONLY": Key(
+            False,
+            (
+                "True = train on list_train.txt only (30,248 images); False = list_train + "
+                "list_val (32,621, the usual setting)."
+            ),
+        ),
+    },
+)
+
 
 LIST_FILES: Tuple[str, ...] = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
 # Release folder -> (train image folder, test image folder).
@@ -25,6 +42,8 @@ class MSMT17(ImageDataset):
     lists; they are shifted by (largest train/val label + 1) so that test identities never collide
     with training identities (e.g. under DATASETS.COMBINEALL).
     """
+
+    config_block = MSMT17_CONFIG
 
     name = "MSMT17"
     layouts = tuple(

@@ -30,6 +30,67 @@ from yacs.config import CfgNode
 from .bases import DatasetFormatError, Layout
 from .build import DATASET_REGISTRY
 from .market1501 import MARKET_SPLIT_DIRS, Market1501
+from reid.config.schema import ConfigBlock, Key
+
+
+SYNTHETIC_CONFIG = ConfigBlock(
+    "DATASETS.SYNTHETIC",
+    (
+        'The built-in synthetic dataset ("Synthetic"): generated once into '
+        "<root>/synthetic/<folder named after these values>/ in the Market-1501 "
+        "layout; changing any value generates a new folder."
+    ),
+    {
+        "SEED": Key(
+            0,
+            "Seed of the generator (the same seed gives the same images).",
+        ),
+        "NUM_TRAIN_IDS": Key(
+            150,
+            "Identities in bounding_box_train/.",
+        ),
+        "NUM_TEST_IDS": Key(
+            150,
+            (
+                "Identities in query/ (two images each, from two cameras) and "
+                "bounding_box_test/ (the rest)."
+            ),
+        ),
+        "IMGS_PER_ID": Key(
+            10,
+            (
+                "Images per identity (at least 4), spread over 2..NUM_CAMERAS cameras with 2 "
+                "or more each."
+            ),
+        ),
+        "NUM_CAMERAS": Key(
+            6,
+            (
+                "Number of cameras (2..9), each with its own background, viewpoint, lighting,"
+                " blur, scale and occlusion."
+            ),
+        ),
+        "IMAGE_SIZE": Key(
+            [128, 64],
+            "[height, width] of the generated images.",
+        ),
+        "NUM_DISTRACTORS": Key(
+            100,
+            (
+                "Gallery distractors (pid 0000, people not in any query) and junk boxes (pid "
+                "-1, dropped by the reader)."
+            ),
+        ),
+        "NUM_JUNK": Key(
+            50,
+            (
+                "Junk boxes (pid -1) in the gallery folder, dropped by the reader as in "
+                "Market-1501."
+            ),
+        ),
+    },
+)
+
 
 GENERATOR_VERSION = 1
 MARKER = "synthetic.json"
@@ -530,6 +591,8 @@ def ensure_synthetic(spec: SyntheticSpec, parent: str) -> str:
 @DATASET_REGISTRY.register()
 class Synthetic(Market1501):
     """The generated dataset read by the Market-1501 reader; cameras 1..NUM_CAMERAS."""
+
+    config_block = SYNTHETIC_CONFIG
 
     name = "Synthetic"
     layouts = (Layout(".", tuple(MARKET_SPLIT_DIRS.values())),)

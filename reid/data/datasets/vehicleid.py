@@ -10,6 +10,23 @@ from yacs.config import CfgNode
 
 from .bases import DatasetFormatError, ImageDataset, Layout, Record, read_list_file
 from .build import DATASET_REGISTRY
+from reid.config.schema import ConfigBlock, Key
+
+
+VEHICLEID_CONFIG = ConfigBlock(
+    "DATASETS.VEHICLEID",
+    "DATASETS.VEHICLEID",
+    {
+        "REPEAT": Key(
+            0,
+            (
+                "Seed of the gallery draw (one image per test vehicle to the gallery, the "
+                "rest to the query); the published protocol runs and averages repeats 0..9."
+            ),
+        ),
+    },
+)
+
 
 # VehicleID has no camera ids: query and gallery get these two so the same-camera rule drops nothing.
 QUERY_CAMID = 0
@@ -29,6 +46,8 @@ class VehicleID(ImageDataset):
     query, with ``random.Random(repeat)`` over vehicles in ascending id order and each vehicle's
     images in ascending id order; the published protocol averages repeats 0..9.
     """
+
+    config_block = VEHICLEID_CONFIG
 
     test_size: ClassVar[int] = 0
     layout_help = """\

@@ -9,7 +9,25 @@ from torch.utils.data import Sampler
 from yacs.config import CfgNode
 
 from reid.config import ConfigError
+from reid.config.schema import ConfigBlock, Key, declare
 from reid.utils.registry import Registry, RegistryKeyError
+
+SAMPLER_CONFIG = declare(
+    ConfigBlock(
+        "DATALOADER",
+        "The training sampler.",
+        {
+            "SAMPLER_TRAIN": Key(
+                "NaiveIdentitySampler",
+                (
+                    '"NaiveIdentitySampler" (PK: P ids x NUM_INSTANCE images) or '
+                    '"TrainingSampler" (shuffled images).'
+                ),
+            ),
+        },
+    )
+)
+
 
 SAMPLER_REGISTRY = Registry("SAMPLER")
 SAMPLER_REGISTRY.__doc__ = """Training samplers: classes with ``from_config(cfg, records, rank, world_size, seed)``.

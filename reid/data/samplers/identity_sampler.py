@@ -10,8 +10,30 @@ from typing import Any
 import numpy as np
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .base import TrainSampler
 from .build import SAMPLER_REGISTRY
+
+IDENTITY_SAMPLER_CONFIG = ConfigBlock(
+    "DATALOADER",
+    "NaiveIdentitySampler: P identities x K images per batch.",
+    {
+        "NUM_INSTANCE": Key(
+            4,
+            "K of the PK sampler.",
+        ),
+        "EPOCH_LENGTH": Key(
+            "identities",
+            (
+                'Length of a PK epoch: "identities" = every identity once, ceil(#ids / P) '
+                'batches; "images" = one pass over the images, ceil(#images / IMS_PER_BATCH) '
+                "batches (fastreid's and torchreid's epoch, the unit of the papers' epoch "
+                "counts), identities recurring as needed."
+            ),
+        ),
+    },
+)
 
 
 @SAMPLER_REGISTRY.register()
@@ -33,6 +55,8 @@ class NaiveIdentitySampler(TrainSampler):
     consecutive shares of P / world_size whole identities; rank r yields share r of every batch,
     i.e. consecutive chunks of ``self.batch_size = batch_size / world_size`` indices.
     """
+
+    config_block = IDENTITY_SAMPLER_CONFIG
 
     def __init__(
         self,

@@ -23,6 +23,81 @@ from torchvision.transforms import v2
 from yacs.config import CfgNode
 
 from reid.config import ConfigError
+from reid.config.schema import ConfigBlock, Key, declare
+
+INPUT_CONFIG = declare(
+    ConfigBlock(
+        "INPUT",
+        "Image transforms (reid/data/transforms/build.py).",
+        {
+            "SIZE_TRAIN": Key(
+                [256, 128],
+                "[height, width]",
+            ),
+            "SIZE_TEST": Key(
+                [256, 128],
+                "[height, width] of test images.",
+            ),
+            "INTERPOLATION": Key(
+                "bicubic",
+                (
+                    'Resampling of every resize: "bicubic" (fastreid\'s choice) or "bilinear"; '
+                    "antialiased."
+                ),
+            ),
+            "CROP.ENABLED": Key(
+                False,
+                (
+                    "Resize to CROP.RESIZE, then take a random SIZE_TRAIN crop (off: resize "
+                    "straight to SIZE_TRAIN)."
+                ),
+            ),
+            "CROP.RESIZE": Key(
+                [288, 144],
+                ("[height, width] before the random crop, at least SIZE_TRAIN in both dimensions."),
+            ),
+            "FLIP.ENABLED": Key(
+                False,
+                "Random horizontal flip.",
+            ),
+            "FLIP.PROB": Key(
+                0.5,
+                "Probability of flipping an image.",
+            ),
+            "PADDING.ENABLED": Key(
+                False,
+                ("Pad PADDING.SIZE pixels on every side, then take a random SIZE_TRAIN crop."),
+            ),
+            "PADDING.MODE": Key(
+                "constant",
+                ('torchvision padding mode: "constant" (zeros), "edge", "reflect" or "symmetric".'),
+            ),
+            "PADDING.SIZE": Key(
+                10,
+                "Pixels added on every side before the random crop.",
+            ),
+            "REA.ENABLED": Key(
+                False,
+                (
+                    "Erased rectangle: torchvision's defaults, area 2 %..33 % of the image, "
+                    "aspect ratio 0.3..3.3."
+                ),
+            ),
+            "REA.PROB": Key(
+                0.5,
+                "Probability of erasing a rectangle of an image.",
+            ),
+            "REA.VALUE": Key(
+                [0.485 * 255, 0.456 * 255, 0.406 * 255],
+                (
+                    "Fill of the erased rectangle per channel (R, G, B) on the 0..255 scale; [0, "
+                    "0, 0] = black."
+                ),
+            ),
+        },
+    )
+)
+
 
 INTERPOLATIONS: dict[str, v2.InterpolationMode] = {
     "bicubic": v2.InterpolationMode.BICUBIC,

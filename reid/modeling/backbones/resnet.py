@@ -21,10 +21,50 @@ import torchvision.models.resnet as tv_resnet
 from torch import nn
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
 from reid.modeling.layers import IBN, NonLocalBlock, SELayer, get_norm
 
 from .build import BACKBONE_REGISTRY
 from .pretrained import find_published_file, load_pretrained
+
+RESNET_CONFIG = ConfigBlock(
+    "MODEL.BACKBONE",
+    ("ResNet backbones (build_resnet_backbone): depth, last stride, IBN-a, SE, non-local."),
+    {
+        "DEPTH": Key(
+            "50x",
+            (
+                'ResNet depth, "18x" / "34x" / "50x" / "101x" (fastreid spelling; plain 50 is'
+                " accepted too)."
+            ),
+        ),
+        "LAST_STRIDE": Key(
+            1,
+            (
+                "Stride of the last stage: 1 keeps a 16x8 feature map at 256x128 input (the "
+                "ReID choice), 2 is ImageNet's."
+            ),
+        ),
+        "WITH_IBN": Key(
+            False,
+            (
+                "IBN-a: instance norm on half the channels of the first norm of every block "
+                "of layer1-layer3."
+            ),
+        ),
+        "WITH_SE": Key(
+            False,
+            "Squeeze-and-excitation (reduction 16) before each residual sum.",
+        ),
+        "WITH_NL": Key(
+            False,
+            (
+                "Non-local blocks after the last blocks of layer2 and layer3 (2 and 3 for "
+                "34x/50x, 2 and 9 for 101x, 1 and 1 for 18x)."
+            ),
+        ),
+    },
+)
 
 
 class _ReIDBlock:
@@ -231,7 +271,7 @@ class ResNet(nn.Module):
         return x
 
 
-@BACKBONE_REGISTRY.register()
+@BACKBONE_REGISTRY.register(config_block=RESNET_CONFIG)
 def build_resnet_backbone(cfg: CfgNode) -> ResNet:
     bb = cfg.MODEL.BACKBONE
     depth = parse_depth(bb.DEPTH)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key, declare
 from reid.modeling.losses.margin_logits import (
     arcface_margin,
     circle_margin,
@@ -28,6 +29,42 @@ from reid.modeling.losses.margin_logits import (
 )
 from reid.modeling.losses.utils import LogScale
 from reid.utils.registry import Registry, RegistryKeyError
+
+CLASSIFIER_CONFIG = declare(
+    ConfigBlock(
+        "MODEL.HEADS",
+        "The classifier layer of the heads (linear or cosine with a margin).",
+        {
+            "CLS_LAYER": Key(
+                "Linear",
+                (
+                    'Classifier layer: "Linear", "NSL" (cosine), "CosFace", "ArcFace", "Circle" '
+                    '(fastreid\'s "CosSoftmax", "ArcSoftmax", "CircleSoftmax" are accepted).'
+                ),
+            ),
+            "SCALE": Key(
+                1.0,
+                (
+                    "Scale s of the cosine classifiers' logits (s * cos); with the Linear "
+                    "classifier it must stay 1."
+                ),
+            ),
+            "MARGIN": Key(
+                0.0,
+                ("Margin m of CosFace, ArcFace and Circle classifiers; 0 for Linear and NSL."),
+            ),
+            "LEARN_SCALE": Key(
+                False,
+                (
+                    "Cosine classifiers (NSL, CosFace, ArcFace, Circle): learn the scale s as a "
+                    "parameter log s, initialised from MODEL.HEADS.SCALE (NormFace style). Not "
+                    "valid with the Linear classifier."
+                ),
+            ),
+        },
+    )
+)
+
 
 CLASSIFIER_REGISTRY = Registry("CLASSIFIER")
 

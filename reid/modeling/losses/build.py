@@ -8,7 +8,22 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key, declare
 from reid.utils.registry import Registry, RegistryKeyError
+
+LOSSES_CONFIG = declare(
+    ConfigBlock(
+        "MODEL.LOSSES",
+        "The loss set.",
+        {
+            "NAME": Key(
+                ["CrossEntropyLoss"],
+                "Registered loss names, combined as sum(SCALE_i * loss_i).",
+            ),
+        },
+    )
+)
+
 
 LOSS_REGISTRY = Registry("LOSS")
 LOSS_REGISTRY.__doc__ = """Registered loss modules.

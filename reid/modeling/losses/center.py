@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import (
@@ -16,6 +18,37 @@ from .utils import (
     check_label_range,
     require_num_classes,
     resolve_feat_dim,
+)
+
+CENTER_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.CENTER",
+    ("CenterLoss: mean_i |f_i - c_{y_i}|^2 with NUM_CLASSES learned centers (in the loss module)."),
+    {
+        "FEAT_DIM": Key(
+            0,
+            (
+                "Dimension of the features the loss's parameters are built for; 0 = the "
+                "head's output dim."
+            ),
+        ),
+        "LR": Key(
+            3.5e-4,
+            (
+                "Absolute LR of the centers' own optimiser group (SOLVER.OPT, no weight "
+                "decay). The centers' gradient includes the weight SCALE; bag of tricks' "
+                'separate SGD at 0.5 on the unweighted loss corresponds to SOLVER.OPT "SGD" '
+                "with LR 0.5 / SCALE."
+            ),
+        ),
+        "FEAT_KEY": Key(
+            "features",
+            ("Key of the model's outputs dict that the loss reads its B x D features from."),
+        ),
+        "SCALE": Key(
+            0.0005,
+            "Bag-of-tricks weight.",
+        ),
+    },
 )
 
 
@@ -39,6 +72,8 @@ class CenterLoss(FeatureLoss):
     """
 
     cfg_key = "CENTER"
+
+    config_block = CENTER_CONFIG
     log_name = "loss_center"
 
     uses_feat_dim = True

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import (
@@ -16,6 +18,35 @@ from .utils import (
     masked_logsumexp,
     masked_mean,
     same_label_masks,
+)
+
+CIRCLE_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.CIRCLE",
+    (
+        "CircleLoss (pair-wise, on cosine similarities); the class-level circle is "
+        'MODEL.HEADS.CLS_LAYER "Circle".'
+    ),
+    {
+        "MARGIN": Key(
+            0.25,
+            (
+                "Relaxation m: optima 1 - m (positives) and m (negatives), alpha_p = [1 + m -"
+                " s_p]_+, alpha_n = [s_n + m]_+."
+            ),
+        ),
+        "GAMMA": Key(
+            128.0,
+            "Scale gamma of the pair similarities.",
+        ),
+        "FEAT_KEY": Key(
+            "features",
+            ("Key of the model's outputs dict that the loss reads its B x D features from."),
+        ),
+        "SCALE": Key(
+            1.0,
+            "Weight of this loss in the total loss.",
+        ),
+    },
 )
 
 
@@ -43,6 +74,8 @@ class CircleLoss(FeatureLoss):
     """Pair-wise circle loss on ``outputs[CIRCLE.FEAT_KEY]``: MARGIN, GAMMA."""
 
     cfg_key = "CIRCLE"
+
+    config_block = CIRCLE_CONFIG
     log_name = "loss_circle"
 
     def __init__(self, cfg: CfgNode) -> None:

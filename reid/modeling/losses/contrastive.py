@@ -8,9 +8,45 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import check_features_labels, masked_mean, pairwise_distance, same_label_masks
+
+CONTRASTIVE_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.CONTRASTIVE",
+    (
+        "ContrastiveLoss over all pairs: positives [d - POS_MARGIN]_+, negatives "
+        "[NEG_MARGIN - d]_+ (Euclidean d), each part averaged over its pairs."
+    ),
+    {
+        "POS_MARGIN": Key(
+            0.0,
+            ("Positive pairs are pulled in until their distance is POS_MARGIN (0 = all the way)."),
+        ),
+        "NEG_MARGIN": Key(
+            1.0,
+            "Negative pairs are pushed out until their distance is NEG_MARGIN.",
+        ),
+        "SQUARED": Key(
+            True,
+            ("Square both parts and halve them (the survey's form: d^2 / 2 and [m - d]_+^2 / 2)."),
+        ),
+        "NORMALIZE": Key(
+            False,
+            "L2-normalise the features first.",
+        ),
+        "FEAT_KEY": Key(
+            "features",
+            ("Key of the model's outputs dict that the loss reads its B x D features from."),
+        ),
+        "SCALE": Key(
+            1.0,
+            "Weight of this loss in the total loss.",
+        ),
+    },
+)
 
 
 def contrastive_loss(
@@ -40,6 +76,8 @@ class ContrastiveLoss(FeatureLoss):
     """Contrastive loss on ``outputs[CONTRASTIVE.FEAT_KEY]``: POS_MARGIN, NEG_MARGIN, SQUARED, NORMALIZE."""
 
     cfg_key = "CONTRASTIVE"
+
+    config_block = CONTRASTIVE_CONFIG
     log_name = "loss_contrastive"
 
     def __init__(self, cfg: CfgNode) -> None:

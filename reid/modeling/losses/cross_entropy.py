@@ -10,8 +10,41 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .build import LOSS_REGISTRY
 from .utils import loss_block, read_output
+
+CE_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.CE",
+    ('CrossEntropyLoss: CE on outputs["logits"] (after the classifier\'s margin and scale).'),
+    {
+        "EPSILON": Key(
+            0.0,
+            (
+                "Label smoothing epsilon (0 = plain CE): targets (1 - eps) on the true class "
+                "+ eps / C everywhere. A negative value selects fastreid's adaptive "
+                "smoothing: eps_i = ALPHA * p_i(true class), detached, targets 1 - eps_i on "
+                "the true class and eps_i / (C - 1) on each other class."
+            ),
+        ),
+        "ALPHA": Key(
+            0.2,
+            "Adaptive smoothing factor, used only when EPSILON < 0.",
+        ),
+        "OHEM_RATIO": Key(
+            0.0,
+            (
+                "OHEM on the ID loss: drop the floor(r * B) samples with the lowest loss, "
+                "average the rest (0 = off)."
+            ),
+        ),
+        "SCALE": Key(
+            1.0,
+            "Weight of this loss in the total loss.",
+        ),
+    },
+)
 
 
 def cross_entropy_loss(
@@ -80,6 +113,8 @@ class CrossEntropyLoss(nn.Module):
     """
 
     cfg_key = "CE"
+
+    config_block = CE_CONFIG
     log_name = "loss_cls"
 
     def __init__(self, cfg: CfgNode) -> None:

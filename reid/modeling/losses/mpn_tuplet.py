@@ -9,9 +9,57 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .build import LOSS_REGISTRY
 from .pn_tuplet import PNTupletLoss, prototype_tuplet_loss
 from .utils import ScaleLike, check_feature_dim, resolve_feat_dim
+
+MPN_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.MPN",
+    (
+        "MPNTupletLoss: as PN with prototypes = class means of phi(f), phi = "
+        "Linear(D, D / REDUCTION) -> BatchNorm1d -> Linear(D / REDUCTION, D), owned "
+        "by the loss module (unused at test time)."
+    ),
+    {
+        "CLASSES_PER_TUPLET": Key(
+            0,
+            ("N classes per anchor (own + N - 1 drawn at random); 0 = all classes of the batch."),
+        ),
+        "EXCLUDE_ANCHOR": Key(
+            False,
+            ("Leave the anchor out of its own class prototype (the paper includes it)."),
+        ),
+        "REDUCTION": Key(
+            8,
+            "phi's hidden size is D / REDUCTION (the paper: 8).",
+        ),
+        "FEAT_DIM": Key(
+            0,
+            (
+                "Dimension of the features the loss's parameters are built for; 0 = the "
+                "head's output dim."
+            ),
+        ),
+        "SIM_SCALE": Key(
+            16.0,
+            "Multiplier s of the similarities (temperature 1 / s).",
+        ),
+        "LEARN_SCALE": Key(
+            True,
+            "Learn s as a parameter log s, initialised from SIM_SCALE.",
+        ),
+        "FEAT_KEY": Key(
+            "features",
+            ("Key of the model's outputs dict that the loss reads its B x D features from."),
+        ),
+        "SCALE": Key(
+            1.0,
+            "Weight of this loss in the total loss.",
+        ),
+    },
+)
 
 
 def build_phi(dim: int, reduction: int = 8) -> nn.Sequential:
@@ -57,6 +105,8 @@ class MPNTupletLoss(PNTupletLoss):
     SIM_SCALE / LEARN_SCALE as for PN."""
 
     cfg_key = "MPN"
+
+    config_block = MPN_CONFIG
     log_name = "loss_mpn_tuplet"
 
     uses_feat_dim = True

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 import torch
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import (
@@ -26,6 +28,44 @@ from .utils import (
     cosine_matrix,
     resolve_scale,
     zero_loss,
+)
+
+NTUPLET_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.NTUPLET",
+    (
+        "NTupletLoss: -log softmax of the positive among N scaled cosine similarities"
+        " (anchor vs one positive and N - 1 negatives of distinct classes), over "
+        "tuplets drawn uniformly per batch."
+    ),
+    {
+        "CLASSES_PER_TUPLET": Key(
+            16,
+            (
+                "N (capped at the number of classes in the batch); 2 = soft-margin triplet on"
+                " cosine distance."
+            ),
+        ),
+        "NUM_TUPLETS": Key(
+            0,
+            ("Tuplets per batch; 0 = the batch's number of triplets (11,520 for P = 16, K = 4)."),
+        ),
+        "SIM_SCALE": Key(
+            16.0,
+            "Multiplier s of the similarities (temperature 1 / s).",
+        ),
+        "LEARN_SCALE": Key(
+            True,
+            "Learn s as a parameter log s, initialised from SIM_SCALE.",
+        ),
+        "FEAT_KEY": Key(
+            "features",
+            ("Key of the model's outputs dict that the loss reads its B x D features from."),
+        ),
+        "SCALE": Key(
+            1.0,
+            "Weight of this loss in the total loss.",
+        ),
+    },
 )
 
 
@@ -173,6 +213,8 @@ class NTupletLoss(FeatureLoss):
     (0 = the batch's number of triplets), SIM_SCALE / LEARN_SCALE. Sampling uses torch's global RNG."""
 
     cfg_key = "NTUPLET"
+
+    config_block = NTUPLET_CONFIG
     log_name = "loss_ntuplet"
 
     def __init__(self, cfg: CfgNode) -> None:

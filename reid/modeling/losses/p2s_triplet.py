@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
 from .prototypes import batch_prototypes
@@ -21,6 +23,45 @@ from .utils import (
     resolve_scale,
     rowwise_cosine,
 )
+
+P2S_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.P2S",
+    (
+        "P2STripletLoss: soft-margin triplet softplus(SIM_SCALE * (d_ap - d_an)) "
+        "whose references are the batch's class prototypes (means)."
+    ),
+    {
+        "DISTANCE": Key(
+            "cosine",
+            '"cosine" (1 - cos) or "euclidean".',
+        ),
+        "NEGATIVE": Key(
+            "hardest",
+            'Negative prototype: "hardest" (closest other class) or "random".',
+        ),
+        "EXCLUDE_ANCHOR": Key(
+            False,
+            "Leave the anchor out of its own class prototype.",
+        ),
+        "SIM_SCALE": Key(
+            16.0,
+            "Multiplier s of the similarities (temperature 1 / s).",
+        ),
+        "LEARN_SCALE": Key(
+            True,
+            "Learn s as a parameter log s, initialised from SIM_SCALE.",
+        ),
+        "FEAT_KEY": Key(
+            "features",
+            ("Key of the model's outputs dict that the loss reads its B x D features from."),
+        ),
+        "SCALE": Key(
+            1.0,
+            "Weight of this loss in the total loss.",
+        ),
+    },
+)
+
 
 P2S_DISTANCES = ("cosine", "euclidean")
 P2S_NEGATIVES = ("hardest", "random")
@@ -76,6 +117,8 @@ class P2STripletLoss(FeatureLoss):
     SIM_SCALE / LEARN_SCALE. Random negatives use torch's global RNG."""
 
     cfg_key = "P2S"
+
+    config_block = P2S_CONFIG
     log_name = "loss_p2s"
 
     def __init__(self, cfg: CfgNode) -> None:

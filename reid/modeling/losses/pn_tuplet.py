@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 import torch
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
 from .prototypes import batch_prototypes
@@ -19,6 +21,40 @@ from .utils import (
     masked_mean,
     resolve_scale,
     rowwise_cosine,
+)
+
+PN_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.PN",
+    (
+        "PNTupletLoss: CE of each anchor over SIM_SCALE * cos(f_i, prototype_c), "
+        "prototypes = batch class means."
+    ),
+    {
+        "CLASSES_PER_TUPLET": Key(
+            0,
+            ("N classes per anchor (own + N - 1 drawn at random); 0 = all classes of the batch."),
+        ),
+        "EXCLUDE_ANCHOR": Key(
+            False,
+            "Leave the anchor out of its own class prototype.",
+        ),
+        "SIM_SCALE": Key(
+            16.0,
+            "Multiplier s of the similarities (temperature 1 / s).",
+        ),
+        "LEARN_SCALE": Key(
+            True,
+            "Learn s as a parameter log s, initialised from SIM_SCALE.",
+        ),
+        "FEAT_KEY": Key(
+            "features",
+            ("Key of the model's outputs dict that the loss reads its B x D features from."),
+        ),
+        "SCALE": Key(
+            1.0,
+            "Weight of this loss in the total loss.",
+        ),
+    },
 )
 
 
@@ -96,6 +132,8 @@ class PNTupletLoss(FeatureLoss):
     batch), EXCLUDE_ANCHOR, SIM_SCALE / LEARN_SCALE. Class draws use torch's global RNG."""
 
     cfg_key = "PN"
+
+    config_block = PN_CONFIG
     log_name = "loss_pn_tuplet"
 
     def __init__(self, cfg: CfgNode) -> None:

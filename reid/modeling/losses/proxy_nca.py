@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import (
@@ -22,6 +24,43 @@ from .utils import (
     require_num_classes,
     resolve_feat_dim,
     resolve_scale,
+)
+
+PROXY_NCA_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.PROXY_NCA",
+    ("ProxyNCALoss: logits -SIM_SCALE * |f^ - p^_k|^2 over NUM_CLASSES learned proxies, then CE."),
+    {
+        "EXCLUDE_POSITIVE": Key(
+            True,
+            (
+                "Leave the own proxy out of the softmax denominator (the survey's and the "
+                "original paper's form)."
+            ),
+        ),
+        "SIM_SCALE": Key(
+            1.0,
+            "Multiplier s of the similarities (temperature 1 / s).",
+        ),
+        "LEARN_SCALE": Key(
+            False,
+            "Learn s as a parameter log s, initialised from SIM_SCALE.",
+        ),
+        "FEAT_DIM": Key(
+            0,
+            (
+                "Dimension of the features the loss's parameters are built for; 0 = the "
+                "head's output dim."
+            ),
+        ),
+        "FEAT_KEY": Key(
+            "features",
+            ("Key of the model's outputs dict that the loss reads its B x D features from."),
+        ),
+        "SCALE": Key(
+            1.0,
+            "Weight of this loss in the total loss.",
+        ),
+    },
 )
 
 
@@ -60,6 +99,8 @@ class ProxyNCALoss(FeatureLoss):
     PROXY_NCA.FEAT_DIM (0 = the head's output dim); SIM_SCALE / LEARN_SCALE, EXCLUDE_POSITIVE."""
 
     cfg_key = "PROXY_NCA"
+
+    config_block = PROXY_NCA_CONFIG
     log_name = "loss_proxy_nca"
 
     uses_feat_dim = True

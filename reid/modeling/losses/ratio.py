@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import torch
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import (
@@ -18,6 +20,37 @@ from .utils import (
     read_output,
     rowwise_cosine,
 )
+
+RATIO_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.RATIO",
+    (
+        "RatioLoss (circle-based ratio loss): mean over the batch's classes j of "
+        "max_{y_i = j} d(f^_i, w^_j) / (min_{k != j} d(w^_k, w^_j) + EPS), w = "
+        'outputs["cls_weight"].'
+    ),
+    {
+        "EPS": Key(
+            0.5,
+            ("The moderating term eps added to the inter-class distance (the paper: 0.5)."),
+        ),
+        "DISTANCE": Key(
+            "cosine",
+            (
+                '"cosine" (1 - cos), "chord" (Euclidean distance on the unit sphere) or '
+                '"angle" (acos).'
+            ),
+        ),
+        "FEAT_KEY": Key(
+            "neck_features",
+            ("The classifier's input, since the loss compares features with the class weights."),
+        ),
+        "SCALE": Key(
+            1.0,
+            "Weight of this loss in the total loss.",
+        ),
+    },
+)
+
 
 RATIO_DISTANCES = ("cosine", "chord", "angle")
 
@@ -76,6 +109,8 @@ class RatioLoss(FeatureLoss):
     compares features with class weights."""
 
     cfg_key = "RATIO"
+
+    config_block = RATIO_CONFIG
     log_name = "loss_ratio"
 
     def __init__(self, cfg: CfgNode) -> None:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import (
@@ -18,6 +20,33 @@ from .utils import (
     masked_logsumexp,
     masked_mean,
 )
+
+SP_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.SP",
+    ("SparsePairwiseLoss (alias AdaSPLoss; the AdaSP fork's block ADASP is read as SP)."),
+    {
+        "TEMP": Key(
+            0.04,
+            ("Temperature T of the cosine similarities (0.04 person, 0.05 vehicle ReID)."),
+        ),
+        "TYPE": Key(
+            "adasp",
+            (
+                '"sp-h" (hardest positive pair), "sp-lh" (least-hard positive) or "adasp" '
+                "(adaptive mix)."
+            ),
+        ),
+        "FEAT_KEY": Key(
+            "features",
+            ("Key of the model's outputs dict that the loss reads its B x D features from."),
+        ),
+        "SCALE": Key(
+            1.0,
+            "Weight of this loss in the total loss.",
+        ),
+    },
+)
+
 
 SP_KINDS = ("sp-h", "sp-lh", "adasp")
 
@@ -72,6 +101,8 @@ class SparsePairwiseLoss(FeatureLoss):
     Also registered as ``AdaSPLoss`` and read from the ``ADASP`` block, as the AdaSP fork of fastreid."""
 
     cfg_key = "SP"
+
+    config_block = SP_CONFIG
     log_name = "loss_sp"
 
     def __init__(self, cfg: CfgNode) -> None:

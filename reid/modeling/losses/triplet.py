@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
+
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import (
@@ -22,6 +24,67 @@ from .utils import (
     resolve_scale,
     same_label_masks,
 )
+
+TRI_CONFIG = ConfigBlock(
+    "MODEL.LOSSES.TRI",
+    "TripletLoss.",
+    {
+        "MARGIN": Key(
+            0.3,
+            ("Hinge margin m: [d_ap - d_an + m]_+. 0.0 = soft margin (fastreid meaning)."),
+        ),
+        "MINING": Key(
+            "batch_hard",
+            (
+                '"batch_hard" (hardest positive / negative per anchor), "all" (every triplet)'
+                ' or "weighted" (softmax-weighted positives and negatives).'
+            ),
+        ),
+        "DISTANCE": Key(
+            "euclidean",
+            '"euclidean", "sqeuclidean" or "cosine" (1 - cos).',
+        ),
+        "NORMALIZE": Key(
+            False,
+            "L2-normalise the features before a (sq)euclidean distance.",
+        ),
+        "NORM_FEAT": Key(
+            False,
+            (
+                "fastreid meaning: distance 2 - 2cos on L2-normalised features (requires "
+                'DISTANCE "euclidean").'
+            ),
+        ),
+        "SOFT_MARGIN": Key(
+            False,
+            ("Soft margin softplus(SIM_SCALE * (d_ap - d_an) + MARGIN) instead of the hinge."),
+        ),
+        "SIM_SCALE": Key(
+            1.0,
+            "Scale of the soft margin (must stay 1.0 / False with the hinge).",
+        ),
+        "LEARN_SCALE": Key(
+            False,
+            ("Learn the soft margin's scale as a parameter log s, initialised from SIM_SCALE."),
+        ),
+        "HARD_MINING": Key(
+            None,
+            (
+                "fastreid compatibility: True = MINING batch_hard, False = MINING weighted; "
+                "None = use MINING."
+            ),
+        ),
+        "FEAT_KEY": Key(
+            "features",
+            ("Key of the model's outputs dict that the loss reads its B x D features from."),
+        ),
+        "SCALE": Key(
+            1.0,
+            "Weight of this loss in the total loss.",
+        ),
+    },
+)
+
 
 MINING = ("batch_hard", "all", "weighted")
 
@@ -94,6 +157,8 @@ class TripletLoss(FeatureLoss):
     """
 
     cfg_key = "TRI"
+
+    config_block = TRI_CONFIG
     log_name = "loss_triplet"
 
     def __init__(self, cfg: CfgNode) -> None:

@@ -8,9 +8,53 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key, declare
 from reid.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
+
+
+MODEL_CONFIG = declare(
+    ConfigBlock(
+        "MODEL",
+        "The model: architecture, device, weights, pixel normalisation.",
+        {
+            "DEVICE": Key(
+                "auto",
+                (
+                    '"auto" = "cuda" when available, else "cpu"; or any torch device string '
+                    '("cuda:1").'
+                ),
+            ),
+            "META_ARCHITECTURE": Key(
+                "Baseline",
+                (
+                    'Registered meta-architecture (META_ARCH registry): "Baseline" (backbone + '
+                    'head) or "MGN".'
+                ),
+            ),
+            "WEIGHTS": Key(
+                "",
+                (
+                    "Weights of a whole trained model (eval-only, fine-tuning). Loaded with "
+                    "weights_only=True."
+                ),
+            ),
+            "PIXEL_MEAN": Key(
+                [0.485 * 255, 0.456 * 255, 0.406 * 255],
+                "Normalisation applied inside the model to images given in 0..255.",
+            ),
+            "PIXEL_STD": Key(
+                [0.229 * 255, 0.224 * 255, 0.225 * 255],
+                (
+                    "Per-channel standard deviation (R, G, B) of the normalisation, on the 0..255"
+                    " scale."
+                ),
+            ),
+        },
+    )
+)
+
 
 META_ARCH_REGISTRY = Registry("META_ARCH")
 META_ARCH_REGISTRY.__doc__ = """Whole models built as ``cls(cfg)``: ``forward(batch)`` returns the outputs dict in

@@ -26,12 +26,50 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigBlock, Key
 from reid.modeling.backbones import ResNet, build_backbone
 from reid.modeling.heads import build_heads
 from reid.modeling.losses import LOSS_REGISTRY, build_losses
 
 from .base import MetaArchBase, backbone_channels
 from .build import META_ARCH_REGISTRY
+
+MGN_CONFIG = ConfigBlock(
+    "MODEL.MGN",
+    "MGN (the multiple granularity network).",
+    {
+        "PARTS": Key(
+            [2, 3],
+            (
+                "Stripe count of each part branch (b2, b3, ...), after the global branch b1. "
+                "[2, 3] = the MGN paper: heads b1, b2, b3, b21, b22, b31, b32, b33."
+            ),
+        ),
+        "HEAD_LOSSES": Key(
+            ["CrossEntropyLoss"],
+            (
+                "Registered losses computed on every head's outputs (they read logits / "
+                "classifier weights); all other losses are computed on the feature groups b1,"
+                " b2, b3, b2_parts, b3_parts."
+            ),
+        ),
+        "HEAD_WEIGHTS": Key(
+            [],
+            (
+                "Weight of each head, in the order b1, b2, b3, b21, b22, b31, b32, b33; [] = "
+                "1/number of heads each (fastreid's 0.125), multiplied with the loss's SCALE."
+            ),
+        ),
+        "GROUP_WEIGHTS": Key(
+            [],
+            (
+                "Weight of each feature group, in the order b1, b2, b3, b2_parts, b3_parts; "
+                "[] = 1/number of groups each (fastreid's 0.2), multiplied with the loss's "
+                "SCALE."
+            ),
+        ),
+    },
+)
 
 
 def _branch_weights(values: Sequence[float], count: int, key: str) -> list[float]:
@@ -58,6 +96,8 @@ class MGN(MetaArchBase):
     ``cls_weight`` of the global head b1. Test feature: the heads' test features concatenated in
     fastreid's order b1, b2, b3, b21, b22, b31, b32, b33 (8 x 256 = 2048-d by default), not normalised.
     """
+
+    config_block = MGN_CONFIG
 
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__(cfg)
