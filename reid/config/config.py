@@ -8,8 +8,8 @@ few keys are mapped onto ours.
 from __future__ import annotations
 
 import ast
-import importlib
 import difflib
+import importlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any

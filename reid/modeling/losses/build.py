@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, Key, declare
+from reid.config.schema import ConfigBlock, ConfigError, Key, configurable, declare
 from reid.utils.registry import Registry, RegistryKeyError
+
+from .base import ReidLoss, check_loss_class
 
 LOSSES_CONFIG = declare(
     ConfigBlock(
@@ -24,14 +27,12 @@ LOSSES_CONFIG = declare(
     )
 )
 
+LOSS_REGISTRY = Registry("LOSS", contract=check_loss_class)
+LOSS_REGISTRY.__doc__ = """Registered losses, subclasses of :class:`~reid.modeling.losses.base.ReidLoss`.
 
-LOSS_REGISTRY = Registry("LOSS")
-LOSS_REGISTRY.__doc__ = """Registered loss modules.
-
-A loss module is built as ``cls(cfg)`` from the whole config, reads its own block
-``cfg.MODEL.LOSSES.<cls.cfg_key>`` and the tensors it needs from the model's outputs dict, and
-returns the unweighted loss. Class attributes: ``cfg_key`` (its config block, e.g. "TRI") and
-``log_name`` (the name its value is logged under, e.g. "loss_triplet").
+A loss declares its config block (``config_block``, with ``SCALE``) and ``log_name``, is built
+with ``cls(cfg, feat_dim=...)`` through its ``from_config``, and returns the unweighted loss from
+``forward(outputs, targets)``.
 """
 
 
@@ -40,61 +41,82 @@ class LossSet(nn.Module):
 
     The loss modules are children of this module (``self.losses``), so their parameters (centers,
     proxies, learnable scales, MPN's mapping) belong to the model, its optimiser and checkpoints.
+
+    Args:
+        losses: Registered name -> loss module, in the order they are computed.
+        weights: Registered name -> weight in the total loss (default 1 each).
     """
 
-    def __init__(self, cfg: CfgNode, feat_dim: int | None = None) -> None:
-        """``feat_dim``: the head's output dim, for losses whose parameters depend on it (centers,
-        proxies, MPN's mapping) when their FEAT_DIM key is 0; see ``resolve_feat_dim``."""
+    @configurable
+    def __init__(
+        self, losses: Mapping[str, ReidLoss], weights: Mapping[str, float] | None = None
+    ) -> None:
         super().__init__()
-        self.losses = nn.ModuleDict()
-        self.weights: dict[str, float] = {}
+        self.losses = nn.ModuleDict(dict(losses))
+        self.weights: dict[str, float] = {name: 1.0 for name in self.losses}
+        self.weights.update({name: float(w) for name, w in (weights or {}).items()})
         log_names: dict[str, str] = {}
-        for name in cfg.MODEL.LOSSES.NAME:
-            if name in self.losses:
-                raise ValueError(f"MODEL.LOSSES.NAME lists '{name}' twice")
-            try:
-                cls = LOSS_REGISTRY.get(name)
-            except RegistryKeyError as e:
-                raise RegistryKeyError(f"MODEL.LOSSES.NAME: {e}") from None
-            if cls.cfg_key not in cfg.MODEL.LOSSES:
-                raise KeyError(
-                    f"loss '{name}' reads the config block MODEL.LOSSES.{cls.cfg_key}, which the config lacks"
-                )
-            if cls.log_name in log_names:
+        for name, module in self.losses.items():
+            log_name = getattr(module, "log_name", name)
+            if log_name in log_names:
                 raise ValueError(
-                    f"MODEL.LOSSES.NAME lists '{log_names[cls.log_name]}' and '{name}', which are the same loss "
-                    f"(both logged as '{cls.log_name}'); list it once"
+                    f"the loss set holds '{log_names[log_name]}' and '{name}', which are the same "
+                    f"loss (both logged as '{log_name}'); list it once"
                 )
-            log_names[cls.log_name] = name
-            uses_dim = getattr(cls, "uses_feat_dim", False) and feat_dim is not None
-            self.losses[name] = cls(cfg, feat_dim=feat_dim) if uses_dim else cls(cfg)
-            self.weights[name] = float(cfg.MODEL.LOSSES[cls.cfg_key].SCALE)
+            log_names[log_name] = name
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, feat_dim: int | None = None) -> dict[str, Any]:
+        """Every loss of MODEL.LOSSES.NAME built from its block, weighted by its SCALE.
+
+        Args:
+            cfg: The whole config.
+            feat_dim: The head's output dim, for losses whose parameters depend on it (centers,
+                proxies, MPN's mapping) when their FEAT_DIM key is 0.
+        """
+        losses: dict[str, ReidLoss] = {}
+        weights: dict[str, float] = {}
+        for name in cfg.MODEL.LOSSES.NAME:
+            if name in losses:
+                raise ConfigError(f"MODEL.LOSSES.NAME lists '{name}' twice")
+            try:
+                loss_cls = LOSS_REGISTRY.get(name)
+            except RegistryKeyError as e:
+                raise ConfigError(f"MODEL.LOSSES.NAME: {e}") from None
+            losses[name] = loss_cls(cfg, feat_dim=feat_dim)
+            weights[name] = loss_cls.weight(cfg)
+        return {"losses": losses, "weights": weights}
 
     def forward(
         self,
-        outputs: Mapping[str, torch.Tensor],
+        outputs: Mapping[str, Any],
         targets: torch.Tensor,
         weights: Mapping[str, float] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Weighted loss values keyed by each loss's ``log_name``.
 
-        ``weights`` (registered name -> weight) replaces the config's SCALEs, e.g. for a training
-        stage; a loss given weight 0 or left out of ``weights`` is not computed.
+        Args:
+            outputs: The model's training outputs.
+            targets: The identity labels of the batch.
+            weights: Registered name -> weight, replacing the configured ones (a training
+                stage); a loss given weight 0 or left out is not computed.
         """
         active = self.weights if weights is None else weights
         unknown = set(active) - set(self.losses)
         if unknown:
             raise KeyError(
-                f"loss weights name losses that are not built: {sorted(unknown)}; built: {list(self.losses)}"
+                f"loss weights name losses that are not built: {sorted(unknown)}; "
+                f"built: {list(self.losses)}"
             )
         values: dict[str, torch.Tensor] = {}
         for name, weight in active.items():
             if weight == 0:
                 continue
             module = self.losses[name]
-            values[module.log_name] = weight * module(outputs, targets)
+            values[getattr(module, "log_name", name)] = weight * module(outputs, targets)
         return values
 
 
 def build_losses(cfg: CfgNode, feat_dim: int | None = None) -> LossSet:
-    return LossSet(cfg, feat_dim)
+    """The loss set of MODEL.LOSSES (see :meth:`LossSet.from_config`)."""
+    return LossSet(cfg, feat_dim=feat_dim)

@@ -7,13 +7,12 @@ from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, Key
+from reid.config.schema import ConfigBlock, InvalidArgument, Key, configurable
+from reid.structures import OutputKeys
 
+from .base import ReidLoss
 from .build import LOSS_REGISTRY
-from .utils import loss_block, read_output
 
 CE_CONFIG = ConfigBlock(
     "MODEL.LOSSES.CE",
@@ -105,37 +104,37 @@ def ohem(losses: torch.Tensor, ratio: float) -> torch.Tensor:
 
 
 @LOSS_REGISTRY.register()
-class CrossEntropyLoss(nn.Module):
+class CrossEntropyLoss(ReidLoss):
     """ID loss on ``outputs["logits"]`` (after the classifier's margin and scale).
 
-    MODEL.LOSSES.CE: EPSILON (label smoothing; < 0 = fastreid's adaptive smoothing with ALPHA),
-    ALPHA, OHEM_RATIO (0 = off), SCALE.
+    Args:
+        epsilon: Label smoothing (0 = plain CE; < 0 = fastreid's adaptive smoothing).
+        alpha: The adaptive smoothing factor, used when ``epsilon < 0``.
+        ohem_ratio: OHEM: drop this share of the samples with the lowest loss (0 = off).
     """
-
-    cfg_key = "CE"
 
     config_block = CE_CONFIG
     log_name = "loss_cls"
 
-    def __init__(self, cfg: CfgNode) -> None:
+    @configurable
+    def __init__(self, epsilon: float = 0.0, alpha: float = 0.2, ohem_ratio: float = 0.0) -> None:
         super().__init__()
-        block = loss_block(cfg, self.cfg_key)
-        self.epsilon = float(block.EPSILON)
-        self.alpha = float(block.ALPHA)
-        self.ohem_ratio = float(block.OHEM_RATIO)
+        self.epsilon = float(epsilon)
+        self.alpha = float(alpha)
+        self.ohem_ratio = float(ohem_ratio)
         if self.epsilon > 1:
-            raise ValueError(
-                f"MODEL.LOSSES.CE.EPSILON must be <= 1 (< 0 = adaptive smoothing), got {self.epsilon}"
+            raise InvalidArgument(
+                "epsilon", f"must be <= 1 (< 0 = adaptive smoothing), got {self.epsilon}"
             )
         if self.epsilon < 0 and not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"MODEL.LOSSES.CE.ALPHA must be in [0, 1], got {self.alpha}")
+            raise InvalidArgument("alpha", f"must be in [0, 1], got {self.alpha}")
         if not 0.0 <= self.ohem_ratio < 1.0:
-            raise ValueError(
-                f"MODEL.LOSSES.CE.OHEM_RATIO must be in [0, 1) (0 = off), got {self.ohem_ratio}"
+            raise InvalidArgument(
+                "ohem_ratio", f"must be in [0, 1) (0 = off), got {self.ohem_ratio}"
             )
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        logits = read_output(outputs, "logits", type(self).__name__, "CE")
+        logits = self.read(outputs, OutputKeys.LOGITS)
         losses = cross_entropy_loss(logits, targets, self.epsilon, self.alpha, reduction="none")
         if self.ohem_ratio > 0:
             return ohem(losses, self.ohem_ratio)

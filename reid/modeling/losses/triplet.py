@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, Key
+from reid.config.schema import (
+    ConfigArgs,
+    ConfigBlock,
+    ConfigError,
+    InvalidArgument,
+    Key,
+    configurable,
+)
+from reid.structures import OutputKeys
 
 from .base import FeatureLoss
 from .build import LOSS_REGISTRY
@@ -149,61 +158,90 @@ def triplet_loss(
 
 @LOSS_REGISTRY.register()
 class TripletLoss(FeatureLoss):
-    """Triplet loss on ``outputs[TRI.FEAT_KEY]``.
+    """Triplet loss on ``outputs[feat_key]`` (see :func:`triplet_loss`).
 
-    fastreid keys keep their meaning: HARD_MINING True/False = MINING batch_hard/weighted (None:
-    MINING decides), NORM_FEAT True = distance 2 - 2cos on normalised features, MARGIN 0.0 = soft
-    margin. SIM_SCALE / LEARN_SCALE set the soft margin's scale (a learnable log-scale if asked).
+    Args:
+        margin: Hinge margin; with ``soft_margin`` the offset inside the softplus.
+        mining: "batch_hard", "all" or "weighted".
+        distance: "euclidean", "sqeuclidean" or "cosine".
+        normalize: L2-normalise the features first.
+        soft_margin: ``softplus(s (d_ap - d_an) + margin)`` instead of the hinge.
+        sim_scale: The soft margin's scale ``s``.
+        learn_scale: Learn ``s`` as a parameter ``log s``.
+        feat_key: The outputs key of the features.
+
+    From a config, fastreid's keys keep their meaning: HARD_MINING True/False = MINING
+    batch_hard/weighted (None: MINING decides), NORM_FEAT True = distance 2 - 2cos on normalised
+    features, MARGIN 0.0 = soft margin.
     """
-
-    cfg_key = "TRI"
 
     config_block = TRI_CONFIG
     log_name = "loss_triplet"
 
-    def __init__(self, cfg: CfgNode) -> None:
-        super().__init__(cfg)
-        block = self.block(cfg)
-        self.margin = float(block.MARGIN)
-        self.mining = self._resolve_mining(block)
-        self.soft_margin = bool(block.SOFT_MARGIN) or self.margin == 0.0
-        if block.NORM_FEAT:
-            if block.DISTANCE != "euclidean":
-                raise ValueError(
-                    f"{self.key('NORM_FEAT')} True means fastreid's distance 2 - 2cos and conflicts with "
-                    f"{self.key('DISTANCE')} {block.DISTANCE!r}; leave DISTANCE at 'euclidean'"
-                )
-            self.distance, self.normalize = "sqeuclidean", True
-        else:
-            self.distance = check_choice(self.key("DISTANCE"), block.DISTANCE, DISTANCES)
-            self.normalize = bool(block.NORMALIZE)
-        if not self.soft_margin and (block.LEARN_SCALE or block.SIM_SCALE != 1.0):
-            raise ValueError(
-                f"{self.key('SIM_SCALE')} and {self.key('LEARN_SCALE')} scale the soft margin only; "
-                f"set {self.key('SOFT_MARGIN')} True (or MARGIN 0.0) or leave them at 1.0 / False"
+    @configurable
+    def __init__(
+        self,
+        margin: float = 0.3,
+        mining: str = "batch_hard",
+        distance: str = "euclidean",
+        normalize: bool = False,
+        soft_margin: bool = False,
+        sim_scale: float = 1.0,
+        learn_scale: bool = False,
+        feat_key: str = OutputKeys.FEATURES,
+    ) -> None:
+        super().__init__(feat_key)
+        self.margin = float(margin)
+        self.mining = check_choice("mining", mining, MINING)
+        self.distance = check_choice("distance", distance, DISTANCES)
+        self.normalize = bool(normalize)
+        self.soft_margin = bool(soft_margin)
+        if not self.soft_margin and (learn_scale or sim_scale != 1.0):
+            raise InvalidArgument(
+                "sim_scale",
+                "scales the soft margin only; turn the soft margin on or leave the scale at 1 "
+                "and not learned",
             )
-        self.scale = LogScale(
-            float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE")
-        )
+        self.scale = LogScale(float(sim_scale), bool(learn_scale), "sim_scale")
 
     @classmethod
-    def _resolve_mining(cls, block: CfgNode) -> str:
-        mining = check_choice(cls.key("MINING"), block.MINING, MINING)
+    def from_config(cls, cfg: CfgNode, feat_dim: int | None = None) -> ConfigArgs:
+        block = cls.config_block.read(cfg)
+        args = cls.config_block.arguments(
+            cfg, skip=("SCALE", "HARD_MINING", "NORM_FEAT", "LEARN_SCALE", "SIM_SCALE")
+        )
+        args.set("sim_scale", block.SIM_SCALE, cls.config_block.full_key("SIM_SCALE"))
+        args.set("learn_scale", block.LEARN_SCALE, cls.config_block.full_key("LEARN_SCALE"))
+        args.set("mining", cls._fastreid_mining(block), cls.config_block.full_key("MINING"))
+        args["soft_margin"] = bool(block.SOFT_MARGIN) or float(block.MARGIN) == 0.0
+        if block.NORM_FEAT:
+            if block.DISTANCE != "euclidean":
+                raise ConfigError(
+                    f"{cls.config_block.full_key('NORM_FEAT')} True means fastreid's distance "
+                    f"2 - 2cos and conflicts with {cls.config_block.full_key('DISTANCE')} "
+                    f"{block.DISTANCE!r}; leave DISTANCE at 'euclidean'"
+                )
+            args["distance"], args["normalize"] = "sqeuclidean", True
+        return args
+
+    @classmethod
+    def _fastreid_mining(cls, block: CfgNode) -> str:
+        key = cls.config_block.full_key
         if block.HARD_MINING is None:
-            return mining
+            return str(block.MINING)
         if not isinstance(block.HARD_MINING, bool):
-            raise ValueError(
-                f"{cls.key('HARD_MINING')} must be True, False or None, got {block.HARD_MINING!r}"
+            raise ConfigError(
+                f"{key('HARD_MINING')} must be True, False or None, got {block.HARD_MINING!r}"
             )
         implied = "batch_hard" if block.HARD_MINING else "weighted"
-        if mining not in ("batch_hard", implied):
-            raise ValueError(
-                f"{cls.key('HARD_MINING')} {block.HARD_MINING} means MINING {implied!r} but "
-                f"{cls.key('MINING')} is {mining!r}; set only one of them"
+        if block.MINING not in ("batch_hard", implied):
+            raise ConfigError(
+                f"{key('HARD_MINING')} {block.HARD_MINING} means MINING {implied!r} but "
+                f"{key('MINING')} is {block.MINING!r}; set only one of them"
             )
         return implied
 
-    def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs: Mapping[str, Any], targets: torch.Tensor) -> torch.Tensor:
         return triplet_loss(
             self.features(outputs),
             targets,

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode
 
+from reid.config.schema import InvalidArgument
+
 ScaleLike = Union[float, torch.Tensor]
 
 DISTANCES = ("euclidean", "sqeuclidean", "cosine")
@@ -23,7 +25,7 @@ DISTANCES = ("euclidean", "sqeuclidean", "cosine")
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``choices``, else raise naming ``name``."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        raise InvalidArgument(name, f"must be one of {list(choices)}, got {value!r}")
     return value
 
 
@@ -196,7 +198,7 @@ class LogScale(nn.Module):
     def __init__(self, init: float, learnable: bool, key: str) -> None:
         super().__init__()
         if not init > 0:
-            raise ValueError(f"{key} must be positive, got {init}")
+            raise InvalidArgument(key, f"must be positive, got {init}")
         self.learnable = bool(learnable)
         self.fixed = float(init)
         if self.learnable:
