@@ -12,9 +12,9 @@ Every case runs in a fresh subprocess. Memory is the peak resident set size (VmH
 kernel's high-water mark is reset right before the call (writing 5 to /proc/self/clear_refs),
 so the figure counts every allocation of the step (torch, NumPy and Python alike) and not the
 input matrix, which is listed separately. Time is the wall-clock time of the call; cpu is the
-process's CPU time over it (all threads), which shows how much waiting the wall time includes. The "NumPy loop"
-is the straightforward per-query loop (a stable argsort of each row, then the hits), as in
-torchreid's / fastreid's Python evaluation.
+process's CPU time over it (all threads), which shows how much waiting the wall time includes.
+The "NumPy loop" is the straightforward per-query loop (a stable argsort of each row, then the
+hits), as in torchreid's / fastreid's Python evaluation.
 
 Our metric does a few memory-bound passes per chunk of queries; on a machine whose cores are
 busy with other work, extra intra-op threads mostly wait for each other, hence evaluate_rank's
@@ -165,13 +165,16 @@ def main() -> None:
     ours, loop = rows[0], rows[1]
     same = all(abs(ours[k] - loop[k]) < 1e-9 for k in ("rank1", "mAP", "mINP"))
     print(
-        f"\nMarket: ours / NumPy loop time = {ours['seconds'] / loop['seconds']:.3f}; same Rank-1, mAP, mINP: {same}"
+        f"\nMarket: ours / NumPy loop time = {ours['seconds'] / loop['seconds']:.3f}; "
+        f"same Rank-1, mAP, mINP: {same}"
     )
     if not args.skip_msmt:
         msmt = rows[2]
         print(
-            f"MSMT17: peak extra {msmt['peak_extra_mib'] / 1024:.3f} GiB beyond the {msmt['input_mib'] / 1024:.2f} GiB input "
-            f"(whole process peak {msmt['peak_total_mib'] / 1024:.2f} GiB); first 200 queries vs the loop: "
+            f"MSMT17: peak extra {msmt['peak_extra_mib'] / 1024:.3f} GiB beyond the "
+            f"{msmt['input_mib'] / 1024:.2f} GiB input "
+            f"(whole process peak {msmt['peak_total_mib'] / 1024:.2f} GiB); "
+            "first 200 queries vs the loop: "
             f"max |diff| {msmt['spot_check_max_abs_diff']:.1e}"
         )
 

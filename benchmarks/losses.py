@@ -1,14 +1,16 @@
 """Forward + backward time of every loss on the CPU at B = 64 (P = 16 x K = 4), D = 2048.
 
-    python benchmarks/losses.py [--runs 30] [--warmup 5] [--threads N] [--classes 751] [--clock wall|cpu]
+    python benchmarks/losses.py [--runs 30] [--warmup 5] [--threads N] [--classes 751]
+                                [--clock wall|cpu]
 
 Prints one row per loss: the median over ``--runs`` timed runs (after ``--warmup`` untimed ones)
 of forward + backward, in ms, with its target (5 ms; 30 ms for the N-tuplet losses, which draw
 the batch's 11,520 tuplets every call). Losses with class parameters or classifier weights use
 ``--classes`` classes (751 = Market-1501); rows marked * include the B x D x C products with the
 class weights or proxies (for the margin classifiers that is the classifier layer itself; the
-margins are also timed alone on given cosines, and a reference row times the three GEMMs alone). Torch uses as many threads as the machine has unless
-``--threads`` says otherwise. The exit status is 1 if a target is missed.
+margins are also timed alone on given cosines, and a reference row times the three GEMMs
+alone). Torch uses as many threads as the machine has unless ``--threads`` says otherwise. The
+exit status is 1 if a target is missed.
 """
 
 from __future__ import annotations
@@ -205,8 +207,8 @@ def main(argv: list[str]) -> int:
         "--clock",
         choices=("wall", "cpu"),
         default="wall",
-        help="wall: elapsed time; cpu: CPU time of the process (all its threads), which leaves out the "
-        "time spent waiting for a core on a busy machine",
+        help="wall: elapsed time; cpu: CPU time of the process (all its threads), "
+        "which leaves out the time spent waiting for a core on a busy machine",
     )
     args = parser.parse_args(argv)
     if args.threads > 0:
@@ -218,12 +220,13 @@ def main(argv: list[str]) -> int:
     print(f"load average {load:.2f} on {cores} cores")
     if load > 0.5 and torch.get_num_threads() > 1:
         print(
-            "warning: other processes are using the cores; multi-threaded timings stall on descheduled "
-            "threads, so rerun on an idle machine or with --threads 1"
+            "warning: other processes are using the cores; multi-threaded timings stall on "
+            "descheduled threads, so rerun on an idle machine or with --threads 1"
         )
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, float32, "
-        f"B={P * K} (P={P}, K={K}), D={D}, C={args.classes}; {args.clock} clock, median of {args.runs} runs "
+        f"B={P * K} (P={P}, K={K}), D={D}, C={args.classes}; {args.clock} clock, "
+        f"median of {args.runs} runs "
         f"after {args.warmup} warm-up"
     )
     width = max(len(name) for name, _, _ in cases)
@@ -236,7 +239,8 @@ def main(argv: list[str]) -> int:
             continue
         results[name] = ms < target
         print(
-            f"{name:<{width}}  {ms:>10.3f}  {'<' + format(target, 'g'):>7}  {'ok' if ms < target else 'MISSED'}"
+            f"{name:<{width}}  {ms:>10.3f}  {'<' + format(target, 'g'):>7}  "
+            f"{'ok' if ms < target else 'MISSED'}"
         )
     missed = [name for name, ok in results.items() if not ok]
     print("* includes the B x D x C matmul with the class weights / proxies")

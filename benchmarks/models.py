@@ -1,4 +1,4 @@
-"""Training throughput and size of the papers' networks: R50, R50-IBN (Baseline, BN-neck head) and MGN.
+"""Training throughput and size of the papers' networks: R50, R50-IBN (Baseline, BN-neck), MGN.
 
 One measured step = forward in training mode + the model's losses (cross-entropy and batch-hard
 triplet, through ``model.losses``) + backward; images/s = batch size x steps / seconds. No
@@ -131,7 +131,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.batch_size % 4 != 0:
         parser.error(
-            f"--batch-size must be a multiple of 4 (P x K batches with K = 4), got {args.batch_size}"
+            "--batch-size must be a multiple of 4 (P x K batches with K = 4), "
+            f"got {args.batch_size}"
         )
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -153,7 +154,8 @@ def main() -> None:
         else f"CPU, {torch.get_num_threads()} threads"
     )
     print(
-        f"# {where}; torch {torch.__version__}; batch {args.batch_size}, {args.iters} measured steps after {args.warmup}"
+        f"# {where}; torch {torch.__version__}; batch {args.batch_size}, "
+        f"{args.iters} measured steps after {args.warmup}"
     )
     print(
         f"{'network':<8} {'params (M)':>10} {'test (M)':>9} {'size':>8} {'mode':>18} {'img/s':>9}"
@@ -187,7 +189,8 @@ def main() -> None:
                 }
                 results.append(row)
                 print(
-                    f"{name:<8} {total / 1e6:>10.2f} {test / 1e6:>9.2f} {row['size']:>8} {mode:>18} {speed:>9.2f}"
+                    f"{name:<8} {total / 1e6:>10.2f} {test / 1e6:>9.2f} {row['size']:>8} "
+                    f"{mode:>18} {speed:>9.2f}"
                 )
         del model
     if args.json:

@@ -53,7 +53,8 @@ def main() -> None:
     for name, results in (("trained", trained), ("untrained", untrained)):
         for metrics in results.values():
             print(
-                f"{name:<10} {metrics['Rank-1']:>7.2f} {metrics['Rank-5']:>7.2f} {metrics['Rank-10']:>8.2f} "
+                f"{name:<10} {metrics['Rank-1']:>7.2f} {metrics['Rank-5']:>7.2f} "
+                f"{metrics['Rank-10']:>8.2f} "
                 f"{metrics['mAP']:>7.2f} {metrics['mINP']:>7.2f}"
             )
 

@@ -8,6 +8,7 @@ engine expects of the duck-typed parts: a backbone, a head, a training sampler, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, Protocol, TypedDict, runtime_checkable
 
 import torch
@@ -20,6 +21,7 @@ __all__ = [
     "Head",
     "OutputKeys",
     "Outputs",
+    "ReidModel",
     "Stateful",
 ]
 
@@ -64,8 +66,20 @@ class Backbone(Protocol):
 
 
 @runtime_checkable
+class ReidModel(Protocol):
+    """A meta-architecture: ``model(batch)`` gives the outputs dict in training mode and the
+    test feature in eval mode; ``losses`` weighs the loss set's values by log name."""
+
+    def __call__(self, batch: Batch) -> Any: ...
+
+    def losses(
+        self, outputs: Outputs, targets: torch.Tensor, weights: Mapping[str, float] | None = None
+    ) -> dict[str, torch.Tensor]: ...
+
+
+@runtime_checkable
 class Head(Protocol):
-    """Feature map -> outputs dict (training) or test feature (eval); ``out_dim`` = features' size."""
+    """Feature map -> outputs dict (training) or test feature (eval); ``out_dim``: feature size."""
 
     out_dim: int
 

@@ -75,7 +75,8 @@ def _seed_everything() -> None:
 
 @pytest.fixture(autouse=True)
 def _restore_logging():
-    """Runs call setup_logger (own handlers, no propagation): undo it so caplog works in later tests."""
+    """Runs call setup_logger (own handlers, no propagation): undo it, so caplog works in later
+    tests."""
     yield
     logging.captureWarnings(False)
     for name in ("reid", "py.warnings"):
@@ -100,7 +101,8 @@ def tiny_opts(synthetic_root) -> list:
 
 @pytest.fixture
 def tiny_cfg(tmp_path, synthetic_root) -> Callable[..., object]:
-    """``tiny_cfg(*opts, config_file=None)``: the tiny run's config (fresh OUTPUT_DIR) plus ``opts``."""
+    """``tiny_cfg(*opts, config_file=None)``: the tiny run's config (fresh OUTPUT_DIR) plus
+    ``opts``."""
 
     def make(*opts: str, config_file: str = None, output: str = "out"):
         return load_config(

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Reproduce a table of the papers: run its cells and print our numbers beside the paper's.
+r"""Reproduce a table of the papers: run its cells and print our numbers beside the paper's.
 
     python tools/reproduce.py --list
-    python tools/reproduce.py --table ratio_table1 --dry-run          # the runs and their commands
-    python tools/reproduce.py --table ratio_table1                    # train what is missing, report
-    python tools/reproduce.py --table unified_table3 --datasets Market1501 MODEL.DEVICE cuda:1
-    python tools/reproduce.py --table all --quick                     # every table, tiny synthetic runs
+    python tools/reproduce.py --table ratio_table1 --dry-run    # the runs and their commands
+    python tools/reproduce.py --table ratio_table1              # train what is missing, report
+    python tools/reproduce.py --table unified_table3 --datasets Market1501 \
+        MODEL.DEVICE cuda:1
+    python tools/reproduce.py --table all --quick               # every table, tiny synthetic runs
 
 Finished runs (results.json at the last epoch) are skipped, unfinished ones resume from their last
 checkpoint, missing datasets are reported and their cells left empty. The report is printed and
@@ -74,7 +75,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir",
         default=None,
-        help=f"runs and reports go here (default {DEFAULT_OUTPUT}, {DEFAULT_QUICK_OUTPUT} with --quick)",
+        help="runs and reports go here "
+        f"(default {DEFAULT_OUTPUT}, {DEFAULT_QUICK_OUTPUT} with --quick)",
     )
     parser.add_argument(
         "--papers-dir",
@@ -106,7 +108,8 @@ def reproduce_table(name: str, args: argparse.Namespace, output_dir: str) -> boo
         datasets = [d for d in args.datasets if d in record.column_datasets()]
         if not datasets:
             print(
-                f"Table {name}: none of --datasets {args.datasets} is among its datasets {record.column_datasets()}; skipped"
+                f"Table {name}: none of --datasets {args.datasets} is among its datasets "
+                f"{record.column_datasets()}; skipped"
             )
             return True
     plan = plan_table(record, output_dir, datasets=datasets, quick=args.quick, opts=args.opts)
@@ -143,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [d for d in args.datasets if d not in known]
         if unknown:
             parser.error(
-                f"--datasets: {unknown} belong to none of the tables {names} (their datasets: {sorted(known)})"
+                f"--datasets: {unknown} belong to none of the tables {names} "
+                f"(their datasets: {sorted(known)})"
             )
     output_dir = os.path.abspath(
         args.output_dir or (DEFAULT_QUICK_OUTPUT if args.quick else DEFAULT_OUTPUT)

@@ -17,6 +17,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from reid.engine import DefaultTrainer, build_model_for_eval, default_argument_parser, launch, setup  # noqa: E402
 
 
+def argument_parser() -> argparse.ArgumentParser:
+    return default_argument_parser()
+
+
 def main(args: argparse.Namespace) -> None:
     cfg = setup(args)
     if args.eval_only:
@@ -28,7 +32,7 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     launch(
         main,
         args.num_gpus,

@@ -70,10 +70,13 @@ def _apply_alias(key: str) -> str:
 
 
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
-    """Check ``value`` against the default's type; ints become floats, lists and tuples interchange."""
+    """Check ``value`` against the default's type.
+
+    Ints become floats where a float is expected; lists and tuples interchange.
+    """
     if isinstance(value, str) and not isinstance(default, str):
         # As yacs does: YAML gives "1e-5" and fastreid's "(\"CrossEntropyLoss\",)" as strings.
-        value = _parse_value(value)
+        value = parse_literal(value)
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -124,20 +127,23 @@ def merge_dict_into(cfg: CfgNode, data: Mapping[str, Any], source: str) -> None:
                     hint_text = f"; did you mean '{hint}'?" if hint else ""
                     raise ConfigError(f"{source}: unknown config key '{raw_key}'{hint_text}")
                 raise ConfigError(
-                    f"{source}: '{'.'.join(parts[:i])}' is a value, not a group, so '{raw_key}' is not a key"
+                    f"{source}: '{'.'.join(parts[:i])}' is a value, not a group, "
+                    f"so '{raw_key}' is not a key"
                 )
             if i < len(parts) - 1:
                 node = node[part]
         leaf = parts[-1]
         if isinstance(node[leaf], CfgNode):
             raise ConfigError(
-                f"{source}: '{raw_key}' is a group of keys ({', '.join(node[leaf].keys())}), not a value"
+                f"{source}: '{raw_key}' is a group of keys "
+                f"({', '.join(node[leaf].keys())}), not a value"
             )
         node[leaf] = _coerce(key, value, node[leaf], source)
 
 
 def load_yaml_with_base(path: str, _stack: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a YAML config, resolving ``_BASE_`` (a path or a list, relative to the file) recursively."""
+    """Read a YAML config, resolving ``_BASE_`` (a path or a list, relative to the file)
+    recursively."""
     path = os.path.abspath(os.path.expanduser(path))
     if path in _stack:
         chain = " -> ".join(_stack + (path,))
@@ -184,7 +190,12 @@ def merge_from_file(cfg: CfgNode, path: str) -> None:
     merge_dict_into(cfg, load_yaml_with_base(path), source=path)
 
 
-def _parse_value(text: str) -> Any:
+def parse_literal(text: str) -> Any:
+    """A command-line or YAML string as the Python literal it spells, else the string itself.
+
+    >>> parse_literal("[32, 16]"), parse_literal("1e-5"), parse_literal("Market1501")
+    ([32, 16], 1e-05, 'Market1501')
+    """
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -195,7 +206,8 @@ def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> None:
     """Apply ``KEY VALUE`` pairs from the command line (values parsed as Python literals)."""
     if len(opts) % 2 != 0:
         raise ConfigError(
-            f"command line: overrides must be KEY VALUE pairs, got an odd number of items: {list(opts)}"
+            "command line: overrides must be KEY VALUE pairs, "
+            f"got an odd number of items: {list(opts)}"
         )
     for key, text in zip(opts[0::2], opts[1::2]):
         nested: dict[str, Any] = {}
@@ -203,7 +215,7 @@ def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> None:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = _parse_value(text)
+        node[parts[-1]] = parse_literal(text)
         merge_dict_into(cfg, nested, source="command line")
 
 
@@ -217,48 +229,25 @@ def load_config(config_file: str | None = None, opts: Iterable[str] = ()) -> Cfg
     return cfg
 
 
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
-
-
 def check_config(cfg: CfgNode) -> None:
-    """Cross-field checks that catch a broken config before any work starts."""
-    identity_samplers = {"NaiveIdentitySampler"}
-    bs, k = cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE
-    _require(bs > 0, f"SOLVER.IMS_PER_BATCH must be positive, got {bs}")
-    if cfg.DATALOADER.SAMPLER_TRAIN in identity_samplers:
-        _require(k > 0, f"DATALOADER.NUM_INSTANCE must be positive, got {k}")
-        _require(
-            bs % k == 0,
-            f"SOLVER.IMS_PER_BATCH ({bs}) must be divisible by DATALOADER.NUM_INSTANCE ({k}): "
-            f"a PK batch holds P identities x K images",
-        )
-    _require(
-        cfg.SOLVER.MAX_EPOCH > 0, f"SOLVER.MAX_EPOCH must be positive, got {cfg.SOLVER.MAX_EPOCH}"
-    )
-    _require(cfg.SOLVER.BASE_LR > 0, f"SOLVER.BASE_LR must be positive, got {cfg.SOLVER.BASE_LR}")
-    steps = list(cfg.SOLVER.STEPS)
-    _require(steps == sorted(steps), f"SOLVER.STEPS must be increasing, got {steps}")
-    _require(
-        cfg.TEST.METRIC in ("cosine", "euclidean"),
-        f"TEST.METRIC must be 'cosine' or 'euclidean', got {cfg.TEST.METRIC!r}",
-    )
-    _require(
-        cfg.MODEL.HEADS.NECK_FEAT in ("before", "after"),
-        f"MODEL.HEADS.NECK_FEAT must be 'before' or 'after', got {cfg.MODEL.HEADS.NECK_FEAT!r}",
-    )
-    _require(len(cfg.MODEL.LOSSES.NAME) > 0, "MODEL.LOSSES.NAME must list at least one loss")
-    _require(len(cfg.DATASETS.NAMES) > 0, "DATASETS.NAMES must list at least one training dataset")
-    for key in ("INPUT.SIZE_TRAIN", "INPUT.SIZE_TEST"):
-        size = cfg
-        for part in key.split("."):
-            size = size[part]
-        _require(
-            len(size) == 2 and all(int(s) > 0 for s in size),
-            f"{key} must be [height, width], got {list(size)}",
-        )
-    _require(
-        len(cfg.MODEL.PIXEL_MEAN) == 3 and len(cfg.MODEL.PIXEL_STD) == 3,
-        "MODEL.PIXEL_MEAN and MODEL.PIXEL_STD must have 3 values (R, G, B)",
-    )
+    """Rules that involve several components, checked before any work starts.
+
+    A rule about one component's keys lives in that component's constructor (or its
+    ``from_config``); the rules here are those no single component can see.
+    """
+    from reid.data.samplers import sampler_class  # the samplers import reid.config
+    from reid.modeling.losses import LOSS_REGISTRY
+
+    k = cfg.DATALOADER.NUM_INSTANCE
+    if sampler_class(cfg.DATALOADER.SAMPLER_TRAIN).identity_batches and k == 1:
+        needing = [
+            name
+            for name in cfg.MODEL.LOSSES.NAME
+            if name in LOSS_REGISTRY and getattr(LOSS_REGISTRY.get(name), "needs_positives", False)
+        ]
+        if needing:
+            raise ConfigError(
+                f"DATALOADER.NUM_INSTANCE is 1, so no batch holds two images of one identity, and "
+                f"{', '.join(needing)} (in MODEL.LOSSES.NAME) would be exactly 0 on every batch: "
+                f"set DATALOADER.NUM_INSTANCE to 2 or more, or remove the loss"
+            )

@@ -23,7 +23,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from yacs.config import CfgNode
 
@@ -37,8 +37,6 @@ __all__ = [
     "configurable",
     "declare",
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ConfigError(ValueError):
@@ -67,12 +65,14 @@ class Key:
 
 
 class ConfigBlock:
-    """Keys under one dotted path of the schema; a key name may itself be dotted ("CROP.ENABLED")."""
+    """Keys under one dotted path of the schema; a key name may itself be dotted
+    ("CROP.ENABLED")."""
 
     def __init__(self, path: str, doc: str, keys: Mapping[str, Key]) -> None:
         if path and any(not part for part in path.split(".")):
             raise ValueError(
-                f"a config block's path is dotted ('MODEL.LOSSES.TRI') or '' (top level), got {path!r}"
+                "a config block's path is dotted ('MODEL.LOSSES.TRI') or '' (top level), "
+                f"got {path!r}"
             )
         for name, key in keys.items():
             if not isinstance(key, Key):
@@ -212,11 +212,17 @@ def _copy_default(value: Any) -> Any:
 SCHEMA = Schema()
 
 
-def declare(block: ConfigBlock) -> ConfigBlock:
-    """Merge ``block`` into the schema (idempotent for the same block); returns it."""
-    frame = inspect.currentframe()
-    caller = frame.f_back if frame is not None else None
-    owner = caller.f_globals.get("__name__", "") if caller is not None else ""
+def declare(block: ConfigBlock, owner: str | None = None) -> ConfigBlock:
+    """Merge ``block`` into the schema (idempotent for the same block); returns it.
+
+    Args:
+        block: The keys to declare.
+        owner: The module that reads them (default: the caller's module), shown in the reference.
+    """
+    if owner is None:
+        frame = inspect.currentframe()
+        caller = frame.f_back if frame is not None else None
+        owner = caller.f_globals.get("__name__", "") if caller is not None else ""
     return SCHEMA.declare(block, owner=owner)
 
 
@@ -224,7 +230,7 @@ def _called_with_cfg(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
     return (bool(args) and isinstance(args[0], CfgNode)) or isinstance(kwargs.get("cfg"), CfgNode)
 
 
-def configurable(init: F) -> F:
+def configurable(init: Callable[..., None]) -> Callable[..., None]:
     """Decorate ``__init__`` so that ``Cls(cfg, *args, **kwargs)`` builds from a config.
 
     The class defines ``from_config(cls, cfg, *args, **kwargs) -> dict`` (a :class:`ConfigArgs`
@@ -250,4 +256,4 @@ def configurable(init: F) -> F:
                 raise ConfigError(f"{sources[e.argument]} {e.problem}") from None
             raise
 
-    return wrapped  # type: ignore[return-value]
+    return wrapped

@@ -4,24 +4,40 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from reid.config import load_config
 from reid.config.schema import ConfigBlock, Key, declare
 from reid.data.build import build_reid_test_loader, build_reid_train_loader
 from reid.data.datasets import build_train_records
-from reid.evaluation.evaluator import ReidEvaluator, format_results_table, inference_on_dataset
+from reid.data.samplers import sampler_class
+from reid.evaluation.evaluator import (
+    EvalSettings,
+    ReidEvaluator,
+    format_results_table,
+    inference_on_dataset,
+)
 from reid.modeling import build_model
 from reid.solver import WarmupLRScheduler, build_optimizer, describe_schedule
-from reid.solver.stages import StagedSchedule, build_training_plan
+from reid.solver.stages import Stage, StagedSchedule, build_training_plan
 from reid.utils import comm
-from reid.utils.checkpoint import Checkpointer, load_checkpoint_file, load_model_state
+from reid.utils.checkpoint import (
+    Checkpointer,
+    completed_epochs,
+    load_checkpoint_file,
+    load_state_strict,
+)
 from reid.utils.env import collect_env_info, draw_seed, seed_all_rng
 from reid.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
 from reid.utils.file_io import atomic_write_json, atomic_write_text
@@ -30,7 +46,7 @@ from reid.utils.logger import setup_logger
 from . import hooks
 from .train_loop import HookBase, ModelWithLoss, SimpleTrainer, StepOptions
 
-logger = logging.getLogger("reid")
+logger = logging.getLogger(__name__)
 
 
 RUN_CONFIG = declare(
@@ -202,6 +218,14 @@ def default_argument_parser(
         help="init URL of the process group (multi-machine: the first machine's address)",
     )
     parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module first, e.g. one that registers out-of-tree components (repeatable)",
+    )
+    parser.add_argument(
         "opts", default=None, nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs"
     )
     return parser
@@ -241,6 +265,9 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> CfgNo
 
 
 def setup(args: argparse.Namespace) -> CfgNode:
+    """The run's config from the command line: ``--import`` modules, the file, the overrides."""
+    for module in getattr(args, "imports", None) or []:
+        importlib.import_module(module)
     return default_setup(load_config(args.config_file or None, args.opts or []), args)
 
 
@@ -261,18 +288,40 @@ def with_num_classes(cfg: CfgNode, num_classes: int) -> CfgNode:
 
 
 class DefaultTrainer(SimpleTrainer):
-    """Builds everything from the config: data, model, optimizer, schedule, checkpointer and hooks."""
+    """Builds everything from the config: data, model, optimizer, schedule, checkpointer and hooks.
+
+    Every part comes from an overridable ``build_*`` classmethod (or method, for the parts that
+    need the trainer), so a subclass swaps one piece without rewriting the rest:
+
+        class MyTrainer(DefaultTrainer):
+            @classmethod
+            def build_optimizer(cls, cfg, model):
+                return torch.optim.SGD(model.parameters(), lr=cfg.SOLVER.BASE_LR)
+
+    Args:
+        cfg: The run's config (``default_setup`` output); MODEL.HEADS.NUM_CLASSES is set from the
+            training set.
+    """
+
+    checkpointer: Checkpointer
 
     def __init__(self, cfg: CfgNode) -> None:
-        data_loader, num_classes = build_reid_train_loader(cfg)
+        for name in cfg.DATASETS.TESTS:  # a bad TEST key fails now, not after training
+            EvalSettings.from_config(cfg, name)
+        data_loader, num_classes = self.build_train_loader(cfg)
         cfg = with_num_classes(cfg, num_classes)
+        iters_per_epoch = len(data_loader)
+        if iters_per_epoch == 0:
+            raise ValueError(
+                f"the training set gives no full batch of SOLVER.IMS_PER_BATCH="
+                f"{cfg.SOLVER.IMS_PER_BATCH} images per epoch"
+            )
         self.plan = build_training_plan(cfg)
-        model = build_model(cfg)
-        logger.info("Model:\n%s", model)
-        options = build_step_options(cfg, model)
+        model = self.build_model(cfg)
+        options = self.build_step_options(cfg, model)
         if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(cfg, model)
+        optimizer = self.build_optimizer(cfg, model)
         super().__init__(
             model,
             data_loader,
@@ -282,39 +331,83 @@ class DefaultTrainer(SimpleTrainer):
             options=options,
         )
         self.cfg = cfg
-        self.iters_per_epoch = len(data_loader)
-        if self.iters_per_epoch == 0:
-            raise ValueError(
-                f"the training set gives no full batch of SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} images per epoch"
-            )
-        schedule = StagedSchedule(cfg, self.plan, self.iters_per_epoch)
-        self.scheduler = WarmupLRScheduler(optimizer, schedule)
-        if len(self.plan) > 1:
-            logger.info("Training plan:\n%s", "\n".join(stage.describe() for stage in self.plan))
-        logger.info("LR schedule:\n%s", describe_schedule(cfg, self.iters_per_epoch, schedule))
-        self.ema_model = (
-            torch.optim.swa_utils.AveragedModel(
-                model,
-                multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.SOLVER.EMA.DECAY),
-                use_buffers=True,
-            )
-            if cfg.SOLVER.EMA.ENABLED
-            else None
+        self.iters_per_epoch = iters_per_epoch
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer, self.plan, iters_per_epoch)
+        self.ema_model = self.build_ema(cfg, model)
+        self.checkpointer = self.build_checkpointer(cfg, num_classes)
+        self.start_epoch = 0
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode) -> tuple[DataLoader, int]:
+        """The training loader and the number of training identities."""
+        return build_reid_train_loader(cfg)
+
+    @classmethod
+    def build_model(cls, cfg: CfgNode) -> nn.Module:
+        """The model of MODEL.META_ARCHITECTURE on MODEL.DEVICE."""
+        model = build_model(cfg)
+        logger.info("Model:\n%s", model)
+        return model
+
+    @classmethod
+    def build_step_options(cls, cfg: CfgNode, model: nn.Module) -> StepOptions:
+        """AMP, gradient scaler, clipping, accumulation and channels-last."""
+        return build_step_options(cfg, model)
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+        """SOLVER.OPT over the model's parameter groups."""
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(
+        cls,
+        cfg: CfgNode,
+        optimizer: torch.optim.Optimizer,
+        plan: list[Stage],
+        iters_per_epoch: int,
+    ) -> WarmupLRScheduler:
+        """The per-iteration LR schedule of the training plan; logs it as a table."""
+        schedule = StagedSchedule(cfg, plan, iters_per_epoch)
+        if len(plan) > 1:
+            logger.info("Training plan:\n%s", "\n".join(stage.describe() for stage in plan))
+        logger.info("LR schedule:\n%s", describe_schedule(cfg, iters_per_epoch, schedule))
+        return WarmupLRScheduler(optimizer, schedule)
+
+    @classmethod
+    def build_ema(cls, cfg: CfgNode, model: nn.Module) -> AveragedModel | None:
+        """The exponential moving average of the weights (SOLVER.EMA), or None."""
+        if not cfg.SOLVER.EMA.ENABLED:
+            return None
+        return AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(cfg.SOLVER.EMA.DECAY), use_buffers=True
         )
-        checkpointables = {"optimizer": optimizer, "scheduler": self.scheduler}
-        if options.grad_scaler is not None:
-            checkpointables["grad_scaler"] = options.grad_scaler
+
+    def build_checkpointer(self, cfg: CfgNode, num_classes: int) -> Checkpointer:
+        """Saves the model with the optimizer, scheduler, scaler and EMA states into OUTPUT_DIR."""
+        checkpointables: dict[str, Any] = {"optimizer": self.optimizer, "scheduler": self.scheduler}
+        if self.options.grad_scaler is not None:
+            checkpointables["grad_scaler"] = self.options.grad_scaler
         if self.ema_model is not None:
             checkpointables["ema"] = self.ema_model
-        self.checkpointer = Checkpointer(
-            model,
+        return Checkpointer(
+            self.model,
             cfg.OUTPUT_DIR,
             save_to_disk=comm.is_main_process(),
             meta={"num_classes": num_classes},
             **checkpointables,
         )
-        self.start_epoch = 0
-        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> tuple[DataLoader, int]:
+        """A loader over the query then gallery images of a test set, and the number of queries."""
+        return build_reid_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, num_query: int) -> ReidEvaluator:
+        """The evaluator of one test set; it writes OUTPUT_DIR/inference/<dataset>.json."""
+        return ReidEvaluator(cfg, num_query, output_dir=cfg.OUTPUT_DIR, dataset_name=dataset_name)
 
     @staticmethod
     def wrap_distributed(module: nn.Module) -> nn.Module:
@@ -331,17 +424,18 @@ class DefaultTrainer(SimpleTrainer):
         )
 
     def resume_or_load(self, resume: bool = True) -> None:
-        """Resume from OUTPUT_DIR's last checkpoint (with ``resume``), else load MODEL.WEIGHTS if set."""
+        """Resume from OUTPUT_DIR's last checkpoint (with ``resume``), else load MODEL.WEIGHTS
+        if set."""
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if "epoch" in extra:
-            self.start_epoch = int(extra["epoch"]) + 1
-            self.load_hooks_state_dict(extra.get("hooks", {}))
-            self.last_checkpoint = self.checkpointer.get_checkpoint_file()
+            self.start_epoch = completed_epochs(extra)
+            self.load_hooks_state_dict(_legacy_hook_states(extra.get("hooks", {})))
 
     def train(self) -> None:  # type: ignore[override]
         super().train(self.start_epoch, self.cfg.SOLVER.MAX_EPOCH, self.iters_per_epoch)
 
     def build_writers(self) -> list[EventWriter]:
+        """Console, OUTPUT_DIR/metrics.json and TensorBoard writers."""
         return [
             CommonMetricPrinter(
                 self.cfg.SOLVER.MAX_EPOCH * self.iters_per_epoch, self.iters_per_epoch
@@ -351,12 +445,14 @@ class DefaultTrainer(SimpleTrainer):
         ]
 
     def build_hooks(self) -> list[HookBase | None]:
+        """The default hooks, in the order they run."""
         cfg = self.cfg
         main = comm.is_main_process()
+        first_test_set = cfg.DATASETS.TESTS[0] if cfg.DATASETS.TESTS else ""
 
-        def evaluate() -> dict[str, dict[str, float]]:
+        def evaluate() -> Mapping[str, Mapping[str, float]]:
             model = self.ema_model.module if self.ema_model is not None else self.model
-            return self.test(cfg, model, epoch=self.epoch)
+            return self.test(cfg, model, epoch=self.epoch + 1)
 
         return [
             hooks.TrainingPlan(
@@ -364,7 +460,8 @@ class DefaultTrainer(SimpleTrainer):
             ),
             hooks.LRScheduler(self.optimizer, self.scheduler),
             hooks.EMA(self.ema_model, self.model) if self.ema_model is not None else None,
-            hooks.EvalHook(cfg.TEST.EVAL_PERIOD, evaluate, self.checkpointer),
+            hooks.EvalHook(cfg.TEST.EVAL_PERIOD, evaluate),
+            hooks.BestCheckpointer(self.checkpointer, f"{first_test_set}/metric"),
             hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD),
             hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD) if main else None,
             hooks.ProgressBar() if main else None,
@@ -374,25 +471,42 @@ class DefaultTrainer(SimpleTrainer):
     def test(
         cls, cfg: CfgNode, model: nn.Module, epoch: int | None = None
     ) -> dict[str, dict[str, float]]:
-        """Evaluate on every DATASETS.TESTS set; prints a table and writes OUTPUT_DIR/results.json."""
+        """Evaluate on every DATASETS.TESTS set; prints a table and writes OUTPUT_DIR/results.json.
+
+        Args:
+            cfg: The config (DATASETS.TESTS, TEST.*, OUTPUT_DIR).
+            model: The model to evaluate.
+            epoch: The number of completed training epochs, recorded in results.json.
+
+        Returns:
+            {test set: {metric: value in percent}} (empty on processes other than the main one).
+        """
         results: dict[str, dict[str, float]] = OrderedDict()
         for name in cfg.DATASETS.TESTS:
-            loader, num_query = build_reid_test_loader(cfg, name)
-            evaluator = ReidEvaluator(cfg, num_query, output_dir=cfg.OUTPUT_DIR, dataset_name=name)
+            loader, num_query = cls.build_test_loader(cfg, name)
+            evaluator = cls.build_evaluator(cfg, name, num_query)
             results[name] = inference_on_dataset(
                 model, loader, evaluator, flip=cfg.TEST.FLIP.ENABLED
             )
         if comm.is_main_process():
-            logger.info(
-                "Evaluation results%s:\n%s",
-                "" if epoch is None else f" after epoch {epoch + 1}",
-                format_results_table(results),
-            )
+            after = "" if epoch is None else f" after epoch {epoch}"
+            logger.info("Evaluation results%s:\n%s", after, format_results_table(results))
             atomic_write_json(
-                os.path.join(cfg.OUTPUT_DIR, "results.json"),
-                {"epoch": None if epoch is None else epoch + 1, "results": results},
+                os.path.join(cfg.OUTPUT_DIR, "results.json"), {"epoch": epoch, "results": results}
             )
         return results
+
+
+def _legacy_hook_states(states: Mapping[str, Any]) -> dict[str, Any]:
+    """Hook states of checkpoints written before the best checkpoint had its own hook."""
+    states = dict(states)
+    if "EvalHook" in states and "BestCheckpointer" not in states:
+        old = states.pop("EvalHook")
+        states["BestCheckpointer"] = {
+            "best_metric": old["best_metric"],
+            "best_epoch": int(old["best_epoch"]) + 1,
+        }
+    return states
 
 
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -411,12 +525,13 @@ def build_step_options(cfg: CfgNode, model: nn.Module) -> StepOptions:
         amp_dtype = AMP_DTYPES[s.AMP.DTYPE]
         if device.type != "cuda":
             logger.warning(
-                "SOLVER.AMP.ENABLED on %s: autocast runs there too, but mixed precision is meant for CUDA",
+                "SOLVER.AMP.ENABLED on %s: autocast runs there too, "
+                "but mixed precision is meant for CUDA",
                 device,
             )
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
-    clip = None
+    clip: Callable[[list[torch.Tensor]], object] | None = None
     c = s.CLIP_GRADIENTS
     if c.ENABLED:
         if c.CLIP_TYPE == "norm":
@@ -434,15 +549,17 @@ def build_step_options(cfg: CfgNode, model: nn.Module) -> StepOptions:
     per_rank = s.IMS_PER_BATCH // comm.get_world_size()
     if accum < 1 or per_rank % accum != 0:
         raise ValueError(
-            f"SOLVER.GRAD_ACCUM_STEPS ({accum}) must be >= 1 and divide the per-process batch ({per_rank} images)"
+            f"SOLVER.GRAD_ACCUM_STEPS ({accum}) must be >= 1 and divide the per-process batch "
+            f"({per_rank} images)"
         )
     if (
-        cfg.DATALOADER.SAMPLER_TRAIN == "NaiveIdentitySampler"
+        sampler_class(cfg.DATALOADER.SAMPLER_TRAIN).identity_batches
         and (per_rank // accum) % cfg.DATALOADER.NUM_INSTANCE != 0
     ):
         raise ValueError(
             f"SOLVER.GRAD_ACCUM_STEPS ({accum}) must leave micro-batches of whole identities: "
-            f"{per_rank} / {accum} images is not a multiple of DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE})"
+            f"{per_rank} / {accum} images is not a multiple of DATALOADER.NUM_INSTANCE "
+            f"({cfg.DATALOADER.NUM_INSTANCE})"
         )
     channels_last = s.CHANNELS_LAST and device.type == "cuda"
     return StepOptions(
@@ -455,7 +572,8 @@ def build_step_options(cfg: CfgNode, model: nn.Module) -> StepOptions:
 
 
 def build_model_for_eval(cfg: CfgNode) -> nn.Module:
-    """The model of MODEL.WEIGHTS, with the classifier size taken from the checkpoint or the training set."""
+    """The model of MODEL.WEIGHTS, with the classifier size taken from the checkpoint or the
+    training set."""
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("--eval-only needs MODEL.WEIGHTS: the checkpoint to evaluate")
     checkpoint = load_checkpoint_file(cfg.MODEL.WEIGHTS)
@@ -463,5 +581,5 @@ def build_model_for_eval(cfg: CfgNode) -> nn.Module:
     if not num_classes:
         num_classes = build_train_records(cfg)[1]
     model = build_model(with_num_classes(cfg, num_classes))
-    load_model_state(model, checkpoint["model"], source=cfg.MODEL.WEIGHTS)
+    load_state_strict(model, checkpoint["model"], source=cfg.MODEL.WEIGHTS)
     return model

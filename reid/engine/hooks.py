@@ -1,4 +1,5 @@
-"""Hooks of the default trainer: LR schedule, checkpoints, evaluation, metric writers, progress bar."""
+"""Hooks of the default trainer: LR schedule, training plan, EMA, checkpoints, evaluation, the best
+checkpoint, metric writers, progress bar."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 import math
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,9 +19,9 @@ from reid.utils import comm
 from reid.utils.checkpoint import Checkpointer
 from reid.utils.events import EventWriter
 
-from .train_loop import HookBase
+from .train_loop import HookBase, SimpleTrainer
 
-logger = logging.getLogger("reid")
+logger = logging.getLogger(__name__)
 
 
 class LRScheduler(HookBase):
@@ -31,17 +32,17 @@ class LRScheduler(HookBase):
         self.scheduler = scheduler
 
     def after_step(self) -> None:
-        self.trainer.storage.put_scalar(
-            "lr", max(g["lr"] for g in self.optimizer.param_groups), smoothing=False
-        )
+        lr = max(g["lr"] for g in self.optimizer.param_groups)
+        self.trainer.storage.put_scalar("lr", lr, smoothing=False)
         self.scheduler.step()
 
 
 class PeriodicCheckpointer(HookBase):
-    """Saves ``model_XXXX`` every ``period`` epochs and ``model_final`` after the last epoch.
+    """Saves ``model_XXXX`` (XXXX = completed epochs) every ``period`` epochs and ``model_final``
+    after the last epoch.
 
-    A checkpoint holds what ``resume`` needs: the completed epoch, the next iteration and the state
-    of every stateful hook (the best metric so far, ...).
+    A checkpoint holds what ``resume`` needs: the completed epochs, the next iteration and the
+    state of every stateful hook (the best metric so far, ...).
     """
 
     def __init__(self, checkpointer: Checkpointer, period: int) -> None:
@@ -50,67 +51,42 @@ class PeriodicCheckpointer(HookBase):
 
     def save(self, name: str) -> None:
         trainer = self.trainer
-        path = self.checkpointer.save(
-            name, epoch=trainer.epoch, iteration=trainer.iter, hooks=trainer.hooks_state_dict()
+        self.checkpointer.save(
+            name,
+            epoch=trainer.epoch + 1,
+            iteration=trainer.iter,
+            hooks=trainer.hooks_state_dict(),
         )
-        if path is not None:
-            trainer.last_checkpoint = path
 
     def after_epoch(self) -> None:
         done = self.trainer.epoch + 1
         if done == self.trainer.max_epoch:
             self.save("model_final")
         elif self.period > 0 and done % self.period == 0:
-            self.save(f"model_{self.trainer.epoch:04d}")
+            self.save(f"model_{done:04d}")
 
 
 class EvalHook(HookBase):
-    """Evaluates every ``period`` epochs and after the last; keeps the best checkpoint.
+    """Evaluates every ``period`` epochs and after the last; puts the results in the storage.
 
-    ``eval_function`` returns {test set: {metric: value}}; the first test set's ``metric`` decides
-    which epoch is best.
+    ``eval_function`` returns {test set: {metric: value}}; each value is stored as the scalar
+    ``"<test set>/<metric>"`` at the epoch's last iteration (where :class:`BestCheckpointer`
+    reads it).
     """
 
     def __init__(
-        self,
-        period: int,
-        eval_function: Callable[[], dict[str, dict[str, float]]],
-        checkpointer: Checkpointer | None = None,
+        self, period: int, eval_function: Callable[[], Mapping[str, Mapping[str, float]]]
     ) -> None:
         self.period = period
         self.eval_function = eval_function
-        self.checkpointer = checkpointer
-        self.best_metric = -math.inf
-        self.best_epoch = -1
-
-    def state_dict(self) -> dict[str, float]:
-        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.best_metric = float(state["best_metric"])
-        self.best_epoch = int(state["best_epoch"])
 
     def _do_eval(self) -> None:
         results = self.eval_function()
         comm.synchronize()
-        if not results:
-            return
         storage = self.trainer.storage
         for dataset, metrics in results.items():
             for name, value in metrics.items():
                 storage.put_scalar(f"{dataset}/{name}", value, smoothing=False)
-        first = next(iter(results.values()))
-        if "metric" in first and first["metric"] > self.best_metric:
-            self.best_metric, self.best_epoch = first["metric"], self.trainer.epoch
-            logger.info("New best metric %.2f at epoch %d", self.best_metric, self.best_epoch + 1)
-            if self.checkpointer is not None:
-                self.checkpointer.save(
-                    "model_best",
-                    tag_last=False,
-                    model_only=True,
-                    epoch=self.trainer.epoch,
-                    iteration=self.trainer.iter,
-                )
 
     def after_epoch(self) -> None:
         done = self.trainer.epoch + 1
@@ -118,8 +94,46 @@ class EvalHook(HookBase):
             self._do_eval()
 
 
+class BestCheckpointer(HookBase):
+    """Saves ``model_best`` (weights only) whenever the scalar ``metric_name`` reaches a new best.
+
+    Reads the value an evaluation put in the storage at this epoch's last iteration (register it
+    after :class:`EvalHook`); epochs without an evaluation are skipped.
+    """
+
+    def __init__(self, checkpointer: Checkpointer, metric_name: str) -> None:
+        self.checkpointer = checkpointer
+        self.metric_name = metric_name
+        self.best_metric = -math.inf
+        self.best_epoch = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_metric = float(state["best_metric"])
+        self.best_epoch = int(state["best_epoch"])
+
+    def after_epoch(self) -> None:
+        latest = self.trainer.storage.latest().get(self.metric_name)
+        if latest is None or latest[1] != self.trainer.storage.iter:
+            return
+        value = latest[0]
+        if value > self.best_metric:
+            self.best_metric, self.best_epoch = value, self.trainer.epoch + 1
+            logger.info("New best %s %.2f at epoch %d", self.metric_name, value, self.best_epoch)
+            self.checkpointer.save(
+                "model_best",
+                tag_last=False,
+                model_only=True,
+                epoch=self.best_epoch,
+                iteration=self.trainer.iter,
+            )
+
+
 class PeriodicWriter(HookBase):
-    """Publishes the event storage every ``period`` iterations and at the end of every epoch."""
+    """Publishes the event storage every ``period`` iterations, at the end of every epoch and at
+    the end of training (also a failed one), then closes the writers."""
 
     def __init__(self, writers: list[EventWriter], period: int = 20) -> None:
         self.writers = writers
@@ -137,8 +151,11 @@ class PeriodicWriter(HookBase):
         self._write()
 
     def after_train(self) -> None:
-        for writer in self.writers:
-            writer.close()
+        try:
+            self._write()
+        finally:
+            for writer in self.writers:
+                writer.close()
 
 
 class ProgressBar(HookBase):
@@ -170,6 +187,9 @@ class ProgressBar(HookBase):
             self._bar.close()
             self._bar = None
 
+    def after_train(self) -> None:
+        self.after_epoch()
+
 
 class TrainingPlan(HookBase):
     """Applies the training plan: each stage's loss weights and trainable parameters, and
@@ -177,8 +197,11 @@ class TrainingPlan(HookBase):
 
     Frozen parameters get ``requires_grad = False`` (no gradient, so no optimizer update, weight
     decay included) and every normalisation layer with running statistics inside a frozen part is
-    kept in eval mode, so its statistics do not move either.
+    kept in eval mode, so its statistics do not move either. The hook changes the trainer only
+    through :meth:`SimpleTrainer.set_training_state`.
     """
+
+    trainer: SimpleTrainer
 
     def __init__(
         self,
@@ -198,20 +221,24 @@ class TrainingPlan(HookBase):
             for pattern in stage.trainable:
                 if not any(re.match(pattern, n) for n in names):
                     raise ValueError(
-                        f"SOLVER.STAGES[{stage.index}].TRAINABLE: {pattern!r} matches no parameter of the model "
-                        f"(names look like {names[0]!r}, ..., {names[-1]!r})"
+                        f"SOLVER.STAGES[{stage.index}].TRAINABLE: {pattern!r} matches no "
+                        f"parameter of the model (names look like {names[0]!r}, ..., "
+                        f"{names[-1]!r})"
                     )
         modules = dict(model.named_modules())
         for layer in self.freeze_layers:
             if layer not in modules:
+                children = list(dict(model.named_children()))
                 raise ValueError(
-                    f"MODEL.FREEZE_LAYERS: the model has no module '{layer}'; top-level modules: {list(dict(model.named_children()))}"
+                    f"MODEL.FREEZE_LAYERS: the model has no module '{layer}'; "
+                    f"top-level modules: {children}"
                 )
 
     def _trainable(self, name: str) -> bool:
+        assert self.stage is not None
         stage_ok = not self.stage.trainable or any(re.match(p, name) for p in self.stage.trainable)
         frozen_layer = self._layers_frozen and any(
-            name == l or name.startswith(l + ".") for l in self.freeze_layers
+            name == layer or name.startswith(layer + ".") for layer in self.freeze_layers
         )
         return stage_ok and not frozen_layer
 
@@ -222,6 +249,7 @@ class TrainingPlan(HookBase):
             param.requires_grad_(self._trainable(name))
             trainable += param.requires_grad
         frozen = []
+        assert self.stage is not None
         for name, module in self.model.named_modules():
             if isinstance(module, _NormBase) and module.track_running_stats:
                 own = list(module.parameters(recurse=False))
@@ -230,7 +258,7 @@ class TrainingPlan(HookBase):
                 )
                 if not is_trainable:
                     frozen.append(module)
-        self.trainer.frozen_modules = frozen
+        self.trainer.set_training_state(self.stage.loss_weights, frozen)
         logger.info(
             "Trainable parameters: %d of %d tensors; %d normalisation layers frozen",
             trainable,
@@ -244,7 +272,6 @@ class TrainingPlan(HookBase):
             self.stage = stage
             if len(self.plan) > 1:
                 logger.info("Entering %s", stage.describe())
-            self.trainer.loss_weights = stage.loss_weights
             self._layers_frozen = self.trainer.iter < self.freeze_iters
             self._apply()
 

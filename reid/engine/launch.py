@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-logger = logging.getLogger("reid")
+logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -57,7 +57,8 @@ def launch(
         return
     if torch.cuda.is_available() and num_gpus_per_machine > torch.cuda.device_count():
         raise ValueError(
-            f"--num-gpus {num_gpus_per_machine} but this machine has {torch.cuda.device_count()} GPUs"
+            f"--num-gpus {num_gpus_per_machine} "
+            f"but this machine has {torch.cuda.device_count()} GPUs"
         )
     mp.start_processes(
         _distributed_worker,

@@ -1,4 +1,15 @@
-"""The epoch-based training loop and the hook protocol around it."""
+"""The epoch-based training loop and the hook protocol around it.
+
+Contracts:
+- Hooks run in registration order around training, epochs and steps; ``after_train`` runs in a
+  ``finally``, also when training failed (``trainer.error`` is then set and the error logged).
+- A hook with state that a resume needs returns it from ``state_dict``; the trainer saves the
+  states keyed by the hook's class name, so two hooks of one class cannot be registered.
+- The training plan changes what a step computes only through
+  :meth:`SimpleTrainer.set_training_state` (loss weights, frozen normalisation layers).
+- ``trainer.epoch`` is the 0-based index of the running epoch; files, logs and results count
+  completed epochs from 1 (``model_0005.pth`` is written after the fifth epoch).
+"""
 
 from __future__ import annotations
 
@@ -7,23 +18,26 @@ import logging
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from reid.structures import BatchKeys, EpochSampler, ReidModel
+from reid.utils.checkpoint import Checkpointer
 from reid.utils.env import seed_all_rng
 from reid.utils.events import EventStorage
 
-logger = logging.getLogger("reid")
+logger = logging.getLogger(__name__)
 
 
 class HookBase:
     """Called by the trainer around training, epochs and steps; ``self.trainer`` is set on register.
 
-    Hooks with state that must survive a resume implement ``state_dict`` / ``load_state_dict``.
+    Hooks with state that must survive a resume override ``state_dict`` / ``load_state_dict``.
     """
 
     trainer: TrainerBase
@@ -32,7 +46,7 @@ class HookBase:
         """Called once before the first epoch."""
 
     def after_train(self) -> None:
-        """Called once after the last epoch of a run that finished without error."""
+        """Called once after training, also when it failed (then ``trainer.error`` is set)."""
 
     def before_epoch(self) -> None:
         """Called at the start of every epoch."""
@@ -46,11 +60,19 @@ class HookBase:
     def after_step(self) -> None:
         """Called after every iteration."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue as if uninterrupted (empty: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
 
 class TrainerBase(ABC):
-    """Runs epochs of ``iters_per_epoch`` iterations from ``start_epoch`` to ``max_epoch``, calling hooks.
+    """Runs epochs of ``iters_per_epoch`` iterations, ``start_epoch`` to ``max_epoch``, with hooks.
 
-    ``iter`` is the index of the current iteration; after an epoch it is the number completed so far.
+    ``iter`` is the index of the current iteration; after an epoch it is the number completed so
+    far. ``error`` is the exception that stopped training, if any.
     """
 
     def __init__(self) -> None:
@@ -60,12 +82,20 @@ class TrainerBase(ABC):
         self.start_epoch = 0
         self.max_epoch = 0
         self.iters_per_epoch = 0
+        self.error: BaseException | None = None
         self.storage: EventStorage
 
-    def register_hooks(self, hooks: list[HookBase | None]) -> None:
+    def register_hooks(self, hooks: Sequence[HookBase | None]) -> None:
+        """Append ``hooks`` (None entries are skipped); a second hook of one class is an error."""
         for h in hooks:
             if h is None:
                 continue
+            name = type(h).__name__
+            if any(type(other).__name__ == name for other in self._hooks):
+                raise ValueError(
+                    f"a hook of class {name} is already registered; hook states are saved by "
+                    f"class name, so each class can be registered once"
+                )
             h.trainer = weakref.proxy(self)
             self._hooks.append(h)
 
@@ -78,12 +108,11 @@ class TrainerBase(ABC):
         return self.max_epoch * self.iters_per_epoch
 
     def train(self, start_epoch: int, max_epoch: int, iters_per_epoch: int) -> None:
-        self.start_epoch, self.max_epoch, self.iters_per_epoch = (
-            start_epoch,
-            max_epoch,
-            iters_per_epoch,
-        )
+        """Run epochs ``start_epoch`` .. ``max_epoch - 1`` (0-based indices)."""
+        self.start_epoch, self.max_epoch, self.epoch = start_epoch, max_epoch, start_epoch
+        self.iters_per_epoch = iters_per_epoch
         self.iter = start_epoch * iters_per_epoch
+        self.error = None
         logger.info(
             "Starting training from epoch %d of %d (%d iterations per epoch)",
             start_epoch + 1,
@@ -91,18 +120,33 @@ class TrainerBase(ABC):
             iters_per_epoch,
         )
         self.storage = EventStorage(self.iter)
-        self.before_train()
-        for self.epoch in range(start_epoch, max_epoch):
-            self.storage.epoch = self.epoch
-            self.before_epoch()
-            for _ in range(iters_per_epoch):
-                self.storage.iter = self.iter
-                self.before_step()
-                self.run_step()
-                self.after_step()
-                self.iter += 1
-            self.after_epoch()
-        self.after_train()
+        try:
+            self.before_train()
+            for self.epoch in range(start_epoch, max_epoch):
+                self._run_epoch()
+        except BaseException as e:
+            self.error = e
+            logger.error(
+                "Training stopped in epoch %d at iteration %d: %s: %s",
+                self.epoch + 1,
+                self.iter + 1,
+                type(e).__name__,
+                e,
+            )
+            raise
+        finally:
+            self.after_train()
+
+    def _run_epoch(self) -> None:
+        self.storage.epoch = self.epoch
+        self.before_epoch()
+        for _ in range(self.iters_per_epoch):
+            self.storage.iter = self.iter
+            self.before_step()
+            self.run_step()
+            self.after_step()
+            self.iter += 1
+        self.after_epoch()
 
     def before_train(self) -> None:
         for h in self._hooks:
@@ -132,14 +176,16 @@ class TrainerBase(ABC):
     def run_step(self) -> None:
         """One training iteration."""
 
-    def hooks_state_dict(self) -> dict[str, dict]:
-        return {type(h).__name__: h.state_dict() for h in self._hooks if hasattr(h, "state_dict")}
+    def hooks_state_dict(self) -> dict[str, dict[str, Any]]:
+        """The non-empty hook states, keyed by hook class name."""
+        states = {type(h).__name__: h.state_dict() for h in self._hooks}
+        return {name: state for name, state in states.items() if state}
 
-    def load_hooks_state_dict(self, state: dict[str, dict]) -> None:
+    def load_hooks_state_dict(self, states: Mapping[str, Mapping[str, Any]]) -> None:
         for h in self._hooks:
             name = type(h).__name__
-            if hasattr(h, "load_state_dict") and name in state:
-                h.load_state_dict(state[name])
+            if name in states:
+                h.load_state_dict(states[name])
 
 
 class ModelWithLoss(nn.Module):
@@ -154,11 +200,11 @@ class ModelWithLoss(nn.Module):
         self.model = model
 
     def forward(
-        self, batch: dict, loss_weights: Mapping[str, float] | None = None
+        self, batch: Mapping[str, Any], loss_weights: Mapping[str, float] | None = None
     ) -> dict[str, torch.Tensor]:
         outputs = self.model(batch)
-        targets = batch["targets"].to(next(self.model.parameters()).device)
-        return self.model.losses(outputs, targets, loss_weights)
+        targets = batch[BatchKeys.TARGETS].to(next(self.model.parameters()).device)
+        return cast(ReidModel, self.model).losses(outputs, targets, loss_weights)
 
 
 @dataclass
@@ -172,12 +218,12 @@ class StepOptions:
     channels_last: bool = False
 
 
-def split_batch(batch: dict, parts: int) -> list[dict]:
+def split_batch(batch: Mapping[str, Any], parts: int) -> list[dict[str, Any]]:
     """Cut a batch into ``parts`` contiguous micro-batches (identity-complete for PK batches when
     each part is a multiple of K, which the trainer checks)."""
     if parts == 1:
-        return [batch]
-    size = len(batch["targets"])
+        return [dict(batch)]
+    size = len(batch[BatchKeys.TARGETS])
     if size % parts != 0:
         raise ValueError(
             f"a batch of {size} images cannot be split into {parts} equal micro-batches"
@@ -187,12 +233,19 @@ def split_batch(batch: dict, parts: int) -> list[dict]:
 
 
 class SimpleTrainer(TrainerBase):
-    """One optimisation step per iteration: forward + losses by name, finiteness check, backward, step.
+    """One optimisation step per iteration: forward, named losses, finiteness check, backward, step.
 
     Every epoch reseeds the RNGs from (seed, epoch) and the sampler from its epoch, so a run resumed
     at an epoch boundary draws the same batches and augmentations as an uninterrupted one.
-    ``loss_weights`` (None = the config's SCALEs) and ``frozen_modules`` (kept in eval mode) are
-    set by the training-plan hook.
+
+    Args:
+        model: The model; ``model.losses(outputs, targets, weights)`` gives the loss values.
+        data_loader: Training batches; its sampler's ``set_epoch`` is called every epoch.
+        optimizer: Steps the model's parameters.
+        seed: The run's seed.
+        train_module: What a step calls (default ``ModelWithLoss(model)``; DDP wraps that).
+        options: Precision, clipping, accumulation, memory format.
+        checkpointer: Named in the error of a non-finite loss (its last checkpoint is intact).
     """
 
     def __init__(
@@ -203,6 +256,7 @@ class SimpleTrainer(TrainerBase):
         seed: int,
         train_module: nn.Module | None = None,
         options: StepOptions | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -211,44 +265,83 @@ class SimpleTrainer(TrainerBase):
         self.optimizer = optimizer
         self.seed = seed
         self.options = options or StepOptions()
-        self.loss_weights: Mapping[str, float] | None = None
-        self.frozen_modules: list[nn.Module] = []
-        self.last_checkpoint: str | None = None
-        self._data_iter: Iterator[dict]
+        self.checkpointer = checkpointer
+        self._loss_weights: Mapping[str, float] | None = None
+        self._frozen_modules: tuple[nn.Module, ...] = ()
+        self._data_iter: Iterator[Any]
+
+    def set_training_state(
+        self, loss_weights: Mapping[str, float] | None, frozen_modules: Sequence[nn.Module] = ()
+    ) -> None:
+        """The one place where the training plan changes what a step computes.
+
+        Args:
+            loss_weights: Registered loss name -> weight for the following steps (None = the
+                configured SCALEs; a loss left out is not computed).
+            frozen_modules: Modules kept in eval mode during the steps (frozen normalisation
+                layers, whose running statistics must not move).
+        """
+        self._loss_weights = None if loss_weights is None else dict(loss_weights)
+        self._frozen_modules = tuple(frozen_modules)
+
+    @property
+    def loss_weights(self) -> Mapping[str, float] | None:
+        return self._loss_weights
+
+    @property
+    def frozen_modules(self) -> tuple[nn.Module, ...]:
+        return self._frozen_modules
 
     def before_epoch(self) -> None:
         seed_all_rng(self.seed * 1000003 + self.epoch)
         sampler = self.data_loader.sampler
-        if hasattr(sampler, "set_epoch"):
+        if isinstance(sampler, EpochSampler):
             sampler.set_epoch(self.epoch)
         self._data_iter = iter(self.data_loader)
         super().before_epoch()
 
     def run_step(self) -> None:
-        opts = self.options
         self.train_module.train()
-        for module in self.frozen_modules:
+        for module in self._frozen_modules:
             module.eval()
         start = time.perf_counter()
         batch = next(self._data_iter)
         data_time = time.perf_counter() - start
 
         self.optimizer.zero_grad(set_to_none=True)
+        totals = self._forward_backward(batch)
+        self._optimizer_step()
+
+        scalars = {"total_loss": sum(totals.values()), **totals, "data_time": data_time}
+        scalars["time"] = time.perf_counter() - start
+        for name, value in scalars.items():
+            self.storage.put_scalar(name, value)
+
+    def _forward_backward(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        """Losses and gradients of the batch, in micro-batches when accumulating."""
+        opts = self.options
         micro_batches = split_batch(batch, opts.accum_steps)
         totals: dict[str, float] = {}
         for k, micro in enumerate(micro_batches):
             if opts.channels_last:
-                micro["images"] = micro["images"].contiguous(memory_format=torch.channels_last)
-            sync = k == len(micro_batches) - 1 or not hasattr(self.train_module, "no_sync")
-            with contextlib.nullcontext() if sync else self.train_module.no_sync():
+                images = micro[BatchKeys.IMAGES]
+                micro[BatchKeys.IMAGES] = images.contiguous(memory_format=torch.channels_last)
+            last = k == len(micro_batches) - 1
+            sync = last or not hasattr(self.train_module, "no_sync")
+            no_sync = cast(Any, self.train_module).no_sync if not sync else None
+            with contextlib.nullcontext() if no_sync is None else no_sync():
                 with self._autocast():
-                    loss_dict = self.train_module(micro, self.loss_weights)
+                    loss_dict = self.train_module(micro, self._loss_weights)
                 self.check_finite(loss_dict)
                 loss = sum(loss_dict.values()) / len(micro_batches)
-                (opts.grad_scaler.scale(loss) if opts.grad_scaler is not None else loss).backward()
+                scaler = opts.grad_scaler
+                (scaler.scale(loss) if scaler is not None else loss).backward()
             for name, value in loss_dict.items():
                 totals[name] = totals.get(name, 0.0) + value.item() / len(micro_batches)
+        return totals
 
+    def _optimizer_step(self) -> None:
+        opts = self.options
         if opts.grad_scaler is not None:
             opts.grad_scaler.unscale_(self.optimizer)
         if opts.clip_gradients is not None:
@@ -261,21 +354,19 @@ class SimpleTrainer(TrainerBase):
         else:
             self.optimizer.step()
 
-        self.storage.put_scalars(total_loss=sum(totals.values()), **totals)
-        self.storage.put_scalars(data_time=data_time, time=time.perf_counter() - start)
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.options.amp_dtype is None:
             return contextlib.nullcontext()
         device = next(self.model.parameters()).device
         return torch.autocast(device_type=device.type, dtype=self.options.amp_dtype)
 
-    def check_finite(self, loss_dict: dict[str, torch.Tensor]) -> None:
+    def check_finite(self, loss_dict: Mapping[str, torch.Tensor]) -> None:
         """Stop on a NaN or infinite loss, naming the term; no checkpoint is written after it."""
         for name, value in loss_dict.items():
             if not torch.isfinite(value).all():
-                where = self.last_checkpoint or "none written yet"
+                last = self.checkpointer.last_saved if self.checkpointer is not None else None
                 raise FloatingPointError(
-                    f"Loss term '{name}' became {value.item()} at epoch {self.epoch + 1}, iteration {self.iter + 1}; "
-                    f"training stopped. The last checkpoint is intact: {where}"
+                    f"Loss term '{name}' became {value.item()} at epoch {self.epoch + 1}, "
+                    f"iteration {self.iter + 1}; training stopped. The last checkpoint is intact: "
+                    f"{last or 'none written yet'}"
                 )

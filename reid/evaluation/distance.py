@@ -33,6 +33,7 @@ class Distance(ABC):
     """``prepare`` features once, then ``pairwise`` (all pairs) or ``paired`` (row i with row i)."""
 
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
+        """The features as ``pairwise`` and ``paired`` take them (here: unchanged)."""
         return features
 
     @abstractmethod
@@ -45,6 +46,8 @@ class Distance(ABC):
 
 
 class CosineDistance(Distance):
+    """1 - cos(a, b): ``prepare`` L2-normalises, then 1 - <a, b>."""
+
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(features, p=2, dim=1)
 
@@ -56,6 +59,8 @@ class CosineDistance(Distance):
 
 
 class EuclideanDistance(Distance):
+    """The squared Euclidean distance ||a - b||^2, clamped at 0."""
+
     def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         dist = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :]
         dist.addmm_(a, b.t(), beta=1.0, alpha=-2.0)
@@ -70,13 +75,30 @@ DISTANCE_REGISTRY.register(EuclideanDistance, name="euclidean")
 
 
 def build_distance(name: str) -> Distance:
-    """The distance registered as ``name`` (TEST.METRIC); unknown names list the known ones."""
+    """The distance registered as ``name`` (TEST.METRIC).
+
+    Raises:
+        RegistryKeyError: ``name`` is not registered; the message lists the registered names.
+    """
     return DISTANCE_REGISTRY.get(name)()
 
 
 def compute_distmat(
     query: torch.Tensor, gallery: torch.Tensor, metric: str = "cosine"
 ) -> torch.Tensor:
-    """The full query x gallery distance matrix (for small sets; the evaluator works in chunks)."""
+    """The full query x gallery distance matrix (for small sets; the evaluator works in chunks).
+
+    Args:
+        query: Query features, one row each.
+        gallery: Gallery features, same width.
+        metric: A registered distance: "cosine" or "euclidean" (squared).
+
+    >>> query = torch.tensor([[3.0, 4.0]])
+    >>> gallery = torch.tensor([[6.0, 8.0], [4.0, -3.0], [0.0, 2.0]])
+    >>> compute_distmat(query, gallery, "euclidean").tolist()
+    [[25.0, 50.0, 13.0]]
+    >>> print(compute_distmat(query, gallery, "cosine"))
+    tensor([[0.0000, 1.0000, 0.2000]])
+    """
     distance = build_distance(metric)
     return distance.pairwise(distance.prepare(query), distance.prepare(gallery))

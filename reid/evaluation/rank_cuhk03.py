@@ -13,37 +13,49 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reid.config.schema import ConfigBlock, Key, declare
+from reid.config.schema import ConfigBlock, InvalidArgument, Key, declare
 
-from .rank import GalleryIndex
+from .gallery import GalleryIndex
 
-__all__ = ["SingleGalleryShotCMC"]
+__all__ = ["CUHK03_CLASSIC_CONFIG", "SingleGalleryShotCMC", "check_repeats"]
 
 
 CUHK03_CLASSIC_CONFIG = declare(
     ConfigBlock(
         "TEST.CUHK03_CLASSIC",
-        "The classic CUHK03 single-gallery-shot CMC.",
+        "The classic CUHK03 single-gallery-shot CMC (reid/evaluation/rank_cuhk03.py).",
         {
             "ENABLED": Key(
                 False,
-                "Single-gallery-shot CMC on CUHK03 test sets.",
+                "Report the single-gallery-shot CMC on the test sets whose dataset asks for it "
+                "(single_gallery_shot_cmc, True on CUHK03); mAP and mINP stay the full gallery's.",
             ),
-            "REPEATS": Key(
-                10,
-                "Number of seeded gallery draws averaged.",
-            ),
-            "SEED": Key(
-                0,
-                "Seed of the first draw (draw r uses SEED + r).",
-            ),
+            "REPEATS": Key(10, "Number of seeded gallery draws the CMC is averaged over."),
+            "SEED": Key(0, "Seed of the draws."),
         },
     )
 )
 
 
+def check_repeats(repeats: int) -> int:
+    """The number of draws, checked (>= 1)."""
+    if repeats < 1:
+        raise InvalidArgument(
+            "repeats", f"must be >= 1 (the classic CMC averages that many draws), got {repeats}"
+        )
+    return int(repeats)
+
+
 class SingleGalleryShotCMC:
-    """Accumulates the single-gallery-shot ranks chunk by chunk (queries in order)."""
+    """Accumulates the single-gallery-shot ranks chunk by chunk (queries in order).
+
+    Args:
+        g_pids: The gallery's pids (int64, on the device of the distances).
+        g_camids: The gallery's camera ids.
+        num_query: The number of queries that ``add`` will be given in all.
+        repeats: Seeded draws of one gallery image per identity; the CMC is their mean.
+        seed: Seed of the draws.
+    """
 
     def __init__(
         self,
@@ -53,10 +65,7 @@ class SingleGalleryShotCMC:
         repeats: int = 10,
         seed: int = 0,
     ) -> None:
-        if repeats < 1:
-            raise ValueError(
-                f"the CUHK03 classic metric needs at least 1 repeat, got repeats={repeats}"
-            )
+        repeats = check_repeats(repeats)
         self.gallery = GalleryIndex(g_pids, g_camids)
         device = g_pids.device
         generator = torch.Generator().manual_seed(int(seed))
@@ -73,28 +82,25 @@ class SingleGalleryShotCMC:
         self.draws = torch.rand(num_query, repeats, generator=generator, dtype=torch.float64).to(
             device
         )
+        self._next_query = 0
         self._ranks: list[torch.Tensor] = []
         self._valid: list[torch.Tensor] = []
 
     @torch.no_grad()
-    def add(
-        self, start: int, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor
-    ) -> None:
+    def add(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
+        """Ranks of the queries of ``dist`` (c x num_gallery), which follow those added before."""
         c = dist.shape[0]
         rows, cols, relevant = self.gallery.same_id_pairs(q_pids, q_camids)
         rel_rows, rel_cols = rows[relevant], cols[relevant]
         num_rel = torch.bincount(rel_rows, minlength=c)
-        valid = num_rel > 0
         row_start = torch.cumsum(num_rel, 0) - num_rel
-        draws = self.draws[start : start + c]
+        draws = self.draws[self._next_query : self._next_query + c]
+        self._next_query += c
         choice = torch.minimum(
             (draws * num_rel[:, None]).long(), (num_rel - 1).clamp(min=0)[:, None]
         )
         pos_index = (row_start[:, None] + choice).clamp(max=max(0, rel_cols.shape[0] - 1))
-        if rel_cols.shape[0] == 0:
-            pos_cols = torch.zeros_like(choice)
-        else:
-            pos_cols = rel_cols[pos_index]
+        pos_cols = rel_cols[pos_index] if rel_cols.shape[0] else torch.zeros_like(choice)
         pos_dist = dist.gather(1, pos_cols)
         other_identity = self.identities[None, :] != q_pids[:, None]
         ranks = []
@@ -105,16 +111,19 @@ class SingleGalleryShotCMC:
             ahead = (d < p_d) | ((d == p_d) & (cols_r[None, :] < p_c))
             ranks.append(1 + (ahead & other_identity).sum(1))
         self._ranks.append(torch.stack(ranks, 1).cpu())
-        self._valid.append(valid.cpu())
+        self._valid.append((num_rel > 0).cpu())
 
     def compute(self, max_rank: int = 50) -> np.ndarray:
+        """The CMC over the valid queries and the repeats (length ``min(max_rank, gallery)``).
+
+        Raises:
+            ValueError: No query has a relevant item.
+        """
         ranks = torch.cat(self._ranks)[torch.cat(self._valid)]
         if ranks.shape[0] == 0:
             raise ValueError(
                 "no query has a relevant gallery item: the CUHK03 classic CMC is undefined"
             )
         max_rank = min(max_rank, self.gallery.num)
-        hits = torch.bincount(ranks.reshape(-1).clamp(max=max_rank + 1), minlength=max_rank + 2)[
-            1 : max_rank + 1
-        ]
-        return (torch.cumsum(hits, 0).double() / ranks.numel()).numpy()
+        hits = torch.bincount(ranks.reshape(-1).clamp(max=max_rank + 1), minlength=max_rank + 2)
+        return (torch.cumsum(hits[1 : max_rank + 1], 0).double() / ranks.numel()).numpy()

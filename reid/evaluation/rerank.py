@@ -23,39 +23,39 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from reid.config.schema import ConfigBlock, Key, declare
+from reid.config.schema import ConfigBlock, InvalidArgument, Key, declare
 
 from .distance import Distance
-from .rank import CHUNK_ELEMENTS, as_distmat, expand_segments, iter_chunks
+from .gallery import expand_segments
+from .rank import as_distmat, auto_chunk_size, chunk_budget, iter_chunks
 from .search import topk_smallest
 
-__all__ = ["DistanceSource", "MatrixDistances", "FeatureDistances", "rerank_chunks", "re_ranking"]
+__all__ = [
+    "RERANK_CONFIG",
+    "DistanceSource",
+    "FeatureDistances",
+    "MatrixDistances",
+    "check_rerank",
+    "re_ranking",
+    "rerank_chunks",
+]
 
 
 RERANK_CONFIG = declare(
     ConfigBlock(
         "TEST.RERANK",
-        "k-reciprocal re-ranking (Zhong et al., CVPR 2017).",
+        "k-reciprocal re-ranking of the test distances (Zhong et al., CVPR 2017).",
         {
-            "ENABLED": Key(
-                False,
-                "k-reciprocal re-ranking.",
-            ),
-            "K1": Key(
-                20,
-                "k of the k-reciprocal neighbours (k/2 for the expansion step).",
-            ),
-            "K2": Key(
-                6,
-                "Neighbours of the local query expansion of the encodings (1 = none).",
-            ),
+            "ENABLED": Key(False, "Re-rank the query-gallery distances."),
+            "K1": Key(20, "k of the k-reciprocal neighbours (round(K1 / 2) for the expansion)."),
+            "K2": Key(6, "Neighbours of the local query expansion of the encodings (1 = none)."),
             "LAMBDA": Key(
-                0.3,
-                ("Final distance = (1 - LAMBDA) * Jaccard distance + LAMBDA * original distance."),
+                0.3, "Final distance = (1 - LAMBDA) * Jaccard distance + LAMBDA * original one."
             ),
         },
     )
@@ -79,22 +79,33 @@ class DistanceSource(ABC):
 
 
 class MatrixDistances(DistanceSource):
-    """From the three blocks of fastreid's ``re_ranking``: query-gallery, query-query, gallery-gallery."""
+    """Distances from the three blocks fastreid's ``re_ranking`` takes.
 
-    def __init__(self, q_g_dist, q_q_dist, g_g_dist) -> None:
+    Args:
+        q_g_dist: Query x gallery distances.
+        q_q_dist: Query x query distances.
+        g_g_dist: Gallery x gallery distances.
+    """
+
+    def __init__(
+        self,
+        q_g_dist: np.ndarray | torch.Tensor,
+        q_q_dist: np.ndarray | torch.Tensor,
+        g_g_dist: np.ndarray | torch.Tensor,
+    ) -> None:
         self.q_g = as_distmat(q_g_dist, "q_g_dist")
         self.device = self.q_g.device
         self.num_query, num_gallery = self.q_g.shape
         self.q_q = as_distmat(q_q_dist, "q_q_dist").to(self.device)
         self.g_g = as_distmat(g_g_dist, "g_g_dist").to(self.device)
-        if tuple(self.q_q.shape) != (self.num_query, self.num_query):
-            raise ValueError(
-                f"q_q_dist must be {self.num_query} x {self.num_query} to match q_g_dist, got {tuple(self.q_q.shape)}"
-            )
-        if tuple(self.g_g.shape) != (num_gallery, num_gallery):
-            raise ValueError(
-                f"g_g_dist must be {num_gallery} x {num_gallery} to match q_g_dist, got {tuple(self.g_g.shape)}"
-            )
+        for name, block, size in (
+            ("q_q_dist", self.q_q, self.num_query),
+            ("g_g_dist", self.g_g, num_gallery),
+        ):
+            if tuple(block.shape) != (size, size):
+                raise ValueError(
+                    f"{name} must be {size} x {size} to match q_g_dist, got {tuple(block.shape)}"
+                )
         self.num = self.num_query + num_gallery
 
     def rows(self, start: int, end: int) -> torch.Tensor:
@@ -123,7 +134,13 @@ class MatrixDistances(DistanceSource):
 
 
 class FeatureDistances(DistanceSource):
-    """Distances computed on demand from features already passed through ``distance.prepare``."""
+    """Distances computed on demand from features.
+
+    Args:
+        query_feat: Query features, already passed through ``distance.prepare``.
+        gallery_feat: Gallery features, likewise.
+        distance: The distance.
+    """
 
     def __init__(
         self, query_feat: torch.Tensor, gallery_feat: torch.Tensor, distance: Distance
@@ -138,8 +155,7 @@ class FeatureDistances(DistanceSource):
         return self.distance.pairwise(self.features[start:end], self.features)
 
     def pairs(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        budget = CHUNK_ELEMENTS.get(self.device.type, CHUNK_ELEMENTS["cpu"])
-        step = max(1, budget // self.features.shape[1])
+        step = auto_chunk_size(self.features.shape[1], self.device)
         out = [
             self.distance.paired(self.features[i[s:e]], self.features[j[s:e]])
             for s, e in iter_chunks(i.shape[0], step)
@@ -153,8 +169,8 @@ def _normalised(dist: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
 
 
 def _nearest(source: DistanceSource, width: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``width`` nearest items of every item (ordered by distance, then index) and each
-    row's max squared distance."""
+    """The ``width`` nearest items of every item (by distance, then index) and each row's
+    largest squared distance."""
     knn = torch.empty(source.num, width, dtype=torch.int64, device=source.device)
     row_max = torch.empty(source.num, dtype=torch.float32, device=source.device)
     for start, end in iter_chunks(source.num, step):
@@ -234,6 +250,30 @@ def _local_query_expansion(
     return torch.cat(rows_out), torch.cat(cols_out), torch.cat(vals_out)
 
 
+def check_rerank(k1: int, k2: int, lambda_value: float, num_items: int | None = None) -> None:
+    """The rules of the re-ranking settings (see :func:`rerank_chunks`).
+
+    Args:
+        k1, k2, lambda_value: As :func:`rerank_chunks` takes them.
+        num_items: The number of query + gallery items, once known: k1 must be smaller, k2 at
+            most that.
+    """
+    for name, k in (("k1", k1), ("k2", k2)):
+        if k < 1:
+            raise InvalidArgument(name, f"must be >= 1, got {k}")
+    if not 0.0 <= lambda_value <= 1.0:
+        raise InvalidArgument("lambda_value", f"must lie in [0, 1], got {lambda_value}")
+    if num_items is not None and k1 >= num_items:
+        raise InvalidArgument(
+            "k1",
+            f"must be smaller than the number of query + gallery items ({num_items}), got {k1}",
+        )
+    if num_items is not None and k2 > num_items:
+        raise InvalidArgument(
+            "k2", f"must be at most the number of query + gallery items ({num_items}), got {k2}"
+        )
+
+
 def rerank_chunks(
     source: DistanceSource,
     k1: int = 20,
@@ -241,60 +281,96 @@ def rerank_chunks(
     lambda_value: float = 0.3,
     chunk_size: int | None = None,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield (start, end, re-ranked distances of queries start..end-1 to the whole gallery)."""
-    if k1 < 1 or k2 < 1:
-        raise ValueError(f"TEST.RERANK.K1 and K2 must be >= 1, got K1={k1}, K2={k2}")
-    if not 0.0 <= lambda_value <= 1.0:
-        raise ValueError(f"TEST.RERANK.LAMBDA must lie in [0, 1], got {lambda_value}")
-    num, n_q = source.num, source.num_query
-    n_g = num - n_q
-    width = max(k1 + 1, k2)
-    if width > num:
-        raise ValueError(
-            f"re-ranking with K1={k1}, K2={k2} needs at least {width} query + gallery items, got {num}"
-        )
-    device = source.device
-    budget = CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cpu"])
-    step = chunk_size or max(1, budget // num)
-    knn, row_max = _nearest(source, width, step)
+    """The re-ranked query x gallery distances, a chunk of queries at a time.
+
+    Args:
+        source: The base distances among the query + gallery items.
+        k1: k of the k-reciprocal neighbours.
+        k2: Neighbours of the local query expansion (1 = none).
+        lambda_value: Weight of the original distance in the final one.
+        chunk_size: Queries per chunk (default: from the budget of ``CHUNK_ELEMENTS``).
+
+    Yields:
+        ``(start, end, distances)``: the re-ranked distances of queries start..end-1 to the
+        whole gallery, in query order.
+    """
+    check_rerank(k1, k2, lambda_value, source.num)
+    step = chunk_size or auto_chunk_size(source.num, source.device)
+    encodings, row_max = _encodings(source, k1, k2, step)
+    by_column = _GalleryColumns(encodings, source.num, source.num_query)
+    # About ten 8-byte arrays per entry pair: a quarter of the budget keeps them near a chunk.
+    budget = chunk_budget(source.device) // 4
+    for start, end in _budgeted_ranges(by_column.pairs_per_query, step, budget):
+        base = source.rows(start, end)[:, source.num_query :]
+        original = _normalised(base, row_max[start:end, None])
+        jaccard = by_column.jaccard(start, end)
+        yield start, end, jaccard * (1.0 - lambda_value) + original * lambda_value
+
+
+@dataclass
+class _Sparse:
+    """An N x N matrix by its non-zero entries (rows[n], cols[n], vals[n]), sorted by row."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    vals: torch.Tensor
+
+
+def _encodings(source: DistanceSource, k1: int, k2: int, step: int) -> tuple[_Sparse, torch.Tensor]:
+    """Steps 1 to 5: the encodings V and each item's largest squared base distance."""
+    num, device = source.num, source.device
+    knn, row_max = _nearest(source, max(k1 + 1, k2), step)
     half = int(round(k1 / 2)) + 1
-    rows, cols = _expansion(knn, k1 + 1, half, max(1, budget // (k1 + 1) ** 2))
+    rows, cols = _expansion(knn, k1 + 1, half, auto_chunk_size((k1 + 1) ** 2, device))
     weights = torch.exp(-_normalised(source.pairs(rows, cols), row_max[rows]))
     row_sums = torch.zeros(num, dtype=weights.dtype, device=device).index_add_(0, rows, weights)
     vals = weights / row_sums[rows]
     if k2 > 1:
         per_row = k2 * max(1, rows.shape[0] // num)
         rows, cols, vals = _local_query_expansion(
-            knn, k2, _crow(rows, num), cols, vals, max(1, budget // (4 * per_row))
+            knn, k2, _crow(rows, num), cols, vals, auto_chunk_size(4 * per_row, device)
         )
-    del knn
-    crow = _crow(rows, num)
+    return _Sparse(rows, cols, vals), row_max
 
-    # Column-major view of the gallery rows of V, to meet each query's entries column by column.
-    in_gallery = rows >= n_q
-    g_cols, order = torch.sort(cols[in_gallery], stable=True)
-    g_rows = (rows[in_gallery] - n_q)[order]
-    g_vals = vals[in_gallery][order]
-    colptr = _crow(g_cols, num)
-    entry_pairs = colptr[cols + 1] - colptr[cols]
-    pairs_per_query = torch.zeros(n_q, dtype=torch.int64, device=device).index_add_(
-        0, rows[rows < n_q], entry_pairs[rows < n_q]
-    )
-    # About ten 8-byte arrays per entry pair: a quarter of the budget keeps them near the chunk size.
-    for start, end in _budgeted_ranges(pairs_per_query, step, budget // 4):
-        lo, hi = int(crow[start]), int(crow[end])
-        q_rows, q_cols, q_vals = rows[lo:hi] - start, cols[lo:hi], vals[lo:hi]
-        segment, offset = expand_segments(entry_pairs[lo:hi])
-        position = colptr[q_cols][segment] + offset
-        shared_min = torch.minimum(q_vals[segment], g_vals[position])
-        flat = q_rows[segment] * n_g + g_rows[position]
-        overlap = torch.zeros((end - start) * n_g, dtype=torch.float32, device=device).index_add_(
-            0, flat, shared_min
-        )
-        overlap = overlap.view(end - start, n_g)
-        jaccard = 1.0 - overlap / (2.0 - overlap)
-        original = _normalised(source.rows(start, end)[:, n_q:], row_max[start:end, None])
-        yield start, end, jaccard * (1.0 - lambda_value) + original * lambda_value
+
+class _GalleryColumns:
+    """V's gallery rows by column, to meet each query's entries column by column (step 6).
+
+    Args:
+        v: The encodings of the ``num`` query + gallery items (queries first).
+        num: The number of query + gallery items.
+        num_query: The number of queries.
+    """
+
+    def __init__(self, v: _Sparse, num: int, num_query: int) -> None:
+        self.v = v
+        self.num_query = num_query
+        self.num_gallery = num - num_query
+        self.crow = _crow(v.rows, num)
+        in_gallery = v.rows >= num_query
+        g_cols, order = torch.sort(v.cols[in_gallery], stable=True)
+        self.g_rows = (v.rows[in_gallery] - num_query)[order]
+        self.g_vals = v.vals[in_gallery][order]
+        self.colptr = _crow(g_cols, num)
+        # Per entry of V: the gallery entries in its column, each a term of the Jaccard sums.
+        self.entry_pairs = self.colptr[v.cols + 1] - self.colptr[v.cols]
+        in_query = v.rows < num_query
+        self.pairs_per_query = torch.zeros(
+            num_query, dtype=torch.int64, device=v.rows.device
+        ).index_add_(0, v.rows[in_query], self.entry_pairs[in_query])
+
+    def jaccard(self, start: int, end: int) -> torch.Tensor:
+        """Jaccard distances of queries start..end-1 to the gallery, (end - start) x num_gallery."""
+        v, n_g = self.v, self.num_gallery
+        lo, hi = int(self.crow[start]), int(self.crow[end])
+        q_rows, q_cols, q_vals = v.rows[lo:hi] - start, v.cols[lo:hi], v.vals[lo:hi]
+        segment, offset = expand_segments(self.entry_pairs[lo:hi])
+        position = self.colptr[q_cols][segment] + offset
+        shared_min = torch.minimum(q_vals[segment], self.g_vals[position])
+        flat = q_rows[segment] * n_g + self.g_rows[position]
+        overlap = torch.zeros((end - start) * n_g, dtype=torch.float32, device=v.rows.device)
+        overlap = overlap.index_add_(0, flat, shared_min).view(end - start, n_g)
+        return 1.0 - overlap / (2.0 - overlap)
 
 
 def _budgeted_ranges(
@@ -321,7 +397,28 @@ def re_ranking(
     lambda_value: float = 0.3,
     chunk_size: int | None = None,
 ) -> np.ndarray | torch.Tensor:
-    """The re-ranked query x gallery distances, as one matrix (numpy in, numpy out)."""
+    """The re-ranked query x gallery distances as one matrix, fastreid's ``re_ranking``.
+
+    Args:
+        q_g_dist, q_q_dist, g_g_dist: Query x gallery, query x query and gallery x gallery
+            distances (numpy arrays or torch tensors).
+        k1, k2, lambda_value, chunk_size: As :func:`rerank_chunks` takes them.
+
+    Returns:
+        The re-ranked q x g distances: numpy for numpy input, else a tensor.
+
+    Queries and gallery items as points on a line (query 0 near gallery items 0 and 1, query 1
+    near gallery item 2); the pairs that are not mutual neighbours move towards 1:
+
+    >>> points_q, points_g = np.array([0.0, 10.0]), np.array([1.0, 2.0, 11.0])
+    >>> dist = lambda a, b: np.abs(a[:, None] - b[None, :]).astype(np.float32)
+    >>> reranked = re_ranking(
+    ...     dist(points_q, points_g), dist(points_q, points_q), dist(points_g, points_g),
+    ...     k1=2, k2=1, lambda_value=0.3)
+    >>> print(reranked.round(3))
+    [[0.01  0.029 1.   ]
+     [0.943 0.892 0.009]]
+    """
     source = MatrixDistances(q_g_dist, q_q_dist, g_g_dist)
     parts = [chunk for _, _, chunk in rerank_chunks(source, k1, k2, lambda_value, chunk_size)]
     result = torch.cat(parts)

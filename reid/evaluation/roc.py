@@ -19,26 +19,20 @@ from collections.abc import Sequence
 
 import torch
 
-from reid.config.schema import ConfigBlock, Key, declare
+from reid.config.schema import ConfigBlock, InvalidArgument, Key, declare
 
-from .rank import GalleryIndex
+from .gallery import GalleryIndex
 
-__all__ = ["RocAccumulator", "roc_key"]
+__all__ = ["ROC_CONFIG", "RocAccumulator", "check_fprs", "roc_key"]
 
 
 ROC_CONFIG = declare(
     ConfigBlock(
         "TEST.ROC",
-        "TPR at fixed FPR.",
+        "TPR at fixed FPR over the query-gallery pairs (reid/evaluation/roc.py).",
         {
-            "ENABLED": Key(
-                False,
-                "Report TPR at the FPRS.",
-            ),
-            "FPRS": Key(
-                [1e-4, 1e-3, 1e-2],
-                "Target false positive rates.",
-            ),
+            "ENABLED": Key(False, 'Also report the TPR at each of FPRS ("TPR@FPR=1e-04", ...).'),
+            "FPRS": Key([1e-4, 1e-3, 1e-2], "Target false positive rates, each in (0, 1]."),
         },
     )
 )
@@ -47,24 +41,51 @@ ROC_CONFIG = declare(
 DEFAULT_FPRS = (1e-4, 1e-3, 1e-2)
 
 
+def check_fprs(fprs: Sequence[float]) -> tuple[float, ...]:
+    """The target false positive rates, checked: at least one, each in (0, 1]."""
+    if len(fprs) == 0:
+        raise InvalidArgument("fprs", "must name at least one false positive rate")
+    for f in fprs:
+        if not 0.0 < f <= 1.0:
+            raise InvalidArgument(
+                "fprs", f"must lie in (0, 1] (each a false positive rate), got {f}"
+            )
+    return tuple(float(f) for f in fprs)
+
+
 def roc_key(fpr: float) -> str:
-    """Result key of a target FPR, fastreid's spelling: ``TPR@FPR=1e-04``."""
+    """Result key of a target FPR, fastreid's spelling.
+
+    >>> roc_key(1e-4)
+    'TPR@FPR=1e-04'
+    """
     return f"TPR@FPR={fpr:.0e}"
 
 
 class RocAccumulator:
+    """Collects the positive pairs' distances and the smallest negative ones, chunk by chunk.
+
+    Args:
+        gallery: The gallery's ids.
+        q_pids: The pids of all queries (chunks must cover them in order).
+        fprs: Target false positive rates, each in (0, 1].
+
+    One query with positives at 0.1 and 0.5 and negatives at 0.2, 0.3, 0.4 and 0.6: at FPR 1/4
+    the threshold stops below the second negative, which accepts the first positive only.
+
+    >>> g_pids, g_camids = torch.tensor([1, 2, 3, 4, 1, 5]), torch.ones(6, dtype=torch.long)
+    >>> roc = RocAccumulator(GalleryIndex(g_pids, g_camids), torch.tensor([1]), fprs=(0.25, 0.75))
+    >>> dist = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
+    >>> roc.add(dist, q_pids=torch.tensor([1]), q_camids=torch.tensor([0]))
+    >>> roc.compute()
+    {'TPR@FPR=2e-01': 0.5, 'TPR@FPR=8e-01': 1.0}
+    """
+
     def __init__(
         self, gallery: GalleryIndex, q_pids: torch.Tensor, fprs: Sequence[float] = DEFAULT_FPRS
     ) -> None:
-        if len(fprs) == 0:
-            raise ValueError("TEST.ROC.FPRS must name at least one false positive rate")
-        for f in fprs:
-            if not 0.0 < f <= 1.0:
-                raise ValueError(
-                    f"TEST.ROC.FPRS: every false positive rate must lie in (0, 1], got {f}"
-                )
         self.gallery = gallery
-        self.fprs = tuple(float(f) for f in fprs)
+        self.fprs = check_fprs(fprs)
         self.num_negatives = int(gallery.num_different_id(q_pids).sum())
         self.capacity = min(self.num_negatives, math.floor(max(self.fprs) * self.num_negatives) + 1)
         self._smallest = torch.empty(0)
@@ -75,6 +96,7 @@ class RocAccumulator:
 
     @torch.no_grad()
     def add(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
+        """The pairs of the queries of ``dist`` (c x num_gallery), following those added before."""
         rows, cols, relevant = self.gallery.same_id_pairs(q_pids, q_camids)
         self._positives.append(dist[rows[relevant], cols[relevant]].double().cpu())
         if self.capacity == 0:

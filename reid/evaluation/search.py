@@ -17,7 +17,7 @@ import torch
 from reid.utils.registry import Registry
 
 from .distance import build_distance
-from .rank import CHUNK_ELEMENTS, iter_chunks
+from .rank import auto_chunk_size, iter_chunks
 
 __all__ = [
     "SEARCH_REGISTRY",
@@ -46,7 +46,14 @@ def import_faiss() -> Any:
 
 
 def topk_smallest(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` smallest entries of each row and their columns, by value and then column."""
+    """The ``k`` smallest entries of each row and their columns, ordered by value, then column.
+
+    Which of several entries tied at the k-th smallest value are kept is torch.topk's choice.
+
+    >>> values, columns = topk_smallest(torch.tensor([[0.75, 0.25, 0.5, 0.25]]), k=3)
+    >>> values.tolist(), columns.tolist()
+    ([[0.25, 0.25, 0.5]], [[1, 3, 2]])
+    """
     values, index = torch.topk(values, k, dim=1, largest=False, sorted=True)
     by_index = torch.sort(index, dim=1, stable=True)
     values, index = values.gather(1, by_index.indices), by_index.values
@@ -60,7 +67,14 @@ def _check_k(k: int, num_gallery: int) -> None:
 
 
 class TorchSearcher:
-    """Exact top-k by chunks of queries: one chunk x gallery distance block at a time."""
+    """Exact top-k by chunks of queries: one chunk x gallery distance block at a time.
+
+    Args:
+        gallery: Gallery features, one row each.
+        metric: A registered distance ("cosine" or "euclidean").
+        use_gpu: Search on CUDA (else on the gallery's device).
+        chunk_size: Queries per chunk (default: from the budget of ``CHUNK_ELEMENTS``).
+    """
 
     def __init__(
         self,
@@ -75,11 +89,11 @@ class TorchSearcher:
         self.chunk_size = chunk_size
 
     def search(self, query: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(distances, gallery indices) of each query's ``k`` nearest, nearest first."""
         n_g = self.gallery.shape[0]
         _check_k(k, n_g)
         query = self.distance.prepare(query.float().to(self.gallery.device))
-        budget = CHUNK_ELEMENTS.get(self.gallery.device.type, CHUNK_ELEMENTS["cpu"])
-        step = self.chunk_size or max(1, budget // n_g)
+        step = self.chunk_size or auto_chunk_size(n_g, self.gallery.device)
         dists, indices = [], []
         for start, end in iter_chunks(query.shape[0], step):
             values, index = topk_smallest(self.distance.pairwise(query[start:end], self.gallery), k)
@@ -89,7 +103,15 @@ class TorchSearcher:
 
 
 class FaissSearcher:
-    """A flat (exact) faiss index: inner product for cosine, L2 for euclidean."""
+    """A flat (exact) faiss index: inner product for cosine, L2 for euclidean.
+
+    Args:
+        gallery: Gallery features, one row each.
+        metric: "cosine" or "euclidean".
+        use_gpu: Put the index on GPU 0 (needs faiss-gpu).
+        chunk_size: Unused (faiss batches itself); accepted so that every backend takes the
+            same arguments.
+    """
 
     def __init__(
         self,
@@ -123,6 +145,7 @@ class FaissSearcher:
         self.num_gallery = vectors.shape[0]
 
     def search(self, query: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(distances, gallery indices) of each query's ``k`` nearest, nearest first."""
         _check_k(k, self.num_gallery)
         vectors = self.distance.prepare(query.float()).cpu().contiguous().numpy()
         scores, index = self.index.search(vectors, k)
@@ -142,7 +165,15 @@ def build_searcher(
     use_gpu: bool = False,
     chunk_size: int | None = None,
 ) -> Any:
-    """An index over ``gallery`` with ``search(query, k) -> (distances, indices)``."""
+    """An index over ``gallery`` with ``search(query, k) -> (distances, indices)``.
+
+    Args:
+        gallery: Gallery features, one row each.
+        metric: A registered distance ("cosine" or "euclidean").
+        backend: A registered backend: "torch" (exact, no extra dependency) or "faiss".
+        use_gpu: Search on the GPU.
+        chunk_size: Queries per chunk of the torch backend.
+    """
     return SEARCH_REGISTRY.get(backend)(
         gallery, metric=metric, use_gpu=use_gpu, chunk_size=chunk_size
     )
@@ -157,5 +188,16 @@ def search_topk(
     use_gpu: bool = False,
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distances, gallery indices) of the ``k`` nearest gallery items of every query, nearest first."""
+    """(distances, gallery indices) of every query's ``k`` nearest gallery items, nearest first.
+
+    Args:
+        query: Query features, one row each.
+        gallery, metric, backend, use_gpu, chunk_size: As :func:`build_searcher` takes them.
+
+    >>> query = torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    >>> gallery = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    >>> distances, indices = search_topk(query, gallery, k=2, metric="euclidean")
+    >>> distances.tolist(), indices.tolist()
+    ([[1.0, 4.0], [1.0, 4.0]], [[0, 1], [2, 0]])
+    """
     return build_searcher(gallery, metric, backend, use_gpu, chunk_size).search(query, k)

@@ -18,12 +18,18 @@ main schedule (SOLVER.SCHED), both clocks counted from iteration 0 whatever the 
     MultiStepLR:        GAMMA ** (number of s in STEPS with s * E <= i)
                         (STEPS are epochs completed before each decay)
     CosineAnnealingLR:  D = DELAY_EPOCHS * E, M = MAX_EPOCH * E, r = ETA_MIN_LR / BASE_LR;
-                        1 for i < D, else r + (1 - r) * (1 + cos(pi * min(1, (i - D) / (M - D)))) / 2
-                        (BASE_LR reaches ETA_MIN_LR at i = M; every group keeps its ratio to BASE_LR)
+                        1 for i < D,
+                        else r + (1 - r) * (1 + cos(pi * min(1, (i - D) / (M - D)))) / 2
+                        (BASE_LR reaches ETA_MIN_LR at i = M; every group keeps its ratio to
+                        BASE_LR)
 
 The warm-up factor multiplies the main schedule's factor (fastreid's convention), so a step that
 falls inside the warm-up lowers the warm-up's target. Example, the ratio paper: BASE_LR 1e-3,
 WARMUP_FACTOR 0.01, WARMUP_EPOCHS 20, linear: 1e-5 at iteration 0, 1e-3 from epoch 20 on.
+
+The schedules are built from plain arguments (``LRSchedule(MultiStepSchedule([40, 90], 0.1,
+iters_per_epoch=100), iters_per_epoch=100, max_iters=12000)``) or from SOLVER
+(``LRSchedule(cfg, iters_per_epoch)``, which :func:`build_lr_schedule` wraps).
 """
 
 from __future__ import annotations
@@ -31,74 +37,78 @@ from __future__ import annotations
 import bisect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 from yacs.config import CfgNode
 
-from reid.config import ConfigError
-from reid.config.schema import ConfigBlock, Key, declare
+from reid.config.schema import (
+    ConfigArgs,
+    ConfigBlock,
+    ConfigError,
+    InvalidArgument,
+    Key,
+    configurable,
+    declare,
+)
 from reid.utils.registry import Registry, RegistryKeyError
+
+__all__ = [
+    "LR_SCHEDULER_REGISTRY",
+    "SCHEDULE_CONFIG",
+    "WARMUP_REGISTRY",
+    "CosineSchedule",
+    "LRSchedule",
+    "MainSchedule",
+    "MultiStepSchedule",
+    "Schedule",
+    "WarmupLRScheduler",
+    "build_lr_schedule",
+    "describe_schedule",
+    "merge_events",
+    "schedule_table",
+]
 
 SCHEDULE_CONFIG = declare(
     ConfigBlock(
         "SOLVER",
-        "Epochs and the LR schedule with warm-up.",
+        "Epochs and the LR schedule with warm-up (reid/solver/lr_scheduler.py).",
         {
             "MAX_EPOCH": Key(
                 120,
-                ("Length of training in epochs (DATALOADER.EPOCH_LENGTH says what one epoch is)."),
+                "Length of training in epochs (DATALOADER.EPOCH_LENGTH says what one epoch is).",
             ),
-            "SCHED": Key(
-                "MultiStepLR",
-                '"MultiStepLR" or "CosineAnnealingLR".',
-            ),
+            "SCHED": Key("MultiStepLR", 'The main schedule: "MultiStepLR" or "CosineAnnealingLR".'),
             "STEPS": Key(
                 [40, 90],
-                ("Epochs (counted from epoch 0) at which MultiStepLR multiplies the LR by GAMMA."),
+                "Epochs (counted from epoch 0) after which MultiStepLR multiplies the LR by GAMMA.",
             ),
-            "GAMMA": Key(
-                0.1,
-                "MultiStepLR's factor at each of SOLVER.STEPS.",
-            ),
-            "DELAY_EPOCHS": Key(
-                0,
-                "Constant-LR epochs before the cosine decay starts.",
-            ),
+            "GAMMA": Key(0.1, "MultiStepLR's factor at each of STEPS."),
+            "DELAY_EPOCHS": Key(0, "Constant-LR epochs before the cosine decay starts."),
             "ETA_MIN_LR": Key(
                 1e-7,
-                (
-                    "LR the cosine decay reaches at the end of MAX_EPOCH (for BASE_LR; a group "
-                    "with another base LR ends at ETA_MIN_LR * its base / BASE_LR, so the groups'"
-                    " LR ratios stay fixed)."
-                ),
+                "LR the cosine decay reaches at the end of MAX_EPOCH, for BASE_LR (a group with "
+                "another base LR ends at ETA_MIN_LR * its base / BASE_LR: the groups' LR ratios "
+                "stay fixed).",
             ),
             "WARMUP_FACTOR": Key(
                 0.1,
-                (
-                    "Warm-up: the LR goes from WARMUP_FACTOR * BASE_LR to BASE_LR over "
-                    "WARMUP_ITERS iterations. Start factor of the warm-up: the first iteration "
-                    "runs at WARMUP_FACTOR * BASE_LR (the ratio paper's 1e-5 -> 1e-3: BASE_LR "
-                    "1e-3, WARMUP_FACTOR 0.01). The factor multiplies the main schedule."
-                ),
+                "Start factor of the warm-up: the first iteration runs at WARMUP_FACTOR * "
+                "BASE_LR, the LR reaches BASE_LR at the end of the warm-up (the ratio paper's "
+                "1e-5 -> 1e-3: BASE_LR 1e-3, WARMUP_FACTOR 0.01). The warm-up multiplies the "
+                "main schedule.",
             ),
             "WARMUP_ITERS": Key(
-                0,
-                ("Warm-up length in iterations; 0 = no warm-up (unless WARMUP_EPOCHS is set)."),
+                0, "Warm-up length in iterations; 0 = no warm-up (unless WARMUP_EPOCHS is set)."
             ),
             "WARMUP_EPOCHS": Key(
                 0,
-                (
-                    "Warm-up length in epochs (converted with the iterations per epoch); set this"
-                    " or WARMUP_ITERS, not both."
-                ),
+                "Warm-up length in epochs (converted with the iterations per epoch); set this or "
+                "WARMUP_ITERS, not both.",
             ),
-            "WARMUP_METHOD": Key(
-                "linear",
-                '"linear", "constant" or "exp".',
-            ),
+            "WARMUP_METHOD": Key("linear", 'The warm-up: "linear", "constant" or "exp".'),
         },
     )
 )
@@ -107,25 +117,38 @@ SCHEDULE_CONFIG = declare(
 WarmupFn = Callable[[int, int, float], float]
 
 WARMUP_REGISTRY = Registry("WARMUP")
-WARMUP_REGISTRY.__doc__ = """Warm-up factors ``fn(i, warmup_iters, warmup_factor)`` for ``i < warmup_iters``, by SOLVER.WARMUP_METHOD."""
+WARMUP_REGISTRY.__doc__ = """Warm-up factors ``fn(i, warmup_iters, warmup_factor)`` for
+``i < warmup_iters``, by SOLVER.WARMUP_METHOD."""
 
 LR_SCHEDULER_REGISTRY = Registry("LR_SCHEDULER")
-LR_SCHEDULER_REGISTRY.__doc__ = """Main schedules (``MainSchedule`` subclasses), by SOLVER.SCHED."""
+LR_SCHEDULER_REGISTRY.__doc__ = """Main schedules (:class:`MainSchedule` subclasses built with
+``cls(cfg, iters_per_epoch)``), by SOLVER.SCHED."""
 
 
 @WARMUP_REGISTRY.register(name="linear")
 def linear_warmup(i: int, warmup_iters: int, warmup_factor: float) -> float:
+    """From ``warmup_factor`` at iteration 0 linearly up to 1 at ``warmup_iters``.
+
+    >>> [linear_warmup(i, 4, 0.2) for i in range(4)]
+    [0.2, 0.4, 0.6, 0.8]
+    """
     alpha = i / warmup_iters
     return warmup_factor * (1.0 - alpha) + alpha
 
 
 @WARMUP_REGISTRY.register(name="constant")
 def constant_warmup(i: int, warmup_iters: int, warmup_factor: float) -> float:
+    """``warmup_factor`` throughout the warm-up."""
     return warmup_factor
 
 
 @WARMUP_REGISTRY.register(name="exp")
 def exp_warmup(i: int, warmup_iters: int, warmup_factor: float) -> float:
+    """From ``warmup_factor`` at iteration 0 geometrically up to 1 at ``warmup_iters``.
+
+    >>> [exp_warmup(i, 2, 0.01) for i in range(2)]
+    [0.01, 0.1]
+    """
     return warmup_factor ** (1.0 - i / warmup_iters)
 
 
@@ -140,6 +163,20 @@ class Schedule(Protocol):
     def events(self) -> list[tuple[int, str]]: ...
 
     def summary(self) -> str: ...
+
+
+def merge_events(events: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Events sorted by iteration, the labels of one iteration joined by "; " (each label once).
+
+    >>> merge_events([(5, "b"), (0, "start"), (5, "a"), (5, "b")])
+    [(0, 'start'), (5, 'b; a')]
+    """
+    merged: dict[int, list[str]] = {}
+    for i, label in sorted(events, key=lambda e: e[0]):
+        labels = merged.setdefault(i, [])
+        if label not in labels:
+            labels.append(label)
+    return [(i, "; ".join(labels)) for i, labels in sorted(merged.items())]
 
 
 class MainSchedule(ABC):
@@ -160,19 +197,39 @@ class MainSchedule(ABC):
 
 @LR_SCHEDULER_REGISTRY.register(name="MultiStepLR")
 class MultiStepSchedule(MainSchedule):
+    """``gamma ** (steps passed)``: the LR drops by ``gamma`` after each of ``step_epochs``.
+
+    Args:
+        step_epochs: Epochs after which the LR is multiplied by ``gamma``: whole numbers >= 0,
+            increasing.
+        gamma: The factor of each step, > 0.
+        iters_per_epoch: Iterations per epoch.
+
+    >>> schedule = MultiStepSchedule([1, 2], gamma=0.5, iters_per_epoch=10)
+    >>> [schedule.factor(i) for i in (0, 9, 10, 19, 20)]
+    [1.0, 1.0, 0.5, 0.5, 0.25]
+    """
+
+    @configurable
     def __init__(self, step_epochs: Sequence[int], gamma: float, iters_per_epoch: int) -> None:
-        self.step_epochs = [int(s) for s in step_epochs]
+        steps = list(step_epochs)
+        if any(int(s) != s or s < 0 for s in steps) or steps != sorted(steps):
+            raise InvalidArgument(
+                "step_epochs", f"must be increasing whole epochs >= 0, got {steps}"
+            )
+        if gamma <= 0:
+            raise InvalidArgument("gamma", f"must be > 0, got {gamma}")
+        self.step_epochs = [int(s) for s in steps]
         self.milestones = [s * iters_per_epoch for s in self.step_epochs]
         self.gamma = float(gamma)
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, iters_per_epoch: int) -> MultiStepSchedule:
-        steps, gamma = list(cfg.SOLVER.STEPS), cfg.SOLVER.GAMMA
-        if any(int(s) != s or s < 0 for s in steps) or steps != sorted(steps):
-            raise ConfigError(f"SOLVER.STEPS must be increasing whole epochs >= 0, got {steps}")
-        if gamma <= 0:
-            raise ConfigError(f"SOLVER.GAMMA must be > 0, got {gamma}")
-        return cls(steps, gamma, iters_per_epoch)
+    def from_config(cls, cfg: CfgNode, iters_per_epoch: int) -> ConfigArgs:
+        """SOLVER.STEPS and SOLVER.GAMMA."""
+        key = SCHEDULE_CONFIG.full_key
+        args = ConfigArgs().set("step_epochs", list(cfg.SOLVER.STEPS), key("STEPS"))
+        args.set("gamma", cfg.SOLVER.GAMMA, key("GAMMA"))
+        return args.set("iters_per_epoch", iters_per_epoch)
 
     def factor(self, i: int) -> float:
         return self.gamma ** bisect.bisect_right(self.milestones, i)
@@ -189,32 +246,51 @@ class MultiStepSchedule(MainSchedule):
 
 @LR_SCHEDULER_REGISTRY.register(name="CosineAnnealingLR")
 class CosineSchedule(MainSchedule):
+    """1 for ``delay_iters`` iterations, then a cosine down to ``min_factor`` at ``max_iters``.
+
+    Args:
+        delay_iters: Iterations at factor 1 before the decay, in [0, max_iters).
+        max_iters: The iteration at which the factor reaches ``min_factor`` (and stays).
+        min_factor: The final factor, in [0, 1].
+
+    >>> schedule = CosineSchedule(delay_iters=2, max_iters=6, min_factor=0.0)
+    >>> [round(schedule.factor(i), 4) for i in range(7)]
+    [1.0, 1.0, 1.0, 0.8536, 0.5, 0.1464, 0.0]
+    """
+
+    @configurable
     def __init__(self, delay_iters: int, max_iters: int, min_factor: float) -> None:
         if not 0 <= delay_iters < max_iters:
-            raise ValueError(
-                f"CosineSchedule needs 0 <= delay_iters < max_iters, got {delay_iters} and {max_iters}"
+            raise InvalidArgument(
+                "delay_iters", f"must lie in [0, max_iters = {max_iters}), got {delay_iters}"
             )
+        if not 0.0 <= min_factor <= 1.0:
+            raise InvalidArgument("min_factor", f"must lie in [0, 1], got {min_factor}")
         self.delay_iters = delay_iters
         self.max_iters = max_iters
         self.min_factor = float(min_factor)
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, iters_per_epoch: int) -> CosineSchedule:
+    def from_config(cls, cfg: CfgNode, iters_per_epoch: int) -> ConfigArgs:
+        """From SOLVER.DELAY_EPOCHS, MAX_EPOCH and ETA_MIN_LR / BASE_LR.
+
+        Raises:
+            ConfigError: DELAY_EPOCHS does not leave epochs to decay over, or ETA_MIN_LR is not
+                in [0, BASE_LR].
+        """
         s = cfg.SOLVER
         if not 0 <= s.DELAY_EPOCHS < s.MAX_EPOCH:
             raise ConfigError(
-                f"SOLVER.DELAY_EPOCHS ({s.DELAY_EPOCHS}) must be >= 0 and smaller than SOLVER.MAX_EPOCH "
-                f"({s.MAX_EPOCH}) for the cosine decay to run"
+                f"SOLVER.DELAY_EPOCHS ({s.DELAY_EPOCHS}) must be >= 0 and smaller than "
+                f"SOLVER.MAX_EPOCH ({s.MAX_EPOCH}) for the cosine decay to run"
             )
         if not 0 <= s.ETA_MIN_LR <= s.BASE_LR:
             raise ConfigError(
                 f"SOLVER.ETA_MIN_LR ({s.ETA_MIN_LR}) must lie in [0, SOLVER.BASE_LR ({s.BASE_LR})]"
             )
-        return cls(
-            s.DELAY_EPOCHS * iters_per_epoch,
-            s.MAX_EPOCH * iters_per_epoch,
-            s.ETA_MIN_LR / s.BASE_LR,
-        )
+        args = ConfigArgs().set("delay_iters", s.DELAY_EPOCHS * iters_per_epoch)
+        args.set("max_iters", s.MAX_EPOCH * iters_per_epoch)
+        return args.set("min_factor", s.ETA_MIN_LR / s.BASE_LR)
 
     def factor(self, i: int) -> float:
         if i < self.delay_iters:
@@ -235,9 +311,39 @@ class CosineSchedule(MainSchedule):
         )
 
 
-class LRSchedule:
-    """The LR factor at every iteration: ``warmup(i) * main(i)``; pure, no optimizer involved."""
+def _check_iters_per_epoch(iters_per_epoch: int) -> int:
+    if (
+        isinstance(iters_per_epoch, bool)
+        or not isinstance(iters_per_epoch, int)
+        or iters_per_epoch < 1
+    ):
+        raise InvalidArgument("iters_per_epoch", f"must be a positive int, got {iters_per_epoch!r}")
+    return iters_per_epoch
 
+
+class LRSchedule:
+    """The LR factor at every iteration: ``warmup(i) * main(i)``; pure, no optimizer involved.
+
+    Args:
+        main: The main schedule.
+        iters_per_epoch: Iterations per epoch (for the log).
+        max_iters: Iterations of the whole run.
+        warmup_method: A registered warm-up: "linear", "constant" or "exp".
+        warmup_factor: The warm-up's start factor, >= 0 (> 0 for "exp").
+        warmup_iters: Warm-up length in iterations; 0 = none.
+
+    ``LRSchedule(cfg, iters_per_epoch)`` reads SOLVER (see the module docstring).
+
+    >>> schedule = LRSchedule(
+    ...     MultiStepSchedule([2], gamma=0.1, iters_per_epoch=2), iters_per_epoch=2, max_iters=6,
+    ...     warmup_factor=0.5, warmup_iters=2)
+    >>> [round(schedule.factor(i), 6) for i in range(6)]
+    [0.5, 0.75, 1.0, 1.0, 0.1, 0.1]
+    >>> schedule.events()
+    [(0, 'start'), (2, 'warm-up done'), (4, 'step x0.1 (epoch 2)'), (5, 'last iteration')]
+    """
+
+    @configurable
     def __init__(
         self,
         main: MainSchedule,
@@ -247,94 +353,113 @@ class LRSchedule:
         warmup_factor: float = 1.0,
         warmup_iters: int = 0,
     ) -> None:
+        self.iters_per_epoch = _check_iters_per_epoch(iters_per_epoch)
+        if max_iters < 1:
+            raise InvalidArgument("max_iters", f"must be >= 1, got {max_iters}")
+        if warmup_method not in WARMUP_REGISTRY:
+            raise InvalidArgument(
+                "warmup_method",
+                f"must be a registered warm-up ({', '.join(WARMUP_REGISTRY.names())}), "
+                f"got {warmup_method!r}",
+            )
+        if warmup_factor < 0 or (warmup_method == "exp" and warmup_factor == 0):
+            raise InvalidArgument(
+                "warmup_factor", f"must be >= 0 (> 0 for the exp warm-up), got {warmup_factor}"
+            )
+        if warmup_iters < 0:
+            raise InvalidArgument("warmup_iters", f"must be >= 0, got {warmup_iters}")
         self.main = main
-        self.iters_per_epoch = iters_per_epoch
         self.max_iters = max_iters
         self.warmup_method = warmup_method
         self.warmup_fn: WarmupFn = WARMUP_REGISTRY.get(warmup_method)
         self.warmup_factor = float(warmup_factor)
         self.warmup_iters = int(warmup_iters)
 
+    @classmethod
+    def from_config(cls, cfg: CfgNode, iters_per_epoch: int) -> ConfigArgs:
+        """The schedule cfg.SOLVER describes for ``iters_per_epoch`` iterations per epoch.
+
+        Raises:
+            ConfigError: A SOLVER key of the schedule is invalid; the message names it.
+        """
+        _check_iters_per_epoch(iters_per_epoch)
+        s = cfg.SOLVER
+        key = SCHEDULE_CONFIG.full_key
+        if s.MAX_EPOCH < 1:
+            raise ConfigError(f"{key('MAX_EPOCH')} must be >= 1, got {s.MAX_EPOCH}")
+        try:
+            main_cls = LR_SCHEDULER_REGISTRY.get(s.SCHED)
+        except RegistryKeyError as e:
+            raise ConfigError(f"{key('SCHED')}: {e}") from e
+        args = ConfigArgs().set("main", main_cls(cfg, iters_per_epoch))
+        args.set("iters_per_epoch", iters_per_epoch)
+        args.set("max_iters", s.MAX_EPOCH * iters_per_epoch)
+        args.set("warmup_method", s.WARMUP_METHOD, key("WARMUP_METHOD"))
+        args.set("warmup_factor", s.WARMUP_FACTOR, key("WARMUP_FACTOR"))
+        return args.set("warmup_iters", _warmup_iters(cfg, iters_per_epoch))
+
     def warmup(self, i: int) -> float:
+        """The warm-up factor at iteration ``i`` (1 after the warm-up)."""
         if i >= self.warmup_iters:
             return 1.0
         return self.warmup_fn(i, self.warmup_iters, self.warmup_factor)
 
     def factor(self, i: int) -> float:
+        """The LR factor at iteration ``i``."""
         return self.warmup(i) * self.main.factor(i)
 
     def events(self) -> list[tuple[int, str]]:
-        """Iteration 0, the end of the warm-up, the main schedule's milestones, the last iteration."""
+        """Iteration 0, the end of the warm-up, the main schedule's milestones, the last one."""
         events = [(0, "start")]
         if self.warmup_iters > 0:
             events.append((self.warmup_iters, "warm-up done"))
         events.extend(self.main.events())
         events.append((self.max_iters - 1, "last iteration"))
-        merged: dict[int, list[str]] = {}
-        for i, label in sorted(events, key=lambda e: e[0]):
-            merged.setdefault(i, []).append(label)
-        return [(i, "; ".join(labels)) for i, labels in sorted(merged.items())]
+        return merge_events(events)
 
     def summary(self) -> str:
+        """One line for the log."""
+        warm = "no warm-up; "
         if self.warmup_iters > 0:
+            epochs = self.warmup_iters / self.iters_per_epoch
             warm = (
-                f"{self.warmup_method} warm-up from {self.warmup_factor:g} x base over {self.warmup_iters} "
-                f"iterations ({self.warmup_iters / self.iters_per_epoch:g} epochs), times "
+                f"{self.warmup_method} warm-up from {self.warmup_factor:g} x base over "
+                f"{self.warmup_iters} iterations ({epochs:g} epochs), times "
             )
-        else:
-            warm = "no warm-up; "
-        return f"{warm}{self.main.summary()}; {self.iters_per_epoch} iterations/epoch, {self.max_iters} in all"
+        return (
+            f"{warm}{self.main.summary()}; {self.iters_per_epoch} iterations/epoch, "
+            f"{self.max_iters} in all"
+        )
 
 
 def _warmup_iters(cfg: CfgNode, iters_per_epoch: int) -> int:
+    """SOLVER.WARMUP_ITERS, or SOLVER.WARMUP_EPOCHS in iterations (at most one of them is set)."""
     s = cfg.SOLVER
     if s.WARMUP_ITERS < 0 or s.WARMUP_EPOCHS < 0:
         raise ConfigError(
-            f"SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) and SOLVER.WARMUP_EPOCHS ({s.WARMUP_EPOCHS}) must be >= 0"
+            f"SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) and SOLVER.WARMUP_EPOCHS "
+            f"({s.WARMUP_EPOCHS}) must be >= 0"
         )
     if s.WARMUP_ITERS > 0 and s.WARMUP_EPOCHS > 0:
         raise ConfigError(
-            f"set SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) or SOLVER.WARMUP_EPOCHS ({s.WARMUP_EPOCHS}), not both "
-            f"(set the other to 0)"
+            f"set SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) or SOLVER.WARMUP_EPOCHS "
+            f"({s.WARMUP_EPOCHS}), not both (set the other to 0)"
         )
     return int(s.WARMUP_ITERS) if s.WARMUP_ITERS > 0 else int(s.WARMUP_EPOCHS) * iters_per_epoch
 
 
 def build_lr_schedule(cfg: CfgNode, iters_per_epoch: int) -> LRSchedule:
-    """The LR factor per iteration described by cfg.SOLVER (see the module docstring)."""
-    if (
-        isinstance(iters_per_epoch, bool)
-        or not isinstance(iters_per_epoch, int)
-        or iters_per_epoch < 1
-    ):
-        raise ValueError(f"iters_per_epoch must be a positive int, got {iters_per_epoch!r}")
-    s = cfg.SOLVER
-    try:
-        main_cls = LR_SCHEDULER_REGISTRY.get(s.SCHED)
-    except RegistryKeyError as e:
-        raise ConfigError(f"SOLVER.SCHED: {e}") from e
-    if s.WARMUP_METHOD not in WARMUP_REGISTRY:
-        raise ConfigError(
-            f"SOLVER.WARMUP_METHOD: unknown '{s.WARMUP_METHOD}'; registered: {', '.join(WARMUP_REGISTRY.names())}"
-        )
-    if s.WARMUP_FACTOR < 0 or (s.WARMUP_METHOD == "exp" and s.WARMUP_FACTOR == 0):
-        raise ConfigError(
-            f"SOLVER.WARMUP_FACTOR must be >= 0 (> 0 for the exp warm-up), got {s.WARMUP_FACTOR}"
-        )
-    if s.MAX_EPOCH < 1:
-        raise ConfigError(f"SOLVER.MAX_EPOCH must be >= 1, got {s.MAX_EPOCH}")
-    return LRSchedule(
-        main=main_cls.from_config(cfg, iters_per_epoch),
-        iters_per_epoch=iters_per_epoch,
-        max_iters=s.MAX_EPOCH * iters_per_epoch,
-        warmup_method=s.WARMUP_METHOD,
-        warmup_factor=s.WARMUP_FACTOR,
-        warmup_iters=_warmup_iters(cfg, iters_per_epoch),
-    )
+    """The LR factor per iteration described by cfg.SOLVER (see :meth:`LRSchedule.from_config`)."""
+    return LRSchedule(cfg, iters_per_epoch)
 
 
 class WarmupLRScheduler(LRScheduler):
     """Sets every group's LR to ``base_g * schedule.factor(i)``; ``step()`` once per iteration.
+
+    Args:
+        optimizer: The optimizer; its groups' current LRs are their base LRs.
+        schedule: The factor per iteration (an :class:`LRSchedule`, a staged plan, ...).
+        last_epoch: The iteration to start from, as torch's schedulers take it.
 
     ``state_dict()`` holds plain numbers only (loadable with ``torch.load(weights_only=True)``);
     ``load_state_dict()`` also writes the restored iteration's LRs into the optimizer.
@@ -348,16 +473,11 @@ class WarmupLRScheduler(LRScheduler):
         self.schedule = schedule
         super().__init__(optimizer, last_epoch)
 
-    @property
-    def iteration(self) -> int:
-        """Index of the iteration the current LRs are for."""
-        return self.last_epoch
-
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:
         factor = self.schedule.factor(self.last_epoch)
         return [float(base) * factor for base in self.base_lrs]
 
-    def _get_closed_form_lr(self) -> list[float]:
+    def _get_closed_form_lr(self) -> list[float | torch.Tensor]:
         return self.get_lr()
 
     def state_dict(self) -> dict[str, Any]:
@@ -372,12 +492,14 @@ class WarmupLRScheduler(LRScheduler):
         missing = [k for k in self._STATE_KEYS if k not in state_dict]
         if missing:
             raise KeyError(
-                f"LR scheduler state is missing {missing}; expected the keys {list(self._STATE_KEYS)}"
+                f"LR scheduler state is missing {missing}; expected the keys "
+                f"{list(self._STATE_KEYS)}"
             )
         n_groups = len(self.optimizer.param_groups)
         if len(state_dict["base_lrs"]) != n_groups:
             raise ValueError(
-                f"LR scheduler state has {len(state_dict['base_lrs'])} param groups, the optimizer has {n_groups}"
+                f"LR scheduler state has {len(state_dict['base_lrs'])} param groups, the "
+                f"optimizer has {n_groups}"
             )
         self.last_epoch = int(state_dict["last_epoch"])
         self.base_lrs = [float(b) for b in state_dict["base_lrs"]]
@@ -388,30 +510,41 @@ class WarmupLRScheduler(LRScheduler):
         self._last_lr = lrs
 
 
-def build_lr_scheduler(
-    cfg: CfgNode, optimizer: torch.optim.Optimizer, iters_per_epoch: int
-) -> WarmupLRScheduler:
-    """A per-iteration scheduler for ``optimizer``; sets the iteration-0 LRs on construction."""
-    return WarmupLRScheduler(optimizer, build_lr_schedule(cfg, iters_per_epoch))
+def schedule_table(schedule: Schedule, base_lr: float) -> str:
+    """A table of the factor and the LR (for ``base_lr``) at each event of ``schedule``.
 
+    Args:
+        schedule: The schedule; its events are the rows.
+        base_lr: The LR the factors multiply (SOLVER.BASE_LR).
 
-def describe_schedule(cfg: CfgNode, iters_per_epoch: int, schedule: Schedule | None = None) -> str:
-    """A table of the effective LR (for BASE_LR) at iteration 0, the end of the warm-up, each
-    milestone of the main schedule and the last iteration; ``schedule`` defaults to the one
-    cfg.SOLVER describes."""
-    if schedule is None:
-        schedule = build_lr_schedule(cfg, iters_per_epoch)
-    base = cfg.SOLVER.BASE_LR
+    The first two lines say what the schedule is; then one row per event:
+
+    >>> schedule = LRSchedule(CosineSchedule(0, 4, 0.0), iters_per_epoch=2, max_iters=4)
+    >>> for line in schedule_table(schedule, base_lr=0.1).splitlines()[2:]:
+    ...     print(line)
+     iteration     epoch       factor           lr  event
+             0      0.00            1          0.1  start; cosine decay starts
+             2      1.00          0.5         0.05  cosine decay half-way
+             3      1.50     0.146447    0.0146447  last iteration
+    """
     lines = [
         f"LR schedule: {schedule.summary()}.",
-        f"Each param group runs at its base LR times the factor; shown for BASE_LR = {base:g}.",
+        f"Each param group runs at its base LR times the factor; shown for BASE_LR = {base_lr:g}.",
         f"{'iteration':>10} {'epoch':>9} {'factor':>12} {'lr':>12}  event",
     ]
     for i, label in schedule.events():
         if i >= schedule.max_iters:
             label += " (after MAX_EPOCH: never reached)"
         factor = schedule.factor(i)
-        lines.append(
-            f"{i:>10d} {i / iters_per_epoch:>9.2f} {factor:>12.6g} {base * factor:>12.6g}  {label}"
-        )
+        epoch = i / schedule.iters_per_epoch
+        lines.append(f"{i:>10d} {epoch:>9.2f} {factor:>12.6g} {base_lr * factor:>12.6g}  {label}")
     return "\n".join(lines)
+
+
+def describe_schedule(cfg: CfgNode, iters_per_epoch: int, schedule: Schedule | None = None) -> str:
+    """:func:`schedule_table` of ``schedule`` (default: the one cfg.SOLVER describes) for
+    SOLVER.BASE_LR: the LR at iteration 0, the end of the warm-up, each milestone of the main
+    schedule and the last iteration."""
+    if schedule is None:
+        schedule = build_lr_schedule(cfg, iters_per_epoch)
+    return schedule_table(schedule, cfg.SOLVER.BASE_LR)

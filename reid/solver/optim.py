@@ -1,11 +1,13 @@
-"""Optimizers with parameter groups built from the config.
+"""Optimizers with parameter groups: :func:`make_optimizer` from plain arguments,
+:func:`build_optimizer` from SOLVER.
 
 Every parameter of the model goes into the optimizer, trainable or not: freezing and unfreezing
 later is done by ``requires_grad`` alone (a frozen parameter gets no gradient, and torch's
 optimizers skip parameters whose ``grad`` is None, so it does not move, weight decay and momentum
 included, as long as gradients are cleared with ``zero_grad()``'s default ``set_to_none=True``).
 
-Default groups, one per kind of parameter (``name`` key of the group):
+Default groups, one per kind of parameter (``name`` key of the group; the capitals are the SOLVER
+keys, the arguments of :func:`make_optimizer` in lower case):
 
 =====================  ===============================  ==================
 group                  learning rate                    weight decay
@@ -36,60 +38,45 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from reid.config import ConfigError
-from reid.config.schema import ConfigBlock, Key, declare
-from reid.utils.registry import Registry, RegistryKeyError
+from reid.config.schema import ConfigBlock, ConfigError, InvalidArgument, Key, declare
+from reid.utils.registry import Registry
+
+__all__ = [
+    "OPTIMIZER_CONFIG",
+    "OPTIMIZER_REGISTRY",
+    "build_optimizer",
+    "get_param_groups",
+    "group_names",
+    "make_optimizer",
+]
 
 OPTIMIZER_CONFIG = declare(
     ConfigBlock(
         "SOLVER",
-        "The optimizer and its parameter groups.",
+        "The optimizer and its parameter groups (reid/solver/optim.py).",
         {
-            "OPT": Key(
-                "Adam",
-                '"Adam", "AdamW" or "SGD".',
-            ),
+            "OPT": Key("Adam", 'The optimizer: "Adam", "AdamW" or "SGD".'),
             "BASE_LR": Key(
-                3.5e-4,
-                "Learning rate of the main parameter group once warm-up is over.",
+                3.5e-4, "Learning rate of the main parameter groups once the warm-up is over."
             ),
-            "BIAS_LR_FACTOR": Key(
-                1.0,
-                "LR multiplier of bias parameters.",
-            ),
-            "HEADS_LR_FACTOR": Key(
-                1.0,
-                "LR multiplier of the head's parameters.",
-            ),
-            "MOMENTUM": Key(
-                0.9,
-                "SGD momentum (Adam and AdamW use their betas).",
-            ),
-            "NESTEROV": Key(
-                False,
-                "Nesterov momentum for SGD.",
-            ),
-            "WEIGHT_DECAY": Key(
-                0.0005,
-                "Weight decay of the weights of non-normalisation layers.",
-            ),
+            "BIAS_LR_FACTOR": Key(1.0, "LR multiplier of bias parameters."),
+            "HEADS_LR_FACTOR": Key(1.0, "LR multiplier of the head's parameters."),
+            "MOMENTUM": Key(0.9, "SGD's momentum (Adam and AdamW use their betas)."),
+            "NESTEROV": Key(False, "Nesterov momentum for SGD."),
+            "WEIGHT_DECAY": Key(0.0005, "Weight decay of the weights of non-normalisation layers."),
             "WEIGHT_DECAY_NORM": Key(
-                0.0005,
-                "Weight decay of normalisation layers' weights and biases.",
+                0.0005, "Weight decay of normalisation layers' weights and biases."
             ),
-            "WEIGHT_DECAY_BIAS": Key(
-                0.0005,
-                "Weight decay of the other layers' biases.",
-            ),
+            "WEIGHT_DECAY_BIAS": Key(0.0005, "Weight decay of the other layers' biases."),
         },
     )
 )
 
 
 OPTIMIZER_REGISTRY = Registry("OPTIMIZER")
-OPTIMIZER_REGISTRY.__doc__ = (
-    """Optimizer builders ``fn(cfg, param_groups) -> torch.optim.Optimizer``, by SOLVER.OPT."""
-)
+OPTIMIZER_REGISTRY.__doc__ = """Optimizers by SOLVER.OPT: ``fn(param_groups, lr, weight_decay,
+momentum, nesterov) -> torch.optim.Optimizer``; ``lr`` and ``weight_decay`` are the defaults of
+groups that do not set their own."""
 
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
@@ -100,34 +87,44 @@ NORM_TYPES = (
 
 
 @OPTIMIZER_REGISTRY.register(name="Adam")
-def build_adam(cfg: CfgNode, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    """Adam with L2 weight decay added to the gradient (torch's Adam)."""
-    return torch.optim.Adam(
-        param_groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
-    )
+def adam(
+    param_groups: list[dict[str, Any]],
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+) -> torch.optim.Optimizer:
+    """Adam with L2 weight decay added to the gradient (torch's Adam); no momentum option."""
+    return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay)
 
 
 @OPTIMIZER_REGISTRY.register(name="AdamW")
-def build_adamw(cfg: CfgNode, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+def adamw(
+    param_groups: list[dict[str, Any]],
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+) -> torch.optim.Optimizer:
     """Adam with decoupled weight decay: each step shrinks a parameter by lr * weight_decay."""
-    return torch.optim.AdamW(
-        param_groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
-    )
+    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
 
 
 @OPTIMIZER_REGISTRY.register(name="SGD")
-def build_sgd(cfg: CfgNode, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    momentum, nesterov = cfg.SOLVER.MOMENTUM, cfg.SOLVER.NESTEROV
+def sgd(
+    param_groups: list[dict[str, Any]],
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+) -> torch.optim.Optimizer:
+    """SGD with (optionally Nesterov) momentum and L2 weight decay."""
     if momentum < 0:
-        raise ConfigError(f"SOLVER.MOMENTUM must be >= 0, got {momentum}")
+        raise InvalidArgument("momentum", f"must be >= 0, got {momentum}")
     if nesterov and momentum == 0:
-        raise ConfigError("SOLVER.NESTEROV True needs SOLVER.MOMENTUM > 0, got 0")
+        raise InvalidArgument("nesterov", f"True needs a momentum > 0, got momentum {momentum}")
     return torch.optim.SGD(
-        param_groups,
-        lr=cfg.SOLVER.BASE_LR,
-        momentum=momentum,
-        nesterov=nesterov,
-        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        param_groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
     )
 
 
@@ -138,8 +135,25 @@ def _is_heads(module_name: str) -> bool:
     return bool(parts) and parts[0] == "heads"
 
 
+def _checked_groups(owner: str, declared: Any) -> list[dict[str, Any]]:
+    """What a ``param_groups()`` returned, checked to be param-group dicts, ``params`` as lists."""
+    if not isinstance(declared, (list, tuple)):
+        raise TypeError(
+            f"{owner} must return a list of param-group dicts, got {type(declared).__name__}"
+        )
+    groups = []
+    for i, group in enumerate(declared):
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"{owner}[{i}] must be a dict with a 'params' entry, got {group!r}")
+        params = group["params"]
+        groups.append(
+            dict(group, params=[params] if isinstance(params, torch.Tensor) else list(params))
+        )
+    return groups
+
+
 def _custom_groups(model: nn.Module) -> list[dict[str, Any]]:
-    """The groups modules declare through ``param_groups()``, checked and named."""
+    """The groups modules declare through ``param_groups()``, each parameter of the model once."""
     model_params = {id(p) for p in model.parameters()}
     claimed: dict[int, str] = {}
     groups: list[dict[str, Any]] = []
@@ -147,18 +161,10 @@ def _custom_groups(model: nn.Module) -> list[dict[str, Any]]:
         declare = getattr(module, "param_groups", None)
         if not callable(declare):
             continue
-        owner = f"module '{module_name or type(module).__name__}' ({type(module).__name__}).param_groups()"
-        declared = declare()
-        if not isinstance(declared, (list, tuple)):
-            raise TypeError(
-                f"{owner} must return a list of param-group dicts, got {type(declared).__name__}"
-            )
-        for i, group in enumerate(declared):
-            if not isinstance(group, dict) or "params" not in group:
-                raise TypeError(f"{owner}[{i}] must be a dict with a 'params' entry, got {group!r}")
-            params = group["params"]
-            params = [params] if isinstance(params, torch.Tensor) else list(params)
-            for p in params:
+        kind = type(module).__name__
+        owner = f"module '{module_name or kind}' ({kind}).param_groups()"
+        for i, group in enumerate(_checked_groups(owner, declare())):
+            for p in group["params"]:
                 if not isinstance(p, nn.Parameter) or id(p) not in model_params:
                     raise ValueError(
                         f"{owner}[{i}] lists a tensor that is not a parameter of the model"
@@ -168,15 +174,39 @@ def _custom_groups(model: nn.Module) -> list[dict[str, Any]]:
                         f"{owner}[{i}] lists a parameter already claimed by {claimed[id(p)]}"
                     )
                 claimed[id(p)] = owner
-            out = dict(group, params=params)
-            out.setdefault("name", f"{module_name or 'model'}/param_groups[{i}]")
-            groups.append(out)
+            group.setdefault("name", f"{module_name or 'model'}/param_groups[{i}]")
+            groups.append(group)
     return groups
 
 
-def get_param_groups(cfg: CfgNode, model: nn.Module) -> list[dict[str, Any]]:
-    """All of the model's parameters as param-group dicts (see the module docstring)."""
-    solver = cfg.SOLVER
+def get_param_groups(
+    model: nn.Module,
+    base_lr: float,
+    bias_lr_factor: float = 1.0,
+    heads_lr_factor: float = 1.0,
+    weight_decay: float = 0.0005,
+    weight_decay_norm: float = 0.0005,
+    weight_decay_bias: float = 0.0005,
+) -> list[dict[str, Any]]:
+    """All of the model's parameters as named param-group dicts (see the module docstring).
+
+    Args:
+        model: The model; modules with ``param_groups()`` declare their own groups first.
+        base_lr, bias_lr_factor, heads_lr_factor: The groups' LRs.
+        weight_decay, weight_decay_norm, weight_decay_bias: The groups' weight decays.
+
+    Returns:
+        The declared groups, then one default group per kind of parameter present.
+
+    >>> model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    >>> groups = get_param_groups(model, base_lr=0.1, bias_lr_factor=2.0, weight_decay_norm=0.0)
+    >>> for group in groups:
+    ...     print(group["name"], len(group["params"]), group["lr"], group["weight_decay"])
+    body/weight 1 0.1 0.0005
+    body/bias 1 0.2 0.0005
+    body/norm_weight 1 0.1 0.0
+    body/norm_bias 1 0.2 0.0
+    """
     groups = _custom_groups(model)
     seen: set[int] = {id(p) for g in groups for p in g["params"]}
     defaults: dict[str, dict[str, Any]] = {}
@@ -188,37 +218,104 @@ def get_param_groups(cfg: CfgNode, model: nn.Module) -> list[dict[str, Any]]:
                 continue
             seen.add(id(param))
             is_bias = param_name == "bias"
-            lr = solver.BASE_LR
+            lr = base_lr
             if is_bias:
-                lr *= solver.BIAS_LR_FACTOR
+                lr *= bias_lr_factor
             if in_heads:
-                lr *= solver.HEADS_LR_FACTOR
+                lr *= heads_lr_factor
             if is_norm:
-                kind, weight_decay = "norm", solver.WEIGHT_DECAY_NORM
+                kind, decay = "norm", weight_decay_norm
             elif is_bias:
-                kind, weight_decay = "bias", solver.WEIGHT_DECAY_BIAS
+                kind, decay = "bias", weight_decay_bias
             else:
-                kind, weight_decay = "weight", solver.WEIGHT_DECAY
+                kind, decay = "weight", weight_decay
             name = f"{'heads' if in_heads else 'body'}/{kind}"
             if is_norm:
                 name += "_bias" if is_bias else "_weight"
             group = defaults.setdefault(
-                name, {"name": name, "params": [], "lr": lr, "weight_decay": weight_decay}
+                name, {"name": name, "params": [], "lr": lr, "weight_decay": decay}
             )
             group["params"].append(param)
     return groups + list(defaults.values())
 
 
-def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer named by SOLVER.OPT over all of ``model``'s parameters, in groups."""
-    try:
-        builder = OPTIMIZER_REGISTRY.get(cfg.SOLVER.OPT)
-    except RegistryKeyError as e:
-        raise ConfigError(f"SOLVER.OPT: {e}") from e
-    groups = get_param_groups(cfg, model)
+def make_optimizer(
+    model: nn.Module,
+    opt: str = "Adam",
+    base_lr: float = 3.5e-4,
+    bias_lr_factor: float = 1.0,
+    heads_lr_factor: float = 1.0,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 0.0005,
+    weight_decay_norm: float = 0.0005,
+    weight_decay_bias: float = 0.0005,
+) -> torch.optim.Optimizer:
+    """The optimizer ``opt`` over all of ``model``'s parameters, in groups.
+
+    Args:
+        model: The model (every parameter goes in, trainable or not).
+        opt: A registered optimizer: "Adam", "AdamW" or "SGD".
+        base_lr: The LR of the main groups, and of declared groups that set none.
+        bias_lr_factor, heads_lr_factor: LR multipliers of biases and of the heads' parameters.
+        momentum, nesterov: SGD's momentum.
+        weight_decay: Of the weights; also of declared groups that set none.
+        weight_decay_norm, weight_decay_bias: Of normalisation layers and of other biases.
+
+    Raises:
+        InvalidArgument: ``opt`` is not registered, the LR is not positive, a weight decay is
+            negative, or SGD's momentum is invalid.
+        ValueError: The model has no parameters.
+
+    >>> optimizer = make_optimizer(nn.Linear(2, 1), "SGD", base_lr=0.1, bias_lr_factor=2.0)
+    >>> type(optimizer).__name__, [g["lr"] for g in optimizer.param_groups]
+    ('SGD', [0.1, 0.2])
+    """
+    if opt not in OPTIMIZER_REGISTRY:
+        raise InvalidArgument(
+            "opt",
+            f"must name a registered optimizer ({', '.join(OPTIMIZER_REGISTRY.names())}), "
+            f"got {opt!r}",
+        )
+    if not base_lr > 0:
+        raise InvalidArgument("base_lr", f"must be positive, got {base_lr}")
+    decays = {
+        "weight_decay": weight_decay,
+        "weight_decay_norm": weight_decay_norm,
+        "weight_decay_bias": weight_decay_bias,
+    }
+    for name, value in decays.items():
+        if value < 0:
+            raise InvalidArgument(name, f"must be >= 0, got {value}")
+    groups = get_param_groups(
+        model,
+        base_lr,
+        bias_lr_factor=bias_lr_factor,
+        heads_lr_factor=heads_lr_factor,
+        weight_decay=weight_decay,
+        weight_decay_norm=weight_decay_norm,
+        weight_decay_bias=weight_decay_bias,
+    )
     if not groups:
-        raise ValueError(f"build_optimizer: the model ({type(model).__name__}) has no parameters")
-    return builder(cfg, groups)
+        raise ValueError(f"make_optimizer: the model ({type(model).__name__}) has no parameters")
+    return OPTIMIZER_REGISTRY.get(opt)(
+        groups, lr=base_lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov
+    )
+
+
+def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+    """:func:`make_optimizer` with the arguments of the SOLVER keys of ``OPTIMIZER_CONFIG``.
+
+    Raises:
+        ConfigError: A key has a value the optimizer cannot use; the message names it.
+    """
+    args = OPTIMIZER_CONFIG.arguments(cfg)
+    try:
+        return make_optimizer(model, **args)
+    except InvalidArgument as e:
+        if e.argument not in args.sources:
+            raise
+        raise ConfigError(f"{args.sources[e.argument]} {e.problem}") from None
 
 
 def group_names(optimizer: torch.optim.Optimizer) -> list[str]:

@@ -1,4 +1,5 @@
-"""The papers' tables: their records, the runs behind each cell, and the report beside the paper's numbers.
+"""The papers' tables: their records, the runs behind each cell, the report beside the paper's
+numbers.
 
 Used by tools/reproduce.py; see README.md "Reproducing a table".
 """

@@ -8,7 +8,6 @@ tables, the same quick run for every dataset of a row) train once.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shlex
@@ -20,19 +19,30 @@ from typing import Any
 from yacs.config import CfgNode
 
 from reid.config import load_config
-from reid.config.config import flatten_keys
+from reid.config.config import flatten_keys, parse_literal
 
 from .quick import QUICK_DATASET, quick_opts
 from .record import TableRecord, load_yaml_strict
 
+__all__ = ["CellRef", "Run", "TablePlan", "format_opt_value", "layer_opts", "plan_table"]
+
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: ``config`` with ``opts`` (KEY -> value, applied in order) into ``output_dir``."""
+    """One training run: ``config`` with ``opts`` applied in order, into ``output_dir``.
+
+    Args:
+        name: ``<config path without .yml>/<dataset>``, unique in a plan.
+        config: The config file.
+        dataset: The record's dataset key, or the quick dataset.
+        opts: (KEY, value) overrides, in the order they apply.
+        output_dir: The run's OUTPUT_DIR.
+        max_epoch: Its SOLVER.MAX_EPOCH: the run is finished when its results reach it.
+    """
 
     name: str
     config: str
-    dataset: str  # the record's dataset key, or the quick dataset
+    dataset: str
     opts: tuple[tuple[str, Any], ...]
     output_dir: str
     max_epoch: int
@@ -55,6 +65,7 @@ class Run:
         return " ".join(shlex.quote(p) for p in parts + self.opts_list())
 
     def load(self) -> CfgNode:
+        """The run's config, loaded and checked."""
         return load_config(self.config, self.opts_list())
 
 
@@ -69,15 +80,25 @@ class CellRef:
 
 @dataclass
 class TablePlan:
+    """The runs of a table record and where each cell's number comes from.
+
+    Args:
+        record: The table.
+        quick: Whether the runs are the quick setting's.
+        runs: Run name -> run, in the order they are trained.
+        cells: (row, column) -> the cell's source.
+        datasets: The dataset keys requested, in column order.
+    """
+
     record: TableRecord
     quick: bool
     runs: OrderedDict[str, Run] = field(default_factory=OrderedDict)
-    cells: dict[tuple[int, int], CellRef] = field(default_factory=dict)  # (row, column) -> source
-    datasets: list[str] = field(default_factory=list)  # the dataset keys requested
+    cells: dict[tuple[int, int], CellRef] = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)
 
 
 def _literal_text(value: Any) -> str:
-    """A Python literal for ``value`` with strings double-quoted (reads better in a shell command)."""
+    """A Python literal for ``value``, strings double-quoted (reads better in a shell command)."""
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, (list, tuple)):
@@ -92,14 +113,18 @@ def _literal_text(value: Any) -> str:
 
 
 def format_opt_value(value: Any) -> str:
-    """A value as a command-line override text that ``load_config`` parses back to ``value``."""
-    if isinstance(value, str) and _literal(value) is value:
+    """A value as a command-line override text that ``load_config`` parses back to ``value``.
+
+    >>> format_opt_value("Market1501"), format_opt_value([32, 16]), format_opt_value("1e-5")
+    ('Market1501', '[32, 16]', '"1e-5"')
+    """
+    if isinstance(value, str) and parse_literal(value) is value:
         return value
     return _literal_text(value)
 
 
 def layer_opts(path: str) -> list[tuple[str, Any]]:
-    """A dataset layer file as overrides."""
+    """A dataset layer file as (KEY, value) overrides."""
     data = load_yaml_strict(path) or {}
     if not isinstance(data, Mapping):
         raise ValueError(
@@ -108,20 +133,13 @@ def layer_opts(path: str) -> list[tuple[str, Any]]:
     return flatten_keys(data)
 
 
-def _literal(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
 def _pairs(opts: Sequence[str]) -> list[tuple[str, Any]]:
     """Command-line KEY VALUE strings as (key, value), values parsed as load_config parses them."""
     if len(opts) % 2:
         raise ValueError(
             f"overrides must be KEY VALUE pairs, got an odd number of items: {list(opts)}"
         )
-    return [(k, _literal(v)) for k, v in zip(opts[0::2], opts[1::2])]
+    return [(k, parse_literal(v)) for k, v in zip(opts[0::2], opts[1::2])]
 
 
 def _texts(pairs: Sequence[tuple[str, Any]]) -> list[str]:
@@ -129,6 +147,7 @@ def _texts(pairs: Sequence[tuple[str, Any]]) -> list[str]:
 
 
 def run_name(record: TableRecord, config: str, dataset: str) -> str:
+    """``<config path relative to the papers folder, without .yml>/<dataset>``."""
     return f"{os.path.splitext(record.relpath(config))[0]}/{dataset}"
 
 
@@ -139,11 +158,19 @@ def plan_table(
     quick: bool = False,
     opts: Sequence[str] = (),
 ) -> TablePlan:
-    """The runs of ``record`` for the requested ``datasets`` (all by default), each config loaded once.
+    """The runs of ``record`` for the requested datasets, each config loaded once.
 
-    ``opts`` (KEY VALUE strings) come last in every run, so they override the config, the dataset
-    layer and the quick setting. Raises ValueError for an unknown dataset key, ConfigError for a
-    config that does not load.
+    Args:
+        record: The table.
+        output_root: The runs' OUTPUT_DIRs go under it.
+        datasets: Dataset keys of the record (default: all).
+        quick: The quick setting (see ``quick.py``) instead of the datasets.
+        opts: KEY VALUE strings, applied last in every run: they override the config, the
+            dataset layer and the quick setting.
+
+    Raises:
+        ValueError: An unknown dataset key.
+        ConfigError: A config that does not load.
     """
     known = record.column_datasets()
     requested = list(datasets) if datasets else known

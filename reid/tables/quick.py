@@ -5,9 +5,10 @@ synthetic dataset (the test suite's), ResNet-18 without pretrained weights, 64x3
 enough for MGN's three stripes), P = 4 x K = 4, no AMP, no loader processes. The schedule shrinks
 consistently, from the loaded config:
 
-- every training stage lasts 1 epoch (a run without stages: 1 epoch), so MAX_EPOCH = number of stages;
-- a warm-up (epochs or iterations) becomes 1 iteration, a cosine delay 0 epochs, FREEZE_ITERS at most
-  1 (so freezing and its release both run), in the run's and in every stage's schedule;
+- every training stage lasts 1 epoch (a run without stages: 1 epoch), so MAX_EPOCH = the number
+  of stages;
+- a warm-up (epochs or iterations) becomes 1 iteration, a cosine delay 0 epochs, FREEZE_ITERS at
+  most 1 (so freezing and its release both run), in the run's and in every stage's schedule;
 - MultiStepLR steps stay as they are (they fall after the end of the tiny run);
 - evaluation and the checkpoint only after the last epoch.
 """
@@ -68,7 +69,11 @@ def _shrunk_schedule(schedule: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def quick_schedule_opts(cfg: CfgNode) -> dict[str, Any]:
-    """Overrides that shrink ``cfg``'s training plan: 1 epoch per stage (see the module docstring)."""
+    """Overrides that shrink ``cfg``'s training plan to 1 epoch per stage (see the module doc).
+
+    Args:
+        cfg: The row's config with its dataset layer.
+    """
     solver = cfg.SOLVER
     opts = {f"SOLVER.{k}": v for k, v in _shrunk_schedule(solver).items()}
     stages: list[dict[str, Any]] = []
@@ -85,5 +90,9 @@ def quick_schedule_opts(cfg: CfgNode) -> dict[str, Any]:
 
 
 def quick_opts(cfg: CfgNode) -> dict[str, Any]:
-    """All overrides of the quick setting for ``cfg`` (the row config with its dataset layer)."""
+    """All overrides of the quick setting for ``cfg`` (the row config with its dataset layer).
+
+    Returns:
+        Config key -> value: ``QUICK_OPTS`` and the shrunk schedule.
+    """
     return {**QUICK_OPTS, **quick_schedule_opts(cfg)}

@@ -9,15 +9,17 @@ A record is a YAML file in ``configs/papers/tables/<name>.yaml``:
     notes: ["...", ...]                      # optional, printed under the table
     datasets:                                # the column groups: a dataset layer each
       Market1501:
-        layer: datasets/Market1501.yml       # merged after the row config (relative to configs/papers)
-        test: Market1501                     # optional: the results key (default: the layer's first test set)
+        layer: datasets/Market1501.yml       # merged after the row config (path relative to
+                                             # configs/papers)
+        test: Market1501                     # optional: the results key (default: the layer's
+                                             # first test set)
     columns:
       - {dataset: Market1501, metric: mAP}   # optional: test (another test set of the run), label
     rows:
       - name: Baseline (NSL)
-        config: ratio/nsl.yml                # one config for every dataset, or {dataset: config, ...}
-                                             # (datasets left out are not run), or null for a row
-                                             # that is only quoted from the paper
+        config: ratio/nsl.yml                # one config for every dataset, or {dataset: config,
+                                             # ...} (datasets left out are not run), or null for a
+                                             # row that is only quoted from the paper
         paper: [81.65, 92.31, ...]           # one value per column, null where the paper has none
         note: "..."                          # optional
 
@@ -54,15 +56,19 @@ def repo_root() -> str:
 
 
 def default_papers_dir() -> str:
+    """``configs/papers`` of the checkout."""
     return os.path.join(repo_root(), "configs", "papers")
 
 
 def tables_dir(papers_dir: str | None = None) -> str:
+    """The folder of the table records: ``<papers_dir>/tables``."""
     return os.path.join(papers_dir or default_papers_dir(), "tables")
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A column group: the dataset layer merged after the row config, and its test set."""
+
     key: str
     layer: str  # absolute path of the dataset layer file
     test: str  # the results.json key of its default test set
@@ -70,6 +76,8 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class Column:
+    """A column: a metric of a test set of one dataset's runs, and its header label."""
+
     dataset: str
     metric: str
     test: str
@@ -78,6 +86,8 @@ class Column:
 
 @dataclass(frozen=True)
 class Row:
+    """A method: its config per dataset, the paper's numbers (one per column) and a note."""
+
     name: str
     # dataset key -> absolute config path; datasets without one (all, for a row quoted from the
     # paper) are not run
@@ -87,11 +97,14 @@ class Row:
 
     @property
     def runnable(self) -> bool:
+        """Whether any dataset has a config (else the row is only quoted from the paper)."""
         return bool(self.configs)
 
 
 @dataclass(frozen=True)
 class TableRecord:
+    """A validated table record (see the module docstring); paths are absolute."""
+
     name: str
     path: str
     title: str
@@ -114,7 +127,7 @@ class TableRecord:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that rejects a key written twice in one mapping (PyYAML silently keeps the last)."""
+    """safe_load that rejects a key written twice in a mapping (PyYAML silently keeps the last)."""
 
 
 def _construct_mapping(
@@ -240,7 +253,8 @@ def _parse_columns(where: str, raw: Any, datasets: Mapping[str, DatasetSpec]) ->
 def _parse_paper_values(at: str, raw: Any, count: int) -> tuple[float | None, ...]:
     if not isinstance(raw, list) or len(raw) != count:
         raise TableRecordError(
-            f"{at}: expected a list of {count} values (one per column, null where none), got {raw!r}"
+            f"{at}: expected a list of {count} values (one per column, null where none), "
+            f"got {raw!r}"
         )
     values: list[float | None] = []
     for j, v in enumerate(raw):
@@ -294,17 +308,50 @@ def _parse_row(at: str, raw: Any, columns: Sequence[Column], papers_dir: str) ->
 
 
 def load_table(name_or_path: str, papers_dir: str | None = None) -> TableRecord:
-    """The record named ``name_or_path`` (a file stem in the tables folder, or a path), validated."""
+    """The record ``name_or_path``, validated.
+
+    Args:
+        name_or_path: A file stem in the tables folder ("ratio_table1"), or a path.
+        papers_dir: The papers folder the record's paths are relative to (default:
+            ``configs/papers`` of the checkout).
+
+    Raises:
+        TableRecordError: The record is missing or invalid; the message names the file and key.
+    """
     papers_dir = os.path.abspath(papers_dir or default_papers_dir())
+    path = _record_path(name_or_path, papers_dir)
+    data = _read_record(path)
+    datasets = _parse_datasets(f"{path}: datasets", data.get("datasets"), papers_dir)
+    columns = _parse_columns(f"{path}: columns", data.get("columns"), datasets)
+    return TableRecord(
+        name=os.path.splitext(os.path.basename(path))[0],
+        path=path,
+        title=_require(path, data, "title", str),
+        paper=_require(path, data, "paper", str),
+        source=_require(path, data, "source", str),
+        decimals=_parse_decimals(path, data.get("decimals", 2)),
+        datasets=datasets,
+        columns=columns,
+        rows=_parse_rows(path, data.get("rows"), columns, papers_dir),
+        notes=_parse_notes(path, data.get("notes", [])),
+        papers_dir=papers_dir,
+    )
+
+
+def _record_path(name_or_path: str, papers_dir: str) -> str:
     if os.path.isfile(name_or_path):
-        path = os.path.abspath(name_or_path)
-    else:
-        path = os.path.join(tables_dir(papers_dir), f"{name_or_path}.yaml")
-        if not os.path.isfile(path):
-            known = ", ".join(list_tables(papers_dir)) or "none"
-            raise TableRecordError(
-                f"no table record '{name_or_path}' in {tables_dir(papers_dir)}; known tables: {known}"
-            )
+        return os.path.abspath(name_or_path)
+    path = os.path.join(tables_dir(papers_dir), f"{name_or_path}.yaml")
+    if not os.path.isfile(path):
+        known = ", ".join(list_tables(papers_dir)) or "none"
+        raise TableRecordError(
+            f"no table record '{name_or_path}' in {tables_dir(papers_dir)}; known tables: {known}"
+        )
+    return path
+
+
+def _read_record(path: str) -> Mapping[str, Any]:
+    """The record file's mapping, with only the known keys."""
     try:
         data = load_yaml_strict(path)
     except yaml.YAMLError as e:
@@ -314,9 +361,12 @@ def load_table(name_or_path: str, papers_dir: str | None = None) -> TableRecord:
             f"{path}: a table record must be a mapping, got {type(data).__name__}"
         )
     _check_keys(path, data, RECORD_KEYS)
-    datasets = _parse_datasets(f"{path}: datasets", data.get("datasets"), papers_dir)
-    columns = _parse_columns(f"{path}: columns", data.get("columns"), datasets)
-    raw_rows = data.get("rows")
+    return data
+
+
+def _parse_rows(
+    path: str, raw_rows: Any, columns: Sequence[Column], papers_dir: str
+) -> tuple[Row, ...]:
     if not isinstance(raw_rows, list) or not raw_rows:
         raise TableRecordError(f"{path}: rows: expected a non-empty list, got {raw_rows!r}")
     rows = tuple(
@@ -326,25 +376,19 @@ def load_table(name_or_path: str, papers_dir: str | None = None) -> TableRecord:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise TableRecordError(f"{path}: rows: names {duplicates} appear more than once")
-    decimals = data.get("decimals", 2)
+    return rows
+
+
+def _parse_decimals(path: str, decimals: Any) -> int:
     if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 4:
         raise TableRecordError(f"{path}: decimals: expected a whole number 0..4, got {decimals!r}")
-    notes = data.get("notes", [])
+    return decimals
+
+
+def _parse_notes(path: str, notes: Any) -> tuple[str, ...]:
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise TableRecordError(f"{path}: notes: expected a list of strings, got {notes!r}")
-    return TableRecord(
-        name=os.path.splitext(os.path.basename(path))[0],
-        path=path,
-        title=_require(path, data, "title", str),
-        paper=_require(path, data, "paper", str),
-        source=_require(path, data, "source", str),
-        decimals=decimals,
-        datasets=datasets,
-        columns=columns,
-        rows=rows,
-        notes=tuple(notes),
-        papers_dir=papers_dir,
-    )
+    return tuple(notes)
 
 
 def list_tables(papers_dir: str | None = None) -> list[str]:

@@ -1,4 +1,5 @@
-"""Running a table's runs: which are finished, which datasets are there, training the rest in-process.
+"""Running a table's runs: which are finished, which datasets are there, training the rest
+in-process.
 
 A run is finished when OUTPUT_DIR/results.json reports the run's last epoch (SOLVER.MAX_EPOCH); it
 is then skipped. A run with a checkpoint (OUTPUT_DIR/last_checkpoint) resumes from it. A dataset
@@ -14,6 +15,7 @@ import os
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from reid.config import load_config
 from reid.data.datasets import DATASET_REGISTRY
@@ -23,7 +25,7 @@ from reid.utils.checkpoint import LAST_CHECKPOINT
 
 from .plan import Run, TablePlan, format_opt_value, layer_opts
 
-logger = logging.getLogger("reid.tables")
+logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 
@@ -35,8 +37,12 @@ FAILED = "failed"
 SKIPPED = "skipped"  # its dataset is missing
 
 
-def read_results(output_dir: str) -> dict | None:
-    """OUTPUT_DIR/results.json ({"epoch": N, "results": {test set: metrics}}), None if absent or unreadable."""
+def read_results(output_dir: str) -> dict[str, Any] | None:
+    """``OUTPUT_DIR/results.json``: ``{"epoch": N, "results": {test set: metrics}}``.
+
+    Returns:
+        The results, or None if the file is absent or unreadable.
+    """
     path = os.path.join(output_dir, RESULTS_FILE)
     if not os.path.isfile(path):
         return None
@@ -63,13 +69,19 @@ def run_status(run: Run) -> str:
 
 
 def check_dataset(opts: Sequence[str]) -> str | None:
-    """None when every dataset of DATASETS.NAMES and DATASETS.TESTS can be read with ``opts`` (the
-    dataset layer's keys, DATASETS.ROOT, ...), else why not (the reader's message)."""
+    """Why the datasets of DATASETS.NAMES and DATASETS.TESTS cannot be read with ``opts``.
+
+    Args:
+        opts: KEY VALUE overrides: the dataset layer's keys, DATASETS.ROOT, ...
+
+    Returns:
+        The reader's message for the first dataset that cannot be read, or None.
+    """
     cfg = load_config(None, list(opts))
     root = resolve_root(cfg)
     for name in dict.fromkeys([*cfg.DATASETS.NAMES, *cfg.DATASETS.TESTS]):
         try:
-            DATASET_REGISTRY.get(name).from_config(cfg, root)
+            DATASET_REGISTRY.get(name)(cfg, root)
         except (DatasetNotFoundError, DatasetFormatError) as e:
             return str(e)
     return None
@@ -78,8 +90,10 @@ def check_dataset(opts: Sequence[str]) -> str | None:
 def missing_datasets(plan: TablePlan, opts: Sequence[str] = ()) -> dict[str, str]:
     """Dataset key -> reason, for the requested datasets of ``plan`` that cannot be read.
 
-    ``opts`` are the user's overrides (DATASETS.ROOT, ...). The quick setting's synthetic data is
-    generated on first use, so it is never missing.
+    Args:
+        plan: The table's runs. The quick setting's synthetic data is generated on first use, so
+            it is never missing.
+        opts: The user's KEY VALUE overrides (DATASETS.ROOT, ...).
     """
     if plan.quick:
         return {}
@@ -110,11 +124,11 @@ def train_run(run: Run) -> None:
     ):
         # Training had finished but its final results.json is gone: evaluate the final model again.
         model = trainer.ema_model.module if trainer.ema_model is not None else trainer.model
-        DefaultTrainer.test(cfg, model, epoch=cfg.SOLVER.MAX_EPOCH - 1)
+        DefaultTrainer.test(cfg, model, epoch=cfg.SOLVER.MAX_EPOCH)
 
 
 def drop_checkpoints(output_dir: str) -> list[str]:
-    """Delete the weights of a finished run (``*.pth`` and ``last_checkpoint``); results and logs stay.
+    """Delete the weights of a finished run (``*.pth``, ``last_checkpoint``); results and logs stay.
 
     For quick runs, whose weights are worth nothing and would fill a laptop's disk (an MGN quick run
     writes two checkpoints of several hundred MB). Returns the removed file names.
@@ -129,6 +143,8 @@ def drop_checkpoints(output_dir: str) -> list[str]:
 
 @dataclass
 class RunOutcome:
+    """What became of a run: its state (FINISHED, PARTIAL, FAILED, SKIPPED) and any error."""
+
     run: Run
     status: str
     error: str = ""
@@ -140,10 +156,19 @@ def execute(
     train: Callable[[Run], None] = train_run,
     keep_checkpoints: bool = True,
 ) -> list[RunOutcome]:
-    """Train every unfinished run of ``runs`` (finished ones and those of ``skip_datasets`` skipped).
+    """Train every unfinished run of ``runs``, skipping finished ones and those of missing data.
 
-    A run that raises is reported as FAILED with its error and the next run starts. Without
-    ``keep_checkpoints`` the weights of every finished run are deleted (``drop_checkpoints``).
+    A run that raises is reported as FAILED with its error and the next run starts.
+
+    Args:
+        runs: The runs, trained in order.
+        skip_datasets: Dataset keys whose runs are skipped (their data is missing).
+        train: Trains one run (default: in this process, resuming from its checkpoint).
+        keep_checkpoints: False: delete the weights of every finished run
+            (``drop_checkpoints``).
+
+    Returns:
+        One outcome per run, in order.
     """
     skip = set(skip_datasets)
     outcomes = []

@@ -1,11 +1,12 @@
-"""Checkpoints: atomic saves of the whole training state, resume, and loading model weights safely."""
+"""Checkpoints: atomic saves of the whole training state, resume, and safe loading of weights."""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,9 +15,18 @@ from torch import nn
 
 from .file_io import atomic_torch_save, atomic_write_text
 
-logger = logging.getLogger("reid")
+logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last_checkpoint"
+# Version 2: "epoch" counts completed epochs (model_0005.pth holds epoch 5); version 1 (no
+# "checkpoint_version" key) stored the 0-based index of the last completed epoch.
+CHECKPOINT_VERSION = 2
+
+
+def completed_epochs(checkpoint: Mapping[str, Any]) -> int:
+    """The number of epochs a checkpoint's training state has completed, for either version."""
+    epoch = int(checkpoint["epoch"])
+    return epoch if int(checkpoint.get("checkpoint_version", 1)) >= 2 else epoch + 1
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -29,13 +39,13 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def get_rng_states() -> dict[str, Any]:
-    """RNG states of Python, NumPy and torch in types that ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    """RNG states of Python, NumPy and torch, in types ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     states: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {
             "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached),
@@ -78,42 +88,146 @@ def strip_prefix(
     return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
 
-def load_model_state(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str
-) -> tuple[list[str], list[str]]:
-    """Load ``state_dict`` non-strictly; a shape mismatch is an error, missing/unexpected keys are logged.
+class WeightsMismatchError(ValueError):
+    """Weights that do not fit the model: keys missing, unexpected or of another shape."""
 
-    Returns (missing keys, unexpected keys).
+
+@dataclass
+class LoadReport:
+    """What loading weights into a model did.
+
+    Attributes:
+        source: Where the weights came from (a file, or a description).
+        loaded: The model's keys that were loaded.
+        missing: Keys of modules the weights cannot hold (e.g. non-local blocks on ImageNet
+            weights), left as initialised.
+        ignored: Keys of the weights that are not for this model (e.g. ImageNet's classifier).
+        reinitialised: Per-identity tensors (a classifier, centers) of another identity set:
+            absent from the weights or of another class count, left as initialised.
     """
-    state_dict = strip_prefix(state_dict)
-    own = unwrap_model(model).state_dict()
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state_dict.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    if mismatched:
-        raise ValueError(
-            f"{source}: parameter shapes do not match the model:\n  " + "\n  ".join(mismatched)
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A line per non-empty list: how many tensors were loaded, then what was not."""
+        lines = [f"loaded {len(self.loaded)} tensors from {self.source}"]
+        for title, keys in (
+            ("left as initialised (not in the weights)", self.missing),
+            ("ignored (not in the model)", self.ignored),
+            ("re-initialised for this identity set", self.reinitialised),
+        ):
+            if keys:
+                lines.append(f"  {title}: {', '.join(keys)}")
+        return "\n".join(lines)
+
+
+def identity_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of per-identity tensors: each module's ``identity_parameters`` attribute
+    names its tensors with one row per training identity (classifier weights, centers, proxies)."""
+    keys = set()
+    for name, module in unwrap_model(model).named_modules():
+        for tensor in getattr(module, "identity_parameters", ()):
+            keys.add(f"{name}.{tensor}" if name else tensor)
+    return keys
+
+
+def _listed(title: str, keys: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+    return f"\n  {title}: {shown}"
+
+
+def load_state_strict(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    *,
+    reinit_identities: bool = True,
+    new_modules: Sequence[str] = (),
+    foreign_keys: Sequence[str] = (),
+) -> LoadReport:
+    """Load weights only when they fit: every key of the model present with its shape, no other key.
+
+    The exceptions are explicit: per-identity tensors of another identity set (absent, or another
+    row count; see :func:`identity_keys`) with ``reinit_identities``, so that a model trained on one
+    dataset fine-tunes on another (fastreid #325); keys under ``new_modules`` that the weights may
+    lack; keys under ``foreign_keys`` of the weights that are not for the model. Each is logged.
+
+    Args:
+        model: The model (DDP-wrapped or not).
+        state_dict: The weights (a ``module.`` prefix is dropped).
+        source: Named in the report and the errors (the file, the config key).
+        reinit_identities: Allow per-identity tensors of another identity set (not on resume).
+        new_modules: Key prefixes of modules the weights cannot hold.
+        foreign_keys: Key prefixes of the weights to ignore.
+
+    Returns:
+        The report, also logged.
+
+    Raises:
+        WeightsMismatchError: Keys missing, unexpected or of another shape, or nothing loaded;
+            the message lists them and names ``source``.
+    """
+    state = strip_prefix(state_dict)
+    target = unwrap_model(model)
+    own = target.state_dict()
+    per_identity = identity_keys(target) if reinit_identities else set()
+    report = LoadReport(source=source)
+    missing: list[str] = []
+    unexpected: list[str] = []
+    mismatched: list[str] = []
+    for key, value in own.items():
+        theirs = state.get(key)
+        if theirs is not None and tuple(theirs.shape) == tuple(value.shape):
+            report.loaded.append(key)
+        elif key in per_identity and (
+            theirs is None or tuple(theirs.shape[1:]) == tuple(value.shape[1:])
+        ):
+            report.reinitialised.append(key)
+        elif theirs is None and key.startswith(tuple(new_modules)) and new_modules:
+            report.missing.append(key)
+        elif theirs is None:
+            missing.append(key)
+        else:
+            mismatched.append(f"{key} {tuple(theirs.shape)} vs the model's {tuple(value.shape)}")
+    for key in state:
+        if key not in own:
+            (
+                report.ignored
+                if foreign_keys and key.startswith(tuple(foreign_keys))
+                else unexpected
+            ).append(key)
+    if missing or unexpected or mismatched or not report.loaded:
+        problems = "".join(
+            _listed(title, keys)
+            for title, keys in (
+                ("missing from the weights", missing),
+                ("not in the model", unexpected),
+                ("of another shape", mismatched),
+            )
+            if keys
         )
-    result = unwrap_model(model).load_state_dict(state_dict, strict=False)
-    if result.missing_keys:
-        logger.warning(
-            "%s: keys missing from the checkpoint (left as initialised): %s",
+        if not report.loaded:
+            problems += "\n  no tensor of the weights fits the model"
+        raise WeightsMismatchError(
+            f"{source}: the weights do not fit the model ({type(target).__name__}):{problems}"
+        )
+    target.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
+    logger.info("%s", report.summary())
+    if report.reinitialised:
+        logger.info(
+            "%s holds another identity set: re-initialised %s for this one",
             source,
-            ", ".join(result.missing_keys),
+            ", ".join(report.reinitialised),
         )
-    if result.unexpected_keys:
-        logger.warning(
-            "%s: keys in the checkpoint that the model does not have: %s",
-            source,
-            ", ".join(result.unexpected_keys),
-        )
-    return list(result.missing_keys), list(result.unexpected_keys)
+    return report
 
 
 def load_checkpoint_file(path: str) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a bare state dict is returned as {"model": ...}."""
+    """Read a checkpoint with ``weights_only=True``; a bare state dict becomes {"model": ...}."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -134,7 +248,7 @@ def load_checkpoint_file(path: str) -> dict[str, Any]:
 
 
 class Checkpointer:
-    """Saves and restores the model plus any objects with ``state_dict`` (optimizer, scheduler, scaler).
+    """Saves and restores the model plus objects with ``state_dict`` (optimizer, scheduler, scaler).
 
     Every file is written atomically (temporary file, then rename), and ``last_checkpoint`` in the
     save directory names the newest one, so an interrupted run always resumes from an intact file.
@@ -148,24 +262,29 @@ class Checkpointer:
         meta: Mapping[str, Any] | None = None,
         **checkpointables: Any,
     ) -> None:
-        """``meta``: facts stored in every checkpoint (e.g. ``num_classes`` for rebuilding the model)."""
+        """``meta``: facts kept in each checkpoint (e.g. ``num_classes``, to rebuild the model)."""
         self.model = model
         self.meta = dict(meta or {})
         self.save_dir = save_dir
         self.save_to_disk = save_to_disk
         self.checkpointables = checkpointables
+        self.last_saved: str | None = None
 
     def save(
         self, name: str, tag_last: bool = True, model_only: bool = False, **extra: Any
     ) -> str | None:
-        """Write ``<save_dir>/<name>.pth`` with the model, every checkpointable, RNG states and ``extra``.
+        """Write ``<save_dir>/<name>.pth``: model, every checkpointable, RNG states and ``extra``.
 
         ``tag_last`` makes it the checkpoint that ``resume`` continues from; ``model_only`` keeps
         just the model weights, ``meta`` and ``extra`` (for checkpoints that are only evaluated).
         """
         if not self.save_to_disk:
             return None
-        data: dict[str, Any] = {"model": unwrap_model(self.model).state_dict(), **self.meta}
+        data: dict[str, Any] = {
+            "model": unwrap_model(self.model).state_dict(),
+            "checkpoint_version": CHECKPOINT_VERSION,
+            **self.meta,
+        }
         if not model_only:
             data["rng_states"] = get_rng_states()
             for key, obj in self.checkpointables.items():
@@ -175,6 +294,7 @@ class Checkpointer:
         atomic_torch_save(data, path)
         if tag_last:
             atomic_write_text(os.path.join(self.save_dir, LAST_CHECKPOINT), f"{name}.pth")
+            self.last_saved = path
         logger.info("Saved checkpoint to %s", path)
         return path
 
@@ -187,13 +307,13 @@ class Checkpointer:
         path = os.path.join(self.save_dir, name)
         return path if os.path.isfile(path) else None
 
-    def has_checkpoint(self) -> bool:
-        return self.get_checkpoint_file() is not None
-
     def load(self, path: str, restore_training_state: bool = True) -> dict[str, Any]:
         """Load a checkpoint; returns what remains (epoch, iteration, ...) after restoring state."""
         data = load_checkpoint_file(path)
-        load_model_state(self.model, data.pop("model"), source=path)
+        # A resumed run continues on its own identity set; fine-tuning may change it.
+        load_state_strict(
+            self.model, data.pop("model"), source=path, reinit_identities=not restore_training_state
+        )
         if restore_training_state:
             for key, obj in self.checkpointables.items():
                 if key not in data:
@@ -210,7 +330,9 @@ class Checkpointer:
         if resume:
             last = self.get_checkpoint_file()
             if last is not None:
-                return self.load(last, restore_training_state=True)
+                extra = self.load(last, restore_training_state=True)
+                self.last_saved = last
+                return extra
             logger.info("No checkpoint found in %s: starting from scratch", self.save_dir)
         if weights:
             self.load(weights, restore_training_state=False)

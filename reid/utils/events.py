@@ -1,4 +1,7 @@
-"""Scalars produced during training and the writers that publish them (console, JSON lines, TensorBoard)."""
+"""Scalars produced during training and the writers that publish them.
+
+The writers: the console line, JSON lines (``metrics.json``) and TensorBoard.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +14,14 @@ from collections import defaultdict, deque
 
 import numpy as np
 
-logger = logging.getLogger("reid")
+logger = logging.getLogger(__name__)
 
 
 class EventStorage:
     """Holds the scalars of every iteration until writers publish them, and a window for smoothing.
 
-    Raw values are kept for the last ``keep_iters`` iterations: writers must run at least that often.
+    Raw values are kept for the last ``keep_iters`` iterations: writers must run at least that
+    often.
     """
 
     def __init__(self, start_iter: int = 0, window: int = 20, keep_iters: int = 1000) -> None:
@@ -49,7 +53,8 @@ class EventStorage:
         return dict(self._latest)
 
     def values_since(self, last_iter: int) -> dict[int, dict[str, float]]:
-        """iteration -> {name: raw value, "epoch": epoch} for every scalar put after ``last_iter``."""
+        """iteration -> {name: raw value, "epoch": epoch}, for every scalar put after
+        ``last_iter``."""
         out: dict[int, dict[str, float]] = defaultdict(dict)
         for it, epoch, name, value in self._unwritten:
             if it > last_iter:
@@ -69,12 +74,18 @@ class EventStorage:
 
 
 class EventWriter(ABC):
+    """Publishes the scalars of an :class:`EventStorage`; subclasses implement :meth:`write`."""
+
     @abstractmethod
     def write(self, storage: EventStorage) -> None:
         """Publish what ``storage`` holds."""
 
     def close(self) -> None:
-        """Release files; writers without resources need not override it."""
+        """Release files; writers without resources need not override it.
+
+        Deliberately not abstract: the default releases nothing.
+        """
+        return None
 
 
 class JSONWriter(EventWriter):
@@ -100,7 +111,7 @@ class JSONWriter(EventWriter):
 
 
 class TensorboardWriter(EventWriter):
-    """Writes every scalar of every iteration since the last write to TensorBoard under ``log_dir``."""
+    """Writes each scalar of every iteration since the last write to TensorBoard, in ``log_dir``."""
 
     def __init__(self, log_dir: str) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -134,7 +145,8 @@ class CommonMetricPrinter(EventWriter):
         iteration = storage.iter
         parts: list[str] = [
             f"epoch: {storage.epoch + 1}",
-            f"iter: {iteration + 1 - storage.epoch * self._iters_per_epoch}/{self._iters_per_epoch}",
+            f"iter: {iteration + 1 - storage.epoch * self._iters_per_epoch}"
+            f"/{self._iters_per_epoch}",
         ]
         eta: str | None = None
         if "time" in latest:

@@ -13,7 +13,8 @@ _DATEFMT = "%m/%d %H:%M:%S"
 def setup_logger(
     output_dir: str | None = None, distributed_rank: int = 0, name: str = "reid"
 ) -> logging.Logger:
-    """Configure the ``reid`` logger: INFO to stdout on rank 0, everything to ``output_dir/log.txt``.
+    """Configure the ``reid`` logger: INFO to stdout on rank 0, everything to
+    ``output_dir/log.txt``.
 
     Python warnings (e.g. dataset counts that differ from the official ones) go to the same places.
     Calling it again replaces the handlers (so tests and repeated runs do not duplicate lines).

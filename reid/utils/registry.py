@@ -7,16 +7,21 @@ its keys with their defaults and docs, and its registration.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from reid.config.schema import ConfigBlock, declare
+from reid.config.schema import ConfigBlock, ConfigError, declare
 
 T = TypeVar("T")
 
 
-class RegistryKeyError(KeyError):
-    """A KeyError whose message prints as written (KeyError quotes its message)."""
+class RegistryKeyError(KeyError, ConfigError):
+    """An unknown name: a lookup failure and, when a config names it, a config error.
+
+    Its message prints as written (a plain KeyError quotes its message).
+    """
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -60,7 +65,7 @@ class Registry:
                     f"{name}: config_block must be a reid.config.ConfigBlock, "
                     f"got {type(block).__name__}"
                 )
-            declare(block)
+            declare(block, owner=getattr(obj, "__module__", ""))
         self._obj_map[name] = obj
 
     def register(
@@ -114,3 +119,13 @@ def _name_of(obj: Any) -> str:
     if not isinstance(name, str):
         raise TypeError(f"cannot infer a registry name for {obj!r}: pass name=...")
     return name
+
+
+def import_submodules(package: str, path: Iterable[str]) -> None:
+    """Import every module of a package, so that a component file added to it registers itself.
+
+    A component package's ``__init__`` calls ``import_submodules(__name__, __path__)``: adding a
+    loss, dataset or backbone is then one file, with no import list to extend.
+    """
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")

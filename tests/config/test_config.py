@@ -97,7 +97,8 @@ def test_type_mismatch_is_an_error_but_int_for_float_is_fine():
 def test_fastreid_tuple_strings_and_exponents_are_decoded(tmp_path):
     path = tmp_path / "f.yml"
     path.write_text(
-        'MODEL:\n  LOSSES:\n    NAME: ("CrossEntropyLoss", "TripletLoss",)\nSOLVER:\n  BASE_LR: 1e-5\n'
+        'MODEL:\n  LOSSES:\n    NAME: ("CrossEntropyLoss", "TripletLoss",)\n'
+        "SOLVER:\n  BASE_LR: 1e-5\n"
     )
     cfg = get_cfg()
     merge_from_file(cfg, str(path))
@@ -122,20 +123,33 @@ def test_odd_number_of_overrides_is_an_error():
         load_config(None, ["SEED"])
 
 
-def test_batch_must_be_divisible_by_instances():
-    cfg = get_cfg()
-    cfg.SOLVER.IMS_PER_BATCH = 62
-    cfg.DATALOADER.NUM_INSTANCE = 4
+@pytest.mark.parametrize("loss", ["TripletLoss", "CircleLoss", "NTupletLoss"])
+def test_a_loss_that_needs_positive_pairs_refuses_one_image_per_identity(loss):
+    opts = ["DATALOADER.NUM_INSTANCE", "1", "SOLVER.IMS_PER_BATCH", "16"]
     with pytest.raises(
         ConfigError,
-        match=r"IMS_PER_BATCH \(62\) must be divisible by DATALOADER.NUM_INSTANCE \(4\)",
+        match=rf"DATALOADER.NUM_INSTANCE is 1.*{loss} \(in MODEL.LOSSES.NAME\) would be exactly 0",
     ):
-        check_config(cfg)
+        load_config(None, [*opts, "MODEL.LOSSES.NAME", f"('CrossEntropyLoss', '{loss}')"])
 
 
-def test_unknown_metric_is_rejected():
-    with pytest.raises(ConfigError, match="TEST.METRIC"):
-        load_config(None, ["TEST.METRIC", "manhattan"])
+def test_one_image_per_identity_is_fine_without_such_losses_or_with_random_batches():
+    opts = ["DATALOADER.NUM_INSTANCE", "1", "SOLVER.IMS_PER_BATCH", "16"]
+    load_config(None, [*opts, "MODEL.LOSSES.NAME", "('CrossEntropyLoss', 'ContrastiveLoss')"])
+    load_config(
+        None,
+        [
+            *opts,
+            "MODEL.LOSSES.NAME",
+            "('TripletLoss',)",
+            "DATALOADER.SAMPLER_TRAIN",
+            "TrainingSampler",
+        ],
+    )
+    cfg = get_cfg()
+    cfg.MODEL.LOSSES.NAME = ["TripletLoss"]
+    cfg.DATALOADER.NUM_INSTANCE = 2
+    check_config(cfg)
 
 
 def test_merged_config_round_trips_through_dump(tmp_path):

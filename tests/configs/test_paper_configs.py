@@ -1,4 +1,4 @@
-"""Every config under configs/papers loads, and every row config trains and evaluates in the quick setting.
+"""Every config under configs/papers loads; every row config trains and evaluates in quick setting.
 
 The run test is what ``tools/reproduce.py --quick`` does for one cell: the row config, the quick
 setting (tiny synthetic set, ResNet-18, 64x32, 1 epoch per stage), then the test's overrides; one
@@ -95,6 +95,7 @@ def test_unified_mpn_plan_is_the_papers_three_stages():
     assert plan[2].trainable == ()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", sorted(ROW_CONFIGS), ids=_rel)
 def test_row_config_trains_and_evaluates_in_the_quick_setting(path, tmp_path, synthetic_root):
     record = load_table(ROW_CONFIGS[path])
@@ -121,7 +122,8 @@ def _check_run(run, cfg, stages):
     assert 0.0 <= metrics["mINP"] <= metrics["mAP"] <= 100.0
     assert metrics["Rank-1"] <= metrics["Rank-5"] <= metrics["Rank-10"]
     assert os.path.isfile(os.path.join(run.output_dir, "model_final.pth"))
-    # Every loss the config builds was computed and logged (MGN logs them per head or feature group).
+    # Every loss the config builds was computed and logged (MGN logs them per head or feature
+    # group).
     with open(os.path.join(run.output_dir, "metrics.json")) as f:
         logged = {key for line in f for key in json.loads(line)}
     for name in cfg.MODEL.LOSSES.NAME:

@@ -1,4 +1,5 @@
-"""Two CPU processes with gloo: the run completes, ranks see disjoint identity-complete data, only rank 0 writes."""
+"""Two CPU processes with gloo: the run completes, ranks see disjoint identity-complete data, and
+only rank 0 writes."""
 
 import json
 import os
@@ -6,6 +7,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.slow  # end-to-end trainings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from reid.engine import DefaultTrainer, default_setup
-from reid.engine.train_loop import HookBase, split_batch
+from reid.engine.train_loop import HookBase
 from reid.utils.checkpoint import load_checkpoint_file
+
+pytestmark = pytest.mark.slow  # end-to-end trainings
 
 
 class _StopAt(HookBase):
@@ -36,7 +38,8 @@ def _state(path):
 
 TWO_STAGES = (
     "[{'EPOCHS': 1, 'LOSSES': {'CrossEntropyLoss': 1.0}},"
-    " {'EPOCHS': 2, 'LOSSES': {'CrossEntropyLoss': 1.0, 'TripletLoss': 1.0}, 'TRAINABLE': ['heads\\\\.', 'backbone\\\\.layer4'],"
+    " {'EPOCHS': 2, 'LOSSES': {'CrossEntropyLoss': 1.0, 'TripletLoss': 1.0},"
+    " 'TRAINABLE': ['heads\\\\.', 'backbone\\\\.layer4'],"
     "  'SOLVER': {'BASE_LR': 0.001, 'SCHED': 'CosineAnnealingLR', 'ETA_MIN_LR': 0.0001}}]"
 )
 
@@ -59,7 +62,9 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg, stage
     broken = tiny_cfg(*opts, output="broken")
     with pytest.raises(KeyboardInterrupt):
         _train(broken, extra_hooks=[_StopAt(2)])
-    assert open(os.path.join(broken.OUTPUT_DIR, "last_checkpoint")).read() == "model_0001.pth"
+    # Checkpoint names count completed epochs: the crash at the start of the third epoch leaves
+    # the checkpoint of epoch 2.
+    assert open(os.path.join(broken.OUTPUT_DIR, "last_checkpoint")).read() == "model_0002.pth"
     assert not os.path.exists(os.path.join(broken.OUTPUT_DIR, "model_final.pth"))
     resumed = _train(broken, resume=True)
     assert resumed.start_epoch == 2
@@ -106,19 +111,19 @@ class _PoisonLoss(HookBase):
 def test_non_finite_loss_stops_naming_the_term_and_keeps_the_checkpoint(tiny_cfg):
     cfg = tiny_cfg("SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "0")
     with pytest.raises(
-        FloatingPointError, match=r"Loss term 'loss_triplet' became nan at epoch 2.*model_0000\.pth"
+        FloatingPointError, match=r"Loss term 'loss_triplet' became nan at epoch 2.*model_0001\.pth"
     ):
         _train(cfg, extra_hooks=[_PoisonLoss(at=4)])
     files = sorted(f for f in os.listdir(cfg.OUTPUT_DIR) if f.endswith(".pth"))
-    assert files == ["model_0000.pth"]
-    assert load_checkpoint_file(os.path.join(cfg.OUTPUT_DIR, "model_0000.pth"))["epoch"] == 0
+    assert files == ["model_0001.pth"]
+    assert load_checkpoint_file(os.path.join(cfg.OUTPUT_DIR, "model_0001.pth"))["epoch"] == 1
 
 
 def test_every_loss_is_logged_by_name_each_iteration(tiny_cfg):
     cfg = tiny_cfg("SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "0", "LOG_PERIOD", "2")
     trainer = _train(cfg)
-    lines = [json.loads(l) for l in open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
-    iterations = [l["iteration"] for l in lines]
+    lines = [json.loads(text) for text in open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
+    iterations = [record["iteration"] for record in lines]
     assert iterations == list(range(trainer.iters_per_epoch))
     for line in lines:
         assert {"loss_cls", "loss_triplet", "total_loss", "lr"} <= set(line)
@@ -138,12 +143,12 @@ def test_stages_switch_losses_and_frozen_parts(tiny_cfg):
     )
     cfg = tiny_cfg("SOLVER.STAGES", stages, "TEST.EVAL_PERIOD", "0")
     trainer = _train(cfg)
-    lines = [json.loads(l) for l in open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
+    lines = [json.loads(text) for text in open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
     n = trainer.iters_per_epoch
-    assert all("loss_triplet" not in l for l in lines[:n])
-    assert all("loss_triplet" in l for l in lines[n:])
+    assert all("loss_triplet" not in record for record in lines[:n])
+    assert all("loss_triplet" in record for record in lines[n:])
 
-    after_stage1 = _state(os.path.join(cfg.OUTPUT_DIR, "model_0000.pth"))
+    after_stage1 = _state(os.path.join(cfg.OUTPUT_DIR, "model_0001.pth"))
     final = _state(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
     for key in (
         "backbone.conv1.weight",
@@ -242,18 +247,6 @@ def test_grad_scaler_state_round_trips_through_a_checkpoint(tiny_cfg):
     assert other.options.grad_scaler._get_growth_tracker() == 7
 
 
-def test_split_batch_is_contiguous_and_checks_divisibility():
-    batch = {
-        "images": torch.arange(8).view(8, 1),
-        "targets": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]),
-        "img_paths": list("abcdefgh"),
-    }
-    parts = split_batch(batch, 2)
-    assert parts[0]["targets"].tolist() == [0, 0, 1, 1] and parts[1]["img_paths"] == list("efgh")
-    with pytest.raises(ValueError, match="cannot be split into 3"):
-        split_batch(batch, 3)
-
-
 def test_gradient_accumulation_runs_whole_identity_micro_batches(tiny_cfg):
     cfg = tiny_cfg("SOLVER.GRAD_ACCUM_STEPS", "2", "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "0")
     trainer = _train(cfg)
@@ -300,7 +293,7 @@ def test_a_stage_with_its_own_schedule_restarts_the_lr(tiny_cfg):
     )
     trainer = _train(cfg)
     n = trainer.iters_per_epoch
-    lrs = [json.loads(l)["lr"] for l in open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
+    lrs = [json.loads(text)["lr"] for text in open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
     assert lrs[:n] == pytest.approx([0.01] * n)  # global schedule: step at epoch 1 is not reached
     # stage 2: cosine from 1e-3 down to 1e-4 over its own 2 epochs, counted from its first iteration
     m = 2 * n
@@ -319,7 +312,10 @@ def test_bfloat16_autocast_runs_without_a_scaler(tiny_cfg):
         "TEST.EVAL_PERIOD",
         "0",
     )
-    trainer = _train(cfg)
+    # oneDNN's bfloat16 kernels on CPUs with AMX gave a NaN loss in some runs (not reproducible
+    # with the same inputs): the test is about the step options, so it runs on the plain kernels.
+    with torch.backends.mkldnn.flags(enabled=False):
+        trainer = _train(cfg)
     assert trainer.options.amp_dtype == torch.bfloat16 and trainer.options.grad_scaler is None
     assert "grad_scaler" not in load_checkpoint_file(
         os.path.join(cfg.OUTPUT_DIR, "model_final.pth")

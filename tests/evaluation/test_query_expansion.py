@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from reid.config import InvalidArgument
 from reid.evaluation.query_expansion import alpha_query_expansion
 
 
@@ -44,7 +45,7 @@ def test_k1_alpha0_is_identity():
 
 def test_bad_settings():
     q, g = torch.randn(3, 4), torch.randn(5, 4)
-    with pytest.raises(ValueError, match="QE_K must lie in \\[1, 8\\]"):
+    with pytest.raises(InvalidArgument, match="qe_k must lie in \\[1, 8\\]"):
         alpha_query_expansion(q, g, qe_k=9)
-    with pytest.raises(ValueError, match="QE_TIME must be >= 1"):
+    with pytest.raises(InvalidArgument, match="qe_times must be >= 1"):
         alpha_query_expansion(q, g, qe_times=0)

@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
+from reid.config import InvalidArgument
 from reid.evaluation.rank import evaluate_rank
 
 
@@ -25,7 +26,8 @@ def test_equals_the_standard_cmc_when_every_identity_has_one_kept_image():
 
 
 def expected_classic_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
-    """Average over every way of picking one image per identity (the query's own among its kept ones)."""
+    """Average over every way of picking one image per identity (the query's own among its kept
+    ones)."""
     identities = np.unique(g_pids)
     cmcs = []
     for q in range(distmat.shape[0]):
@@ -73,5 +75,5 @@ def test_seeded_and_independent_of_chunking():
     c = evaluate_rank(*args, use_metric_cuhk03=True, cuhk03_seed=6)[0]
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-    with pytest.raises(ValueError, match="at least 1 repeat"):
+    with pytest.raises(InvalidArgument, match="repeats must be >= 1"):
         evaluate_rank(*args, use_metric_cuhk03=True, cuhk03_repeats=0)

@@ -1,9 +1,10 @@
-"""k-reciprocal re-ranking against a direct transcription of the paper's steps (Zhong et al. 2017)."""
+"""k-reciprocal re-ranking against a transcription of the paper's steps (Zhong et al. 2017)."""
 
 import numpy as np
 import pytest
 import torch
 
+from reid.config import InvalidArgument
 from reid.evaluation.distance import build_distance
 from reid.evaluation.rerank import FeatureDistances, MatrixDistances, re_ranking, rerank_chunks
 
@@ -93,9 +94,9 @@ def test_torch_input_gives_torch_output_and_bad_shapes_fail():
     assert isinstance(out, torch.Tensor) and out.shape == (5, 20)
     with pytest.raises(ValueError, match="g_g_dist must be 20 x 20"):
         re_ranking(q_g, q_q, g_g[:5], k1=4)
-    with pytest.raises(ValueError, match="needs at least 26"):
+    with pytest.raises(InvalidArgument, match=r"k1 must be smaller than .* items \(25\), got 25"):
         re_ranking(q_g, q_q, g_g, k1=25)
-    with pytest.raises(ValueError, match="LAMBDA must lie in"):
+    with pytest.raises(InvalidArgument, match="lambda_value must lie in"):
         re_ranking(q_g, q_q, g_g, k1=4, lambda_value=1.5)
 
 

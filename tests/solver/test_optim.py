@@ -1,11 +1,11 @@
-"""Parameter groups, the param_groups() convention, optimizer options and freezing."""
+"""Parameter groups, the param_groups() convention, optimizer options, freezing and the config."""
 
 import pytest
 import torch
 from torch import nn
 
-from reid.config import ConfigError, get_cfg
-from reid.solver import build_optimizer, group_names
+from reid.config import ConfigError, InvalidArgument, get_cfg
+from reid.solver import build_optimizer, group_names, make_optimizer
 
 
 class Centers(nn.Module):
@@ -43,13 +43,15 @@ class Net(nn.Module):
         )
 
 
-def _cfg(opt: str = "SGD"):
-    cfg = get_cfg()
-    s = cfg.SOLVER
-    s.OPT, s.BASE_LR, s.BIAS_LR_FACTOR, s.HEADS_LR_FACTOR = opt, 0.1, 2.0, 10.0
-    s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, s.WEIGHT_DECAY_BIAS = 1e-3, 0.0, 5e-4
-    s.MOMENTUM, s.NESTEROV = 0.9, False
-    return cfg
+# The groups' LRs and weight decays of most tests.
+GROUPS = dict(
+    base_lr=0.1,
+    bias_lr_factor=2.0,
+    heads_lr_factor=10.0,
+    weight_decay=1e-3,
+    weight_decay_norm=0.0,
+    weight_decay_bias=5e-4,
+)
 
 
 def _group_of(opt: torch.optim.Optimizer) -> dict[int, dict]:
@@ -63,7 +65,7 @@ def _group_of(opt: torch.optim.Optimizer) -> dict[int, dict]:
 
 def test_group_membership_lr_and_decay() -> None:
     model = Net()
-    opt = build_optimizer(_cfg(), model)
+    opt = make_optimizer(model, "SGD", **GROUPS)
     groups = _group_of(opt)
     assert set(groups) == {id(p) for p in model.parameters()}
     conv, bn, gn = model.backbone[0], model.backbone[1], model.backbone[3]
@@ -112,7 +114,7 @@ def test_custom_group_takes_optimizer_defaults_and_gets_a_name() -> None:
     model = nn.Module()
     model.loss = Loose()
     model.fc = nn.Linear(2, 2)
-    opt = build_optimizer(_cfg(), model)
+    opt = make_optimizer(model, "SGD", **GROUPS)
     group = _group_of(opt)[id(model.loss.w)]
     assert group["lr"] == 0.1 and group["weight_decay"] == 1e-3
     assert group["name"] == "loss/param_groups[0]"
@@ -124,14 +126,14 @@ def test_shared_parameter_is_added_once() -> None:
     model.a = nn.Linear(3, 3)
     model.b = nn.Linear(3, 3)
     model.b.weight = model.a.weight
-    opt = build_optimizer(_cfg(), model)
+    opt = make_optimizer(model, "SGD", **GROUPS)
     assert sum(len(g["params"]) for g in opt.param_groups) == 3
 
 
 def test_ddp_prefix_still_finds_heads() -> None:
     wrapper = nn.Module()
     wrapper.module = Net()
-    opt = build_optimizer(_cfg(), wrapper)
+    opt = make_optimizer(wrapper, "SGD", **GROUPS)
     assert _group_of(opt)[id(wrapper.module.heads.classifier.weight)]["name"] == "heads/weight"
 
 
@@ -160,27 +162,23 @@ def test_param_groups_errors() -> None:
         model = nn.Module()
         model.loss = cls()
         with pytest.raises((ValueError, TypeError), match=match) as info:
-            build_optimizer(_cfg(), model)
+            make_optimizer(model, "SGD", **GROUPS)
         assert "module 'loss'" in str(info.value)
 
 
 def test_optimizer_types_and_options() -> None:
-    cfg = _cfg("SGD")
-    cfg.SOLVER.NESTEROV = True
-    opt = build_optimizer(cfg, Net())
+    opt = make_optimizer(Net(), "SGD", **GROUPS, momentum=0.9, nesterov=True)
     assert isinstance(opt, torch.optim.SGD)
     assert opt.defaults["momentum"] == 0.9 and opt.defaults["nesterov"] is True
     assert all(g["momentum"] == 0.9 and g["nesterov"] for g in opt.param_groups)
-    assert type(build_optimizer(_cfg("Adam"), Net())) is torch.optim.Adam
-    assert type(build_optimizer(_cfg("AdamW"), Net())) is torch.optim.AdamW
+    assert type(make_optimizer(Net(), "Adam", **GROUPS)) is torch.optim.Adam
+    assert type(make_optimizer(Net(), "AdamW", **GROUPS)) is torch.optim.AdamW
 
 
 def test_sgd_nesterov_steps_match_hand_computation() -> None:
-    cfg = _cfg("SGD")
-    cfg.SOLVER.NESTEROV, cfg.SOLVER.WEIGHT_DECAY = True, 0.01
     model = nn.Module()
     model.w = nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
-    opt = build_optimizer(cfg, model)
+    opt = make_optimizer(model, "SGD", **{**GROUPS, "weight_decay": 0.01}, nesterov=True)
     lr, mom, wd = 0.1, 0.9, 0.01
     p, buf = 1.0, None
     for grad in (0.5, -0.25):
@@ -193,9 +191,8 @@ def test_sgd_nesterov_steps_match_hand_computation() -> None:
 
 
 def test_adamw_decay_is_decoupled_and_per_group() -> None:
-    cfg = _cfg("AdamW")
     model = Net()
-    opt = build_optimizer(cfg, model)
+    opt = make_optimizer(model, "AdamW", **GROUPS)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
@@ -206,11 +203,10 @@ def test_adamw_decay_is_decoupled_and_per_group() -> None:
 
 
 def test_frozen_parameters_are_in_the_optimizer_and_do_not_move() -> None:
-    cfg = _cfg("SGD")
     model = Net()
     for p in model.backbone.parameters():
         p.requires_grad_(False)
-    opt = build_optimizer(cfg, model)
+    opt = make_optimizer(model, "SGD", **GROUPS)
     assert set(_group_of(opt)) == {id(p) for p in model.parameters()}
     frozen = [p.detach().clone() for p in model.backbone.parameters()]
     head_before = model.heads.classifier.weight.detach().clone()
@@ -230,12 +226,44 @@ def test_frozen_parameters_are_in_the_optimizer_and_do_not_move() -> None:
     assert not torch.equal(frozen[0], model.backbone[0].weight)
 
 
-def test_config_errors() -> None:
-    with pytest.raises(ConfigError, match=r"SOLVER.OPT: .*'Adamax'.*Adam, AdamW, SGD"):
-        build_optimizer(_cfg("Adamax"), Net())
-    cfg = _cfg("SGD")
-    cfg.SOLVER.NESTEROV, cfg.SOLVER.MOMENTUM = True, 0.0
-    with pytest.raises(ConfigError, match="SOLVER.NESTEROV .* SOLVER.MOMENTUM"):
-        build_optimizer(cfg, Net())
+def test_bad_arguments() -> None:
+    with pytest.raises(
+        InvalidArgument, match=r"opt must name .* \(Adam, AdamW, SGD\), got 'Adamax'"
+    ):
+        make_optimizer(Net(), "Adamax", **GROUPS)
+    with pytest.raises(InvalidArgument, match="nesterov True needs a momentum > 0"):
+        make_optimizer(Net(), "SGD", **GROUPS, momentum=0.0, nesterov=True)
     with pytest.raises(ValueError, match="no parameters"):
-        build_optimizer(_cfg(), nn.ReLU())
+        make_optimizer(nn.ReLU(), "SGD", **GROUPS)
+
+
+def test_config_maps_every_key() -> None:
+    cfg = get_cfg()
+    s = cfg.SOLVER
+    s.OPT, s.BASE_LR, s.BIAS_LR_FACTOR, s.HEADS_LR_FACTOR = "SGD", 0.1, 2.0, 10.0
+    s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, s.WEIGHT_DECAY_BIAS = 1e-3, 0.0, 5e-4
+    s.MOMENTUM, s.NESTEROV = 0.8, True
+    torch.manual_seed(0)
+    from_config = build_optimizer(cfg, Net())
+    torch.manual_seed(0)
+    plain = make_optimizer(Net(), "SGD", **GROUPS, momentum=0.8, nesterov=True)
+    assert type(from_config) is torch.optim.SGD
+    assert from_config.defaults == plain.defaults
+    strip = [{k: v for k, v in g.items() if k != "params"} for g in plain.param_groups]
+    assert [
+        {k: v for k, v in g.items() if k != "params"} for g in from_config.param_groups
+    ] == strip
+
+
+def test_config_errors_name_the_key() -> None:
+    cfg = get_cfg()
+    cfg.SOLVER.OPT = "Adamax"
+    with pytest.raises(ConfigError, match=r"SOLVER.OPT must name .*Adam, AdamW, SGD.*'Adamax'"):
+        build_optimizer(cfg, Net())
+    cfg = get_cfg()
+    cfg.SOLVER.OPT, cfg.SOLVER.NESTEROV, cfg.SOLVER.MOMENTUM = "SGD", True, 0.0
+    with pytest.raises(ConfigError, match="SOLVER.NESTEROV True needs a momentum > 0"):
+        build_optimizer(cfg, Net())
+    cfg.SOLVER.NESTEROV, cfg.SOLVER.MOMENTUM = False, -0.5
+    with pytest.raises(ConfigError, match="SOLVER.MOMENTUM must be >= 0, got -0.5"):
+        build_optimizer(cfg, Net())

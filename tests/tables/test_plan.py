@@ -1,4 +1,4 @@
-"""Planning a table's runs: names, output folders, override order, sharing, and the quick setting."""
+"""Planning a table's runs: names, output folders, override order, sharing, the quick setting."""
 
 import os
 import shlex

@@ -1,4 +1,5 @@
-"""Table records: the shipped ones hold the papers' numbers; broken records fail with the file and key."""
+"""Table records: the shipped ones hold the papers' numbers; broken records fail naming the file
+and key."""
 
 import os
 import re
@@ -11,7 +12,8 @@ from reid.tables.record import default_papers_dir
 
 PAPERS = default_papers_dir()
 
-# Copied verbatim from ../shared/specs/papers.md (the numbers every reproduction is compared against).
+# Copied verbatim from ../shared/specs/papers.md (the numbers every reproduction is compared
+# against).
 PAPERS_MD = """
 - Table 1 (mAP / Rank-1): Market-1501 | DukeMTMC-reID
   - Baseline (NSL):            81.65 / 92.31 | 71.10 / 83.44
@@ -66,7 +68,7 @@ Ours - 83.12 92.64 71.66 84.34 66.26 68.57 63.24 65.07
 
 
 def _papers_md_rows(header_start):
-    """The rows under the papers.md bullet starting with ``header_start``: name -> numbers in order."""
+    """The rows under the papers.md bullet starting with ``header_start``: name -> numbers."""
     lines = PAPERS_MD.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"- {header_start}"))
     rows = {}
@@ -167,7 +169,7 @@ def test_unified_tables_2_3_match_papers_md():
         assert _paper("unified_table2", ours) == _papers_md_rows("Table 2 (Rank-1")[name], name
     for name, ours in UNIFIED_T3_ROWS.items():
         assert _paper("unified_table3", ours) == _papers_md_rows("Table 3 (Rank-1")[name], name
-    # Table 3's Baseline row as the seed prints it: DukeMTMC Rank-1 88.9 (Tables 2 and 4 print 88.7).
+    # Table 3's Baseline row as the seed prints it: DukeMTMC Rank-1 88.9 (Tables 2 and 4: 88.7).
     assert _paper("unified_table3", "Baseline (Tri. + Cls.)") == [
         81.8,
         78.2,

@@ -1,4 +1,5 @@
-"""Run states, the run loop (skip, resume, failures, missing data) and the report's numbers and differences."""
+"""Run states, the run loop (skip, resume, failures, missing data), the report's numbers and
+differences."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""tools/reproduce.py end to end: listing, dry runs, missing data, quick runs, skipping, resuming, failures."""
+"""tools/reproduce.py end to end: listing, dry runs, missing data, quick runs, skipping, resuming
+and failures."""
 
 import importlib.util
 import json
@@ -98,7 +99,7 @@ def test_datasets_filter_over_all_tables(tool, tmp_path, capsys):
 
 @pytest.fixture
 def papers_dir(tmp_path):
-    """A papers folder with one table: a one-stage config, a three-stage config and a broken config."""
+    """A papers folder with one table: a one-stage config, a three-stage one and a broken one."""
     folder = tmp_path / "papers"
     (folder / "tables").mkdir(parents=True)
     (folder / "datasets").mkdir()
@@ -110,7 +111,8 @@ def papers_dir(tmp_path):
     (folder / "mpn.yml").write_text(f"_BASE_: {os.path.join(PAPERS, 'unified', 'mpn16_cls.yml')}\n")
     (folder / "broken.yml").write_text(
         f"_BASE_: {os.path.join(PAPERS, 'unified', 'pn16_cls.yml')}\n"
-        "SOLVER:\n  MAX_EPOCH: 2\n  STAGES:\n    - {EPOCHS: 1}\n    - {EPOCHS: 1, TRAINABLE: ['no_such_module\\.']}\n"
+        "SOLVER:\n  MAX_EPOCH: 2\n  STAGES:\n    - {EPOCHS: 1}\n"
+        "    - {EPOCHS: 1, TRAINABLE: ['no_such_module\\.']}\n"
     )
     (folder / "tables" / "mini.yaml").write_text(
         textwrap.dedent(
@@ -140,6 +142,7 @@ def _cells(report_path):
     return {name: row for name, row in zip(report["rows"], report["cells"])}
 
 
+@pytest.mark.slow
 def test_quick_runs_the_table_then_skips_resumes_and_reports_failures(
     tool, papers_dir, tmp_path, synthetic_root, capsys
 ):
@@ -176,8 +179,8 @@ def test_quick_runs_the_table_then_skips_resumes_and_reports_failures(
     md = (out_dir / "mini.md").read_text()
     assert "**Quick run**" in md
     assert (
-        "- broken/Synthetic: ValueError: SOLVER.STAGES[1].TRAINABLE: 'no_such_module\\\\.' matches no parameter"
-        in md
+        "- broken/Synthetic: ValueError: SOLVER.STAGES[1].TRAINABLE: "
+        "'no_such_module\\\\.' matches no parameter" in md
     )
 
     # Again: finished runs are skipped (their results untouched), the broken one is tried again.

@@ -1,10 +1,12 @@
-"""The quick-start path end to end: tools/train_net.py trains, evaluates, resumes and evaluates only."""
+"""Quick-start path end to end: tools/train_net.py trains, evaluates, resumes and evaluates only."""
 
 import importlib.util
 import json
 import os
 
 import pytest
+
+pytestmark = pytest.mark.slow  # end-to-end trainings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

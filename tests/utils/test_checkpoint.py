@@ -8,9 +8,12 @@ from torch import nn
 
 from reid.utils.checkpoint import (
     Checkpointer,
+    WeightsMismatchError,
+    completed_epochs,
     get_rng_states,
+    identity_keys,
     load_checkpoint_file,
-    load_model_state,
+    load_state_strict,
     set_rng_states,
 )
 
@@ -91,19 +94,99 @@ def test_resume_without_checkpoint_loads_weights_only(tmp_path):
     assert torch.equal(target[0].weight, source[0].weight)  # "module." prefix stripped
 
 
-def test_shape_mismatch_is_an_error_naming_the_key(tmp_path):
-    state = _model().state_dict()
-    state["2.weight"] = torch.zeros(5, 3)
-    with pytest.raises(ValueError, match=r"2\.weight: checkpoint \(5, 3\) vs model \(2, 3\)"):
-        load_model_state(_model(), state, source="x.pth")
+class _Classifier(nn.Linear):
+    identity_parameters = ("weight", "bias")
 
 
-def test_missing_and_unexpected_keys_are_reported():
-    state = _model().state_dict()
+def _net(classes=2, dim=3):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, dim), nn.BatchNorm1d(dim), _Classifier(dim, classes))
+
+
+def test_weights_that_fit_load_exactly_and_the_report_lists_them():
+    source, target = _net(), _net()
+    for p in target.parameters():
+        nn.init.zeros_(p)
+    report = load_state_strict(target, source.state_dict(), source="a.pth")
+    assert report.loaded == list(source.state_dict())
+    assert not (report.missing or report.ignored or report.reinitialised)
+    for a, b in zip(source.state_dict().values(), target.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_missing_unexpected_and_mismatched_keys_are_one_error_naming_the_source():
+    state = _net().state_dict()
     del state["0.bias"]
     state["extra.weight"] = torch.zeros(1)
-    missing, unexpected = load_model_state(_model(), state, source="x.pth")
-    assert missing == ["0.bias"] and unexpected == ["extra.weight"]
+    state["1.running_mean"] = torch.zeros(5)
+    with pytest.raises(WeightsMismatchError) as err:
+        load_state_strict(_net(), state, source="MODEL.WEIGHTS x.pth")
+    message = str(err.value)
+    assert message.startswith("MODEL.WEIGHTS x.pth: the weights do not fit the model (Sequential)")
+    assert "missing from the weights: 0.bias" in message
+    assert "not in the model: extra.weight" in message
+    assert "of another shape: 1.running_mean (5,) vs the model's (3,)" in message
+
+
+def test_nothing_loaded_is_an_error():
+    with pytest.raises(WeightsMismatchError, match="no tensor of the weights fits the model"):
+        load_state_strict(
+            nn.Linear(2, 2),
+            {"other.weight": torch.zeros(1)},
+            source="y.pth",
+            foreign_keys=("other.",),
+        )
+
+
+def test_a_classifier_of_another_identity_set_is_reinitialised_with_a_log_line(caplog):
+    trained = _net(classes=150).state_dict()
+    target = _net(classes=100)
+    initial = target[2].weight.detach().clone()
+    with caplog.at_level("INFO", logger="reid"):
+        report = load_state_strict(target, trained, source="run150/model_final.pth")
+    assert report.reinitialised == ["2.weight", "2.bias"]
+    assert torch.equal(target[2].weight, initial)
+    assert torch.equal(target[0].weight, trained["0.weight"])
+    assert "run150/model_final.pth holds another identity set: re-initialised 2.weight, 2.bias" in (
+        caplog.text
+    )
+    absent = {k: v for k, v in trained.items() if not k.startswith("2.")}
+    assert load_state_strict(_net(classes=100), absent, source="s").reinitialised == [
+        "2.weight",
+        "2.bias",
+    ]
+
+
+def test_on_resume_and_for_other_dimensions_the_classifier_must_fit():
+    with pytest.raises(
+        WeightsMismatchError, match=r"2.weight \(150, 3\) vs the model's \(100, 3\)"
+    ):
+        load_state_strict(_net(100), _net(150).state_dict(), source="r", reinit_identities=False)
+    with pytest.raises(
+        WeightsMismatchError, match=r"2.weight \(100, 5\) vs the model's \(100, 3\)"
+    ):
+        load_state_strict(_net(100), _net(100, dim=5).state_dict(), source="r")
+
+
+def test_new_modules_may_be_missing_and_foreign_keys_are_ignored():
+    state = {k: v for k, v in _net().state_dict().items() if not k.startswith("1.")}
+    state["fc.weight"] = torch.zeros(1000, 3)
+    report = load_state_strict(
+        _net(), state, source="imagenet", new_modules=("1.",), foreign_keys=("fc.",)
+    )
+    assert report.missing == [
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+    ]
+    assert report.ignored == ["fc.weight"]
+    assert "left as initialised (not in the weights): 1.weight" in report.summary()
+
+
+def test_identity_keys_are_collected_from_the_modules():
+    assert identity_keys(_net()) == {"2.weight", "2.bias"}
 
 
 def test_load_rejects_pickled_objects(tmp_path):
@@ -133,5 +216,19 @@ def test_model_only_checkpoint_has_no_training_state(tmp_path):
     ckpt.save("model_0000")
     path = ckpt.save("model_best", tag_last=False, model_only=True, epoch=3)
     data = torch.load(path, weights_only=True)
-    assert set(data) == {"model", "num_classes", "epoch"}
+    assert set(data) == {"model", "checkpoint_version", "num_classes", "epoch"}
     assert ckpt.get_checkpoint_file().endswith("model_0000.pth")
+
+
+def test_completed_epochs_reads_both_checkpoint_versions():
+    # Version 1 stored the 0-based index of the last completed epoch, version 2 the count.
+    assert completed_epochs({"epoch": 4}) == 5
+    assert completed_epochs({"epoch": 5, "checkpoint_version": 2}) == 5
+
+
+def test_a_tagged_save_is_remembered_as_the_last_checkpoint(tmp_path):
+    ckpt = Checkpointer(_model(), str(tmp_path))
+    assert ckpt.last_saved is None
+    first = ckpt.save("model_0001", epoch=1)
+    ckpt.save("model_best", tag_last=False, model_only=True)
+    assert ckpt.last_saved == first

@@ -24,7 +24,7 @@ def test_json_writer_writes_each_iteration_once(tmp_path):
     storage.put_scalar("loss", 1.0, smoothing=False)
     writer.write(storage)
     writer.close()
-    lines = [json.loads(l) for l in (tmp_path / "metrics.json").read_text().splitlines()]
+    lines = [json.loads(text) for text in (tmp_path / "metrics.json").read_text().splitlines()]
     assert lines == [
         {"iteration": 0, "epoch": 0, "loss": 2.0},
         {"iteration": 1, "epoch": 0, "loss": 1.0},

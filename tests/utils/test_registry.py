@@ -23,7 +23,8 @@ def test_unknown_name_lists_registered_names():
     with pytest.raises(KeyError) as err:
         reg.get("TripletLos")
     assert str(err.value) == (
-        "No object named 'TripletLos' in the 'LOSS' registry; registered names: CrossEntropyLoss, TripletLoss"
+        "No object named 'TripletLos' in the 'LOSS' registry; "
+        "registered names: CrossEntropyLoss, TripletLoss"
     )
 
 

@@ -1,7 +1,22 @@
 """Datasets: the registry and builders first, then every registered dataset."""
-from .build import DATASET_REGISTRY, build_dataset, build_test_sets, build_train_records, resolve_root  # isort: skip
-from . import cuhk03, custom, dukemtmc, market1501, msmt17, synthetic, vehicleid, veri  # noqa: F401  (register)
-from .bases import DatasetCountWarning, DatasetFormatError, DatasetNotFoundError, ImageDataset, Record
+
+from reid.utils.registry import import_submodules
+
+from .build import (  # isort: skip
+    DATASET_REGISTRY,
+    build_dataset,
+    build_train_records,
+    resolve_root,
+)
+from .bases import (
+    DatasetCountWarning,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    ImageDataset,
+    Record,
+)
+
+import_submodules(__name__, __path__)  # every component file registers itself
 
 __all__ = [
     "DATASET_REGISTRY",
@@ -11,7 +26,6 @@ __all__ = [
     "ImageDataset",
     "Record",
     "build_dataset",
-    "build_test_sets",
     "build_train_records",
     "resolve_root",
 ]

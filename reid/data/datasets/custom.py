@@ -1,34 +1,36 @@
 """A user's own data: a folder in the Market-1501 layout, or a CSV of path, pid, camid, split."""
+
 from __future__ import annotations
 
 import csv
 import os
 import re
-from typing import Dict, List, Optional, Tuple
 
 from yacs.config import CfgNode
 
-from .bases import IMAGE_EXTENSIONS, SPLITS, DatasetFormatError, DatasetNotFoundError, FolderDataset, Record
+from reid.config.schema import ConfigArgs, ConfigBlock, Key, configurable
+
+from .bases import (
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    FolderDataset,
+    Record,
+)
 from .build import DATASET_REGISTRY
 from .market1501 import MARKET_SPLIT_DIRS
-from reid.config.schema import ConfigBlock, Key
-
 
 CUSTOM_CONFIG = ConfigBlock(
     "DATASETS.CUSTOM",
-    "The \"Custom\" dataset: a folder of one's own (datasets/README.md).",
+    'The "Custom" dataset: a folder of one\'s own (datasets/README.md).',
     {
-        "DIR": Key(
-            "custom",
-            "The folder, relative to the data root or absolute.",
-        ),
+        "DIR": Key("custom", "The folder, relative to the data root or absolute."),
         "CSV": Key(
             "",
-            (
-                '"" = the Market-1501 layout inside DIR; else a CSV file (inside DIR, or '
-                "absolute) of rows path,pid,camid,split (path relative to the CSV's folder, "
-                "camid 0-based, split train/query/gallery)."
-            ),
+            '"" = the Market-1501 layout inside DIR; else a CSV file (inside DIR, or absolute) of '
+            "rows path,pid,camid,split (path relative to the CSV's folder, camid 0-based, split "
+            "train/query/gallery).",
         ),
     },
 )
@@ -49,6 +51,12 @@ class CustomDataset(FolderDataset):
       with an optional header row; path relative to the CSV's folder or absolute; pid and camid
       non-negative integers used as written (camid 0-based; pid 0 is an ordinary identity);
       split train, query or gallery.
+
+    Args:
+        root: The data root.
+        folder: The dataset folder, relative to ``root`` or absolute (DATASETS.CUSTOM.DIR).
+        csv_file: The CSV file, inside ``folder`` or absolute; "" = the Market layout
+            (DATASETS.CUSTOM.CSV).
     """
 
     config_block = CUSTOM_CONFIG
@@ -68,6 +76,7 @@ class CustomDataset(FolderDataset):
     junk_pids = frozenset({-1})
     non_identity_pids = frozenset({0})
 
+    @configurable
     def __init__(self, root: str, folder: str = "custom", csv_file: str = "") -> None:
         self.folder = folder
         self.csv_file = csv_file
@@ -76,46 +85,67 @@ class CustomDataset(FolderDataset):
         super().__init__(root)
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, root: str) -> "CustomDataset":
-        return cls(root, folder=cfg.DATASETS.CUSTOM.DIR, csv_file=cfg.DATASETS.CUSTOM.CSV)
+    def from_config(cls, cfg: CfgNode, root: str) -> ConfigArgs:
+        args = ConfigArgs().set("root", root)
+        return args.update_from(
+            CUSTOM_CONFIG.arguments(cfg, rename={"DIR": "folder", "CSV": "csv_file"})
+        )
 
     @property
     def csv_path(self) -> str:
+        """The CSV file: ``csv_file`` inside the dataset folder, or as given if absolute."""
         return os.path.join(self.dataset_dir, os.path.expanduser(self.csv_file))
 
     def locate(self) -> str:
+        """``folder`` under the data root (or absolute); it must exist."""
         folder = os.path.normpath(os.path.join(self.root, os.path.expanduser(self.folder)))
         if not os.path.isdir(folder):
-            raise DatasetNotFoundError(f"{self.name}: folder not found: {folder} (DATASETS.CUSTOM.DIR); {self.expected_layout()}")
+            raise DatasetNotFoundError(
+                f"{self.name}: folder not found: {folder} (DATASETS.CUSTOM.DIR); "
+                f"{self.expected_layout()}"
+            )
         return folder
 
-    def load(self) -> Tuple[List[Record], List[Record], List[Record]]:
+    def load(self) -> tuple[list[Record], list[Record], list[Record]]:
         if not self.csv_file:
             return super().load()
         path = self.csv_path
         if not os.path.isfile(path):
-            raise DatasetNotFoundError(f"{self.name}: CSV file not found: {path} (DATASETS.CUSTOM.CSV); {self.expected_layout()}")
+            raise DatasetNotFoundError(
+                f"{self.name}: CSV file not found: {path} (DATASETS.CUSTOM.CSV); "
+                f"{self.expected_layout()}"
+            )
         base = os.path.dirname(path)
-        splits: Dict[str, List[Record]] = {s: [] for s in SPLITS}
-        with open(path, "r", encoding="utf-8", newline="") as f:
+        splits: dict[str, list[Record]] = {s: [] for s in SPLITS}
+        with open(path, encoding="utf-8", newline="") as f:
             for lineno, row in enumerate(csv.reader(f), start=1):
                 cells = [c.strip() for c in row]
                 if not any(cells) or (lineno == 1 and [c.lower() for c in cells] == CSV_HEADER):
                     continue
                 where = f"{path}, line {lineno}"
                 if len(cells) != 4:
-                    raise DatasetFormatError(f"{self.name}: {where} has {len(cells)} fields; expected path,pid,camid,split")
+                    raise DatasetFormatError(
+                        f"{self.name}: {where} has {len(cells)} fields; expected "
+                        f"path,pid,camid,split"
+                    )
                 rel, pid, camid, split = cells
                 if not (pid.isdigit() and camid.isdigit()):
-                    raise DatasetFormatError(f"{self.name}: {where}: pid {pid!r} and camid {camid!r} must be non-negative integers")
+                    raise DatasetFormatError(
+                        f"{self.name}: {where}: pid {pid!r} and camid {camid!r} must be "
+                        f"non-negative integers"
+                    )
                 if split not in splits:
-                    raise DatasetFormatError(f"{self.name}: {where}: split {split!r} must be one of {', '.join(SPLITS)}")
+                    raise DatasetFormatError(
+                        f"{self.name}: {where}: split {split!r} must be one of {', '.join(SPLITS)}"
+                    )
                 image = os.path.normpath(os.path.join(base, os.path.expanduser(rel)))
                 if not os.path.isfile(image):
-                    raise DatasetNotFoundError(f"{self.name}: image not found: {image} (listed at {where})")
+                    raise DatasetNotFoundError(
+                        f"{self.name}: image not found: {image} (listed at {where})"
+                    )
                 splits[split].append(Record(image, int(pid), int(camid), self.name))
         train, query, gallery = (sorted(splits[s], key=lambda r: r.path) for s in SPLITS)
         return train, query, gallery
 
-    def official_counts(self) -> Dict[str, Tuple[Optional[int], Optional[int]]]:
+    def official_counts(self) -> dict[str, tuple[int | None, int | None]]:
         return {}

@@ -1,13 +1,17 @@
 """Market-1501 (Zheng et al., ICCV 2015)."""
+
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional, Tuple
 
 from .bases import FolderDataset, Layout
 from .build import DATASET_REGISTRY
 
-MARKET_SPLIT_DIRS: Dict[str, str] = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+MARKET_SPLIT_DIRS: dict[str, str] = {
+    "train": "bounding_box_train",
+    "query": "query",
+    "gallery": "bounding_box_test",
+}
 
 
 @DATASET_REGISTRY.register()
@@ -22,18 +26,27 @@ class Market1501(FolderDataset):
     split_dirs = MARKET_SPLIT_DIRS
     layouts = tuple(
         Layout(folder, tuple(MARKET_SPLIT_DIRS.values()))
-        for folder in ("Market-1501-v15.09.15", "market1501/Market-1501-v15.09.15", "Market-1501", "market1501")
+        for folder in (
+            "Market-1501-v15.09.15",
+            "market1501/Market-1501-v15.09.15",
+            "Market-1501",
+            "market1501",
+        )
     )
     layout_help = """\
 <root>/Market-1501-v15.09.15/
     bounding_box_train/   0002_c1s1_000451_03.jpg ...  (12,936 images)
     query/                0001_c1s1_001051_00.jpg ...  (3,368 images)
     bounding_box_test/    0000_c1s1_000151_01.jpg, -1_c1s1_000401_03.jpg ...  (19,732 files)"""
-    pattern = re.compile(r"^(?P<pid>-1|\d{4})_c(?P<cam>\d)s(?P<seq>\d)_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg$")
-    name_example = "0002_c1s1_000451_03.jpg (pid 4 digits or -1, camera c1..c6, sequence s1..s6, frame, box)"
-    camera_range: Tuple[int, Optional[int]] = (1, 6)
+    pattern = re.compile(
+        r"^(?P<pid>-1|\d{4})_c(?P<cam>\d)s(?P<seq>\d)_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg$"
+    )
+    name_example = (
+        "0002_c1s1_000451_03.jpg (pid 4 digits or -1, camera c1..c6, sequence s1..s6, frame, box)"
+    )
+    camera_range: tuple[int, int | None] = (1, 6)
     junk_pids = frozenset({-1})
     non_identity_pids = frozenset({0})
 
-    def official_counts(self) -> Dict[str, Tuple[Optional[int], Optional[int]]]:
+    def official_counts(self) -> dict[str, tuple[int | None, int | None]]:
         return {"train": (751, 12936), "query": (750, 3368), "gallery": (751, 15913)}

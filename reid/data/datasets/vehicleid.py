@@ -1,41 +1,45 @@
 """PKU VehicleID (Liu et al., CVPR 2016) with its small / medium / large test sets."""
+
 from __future__ import annotations
 
 import os
 import random
 from collections import defaultdict
-from typing import ClassVar, Dict, List, Optional, Tuple
+from typing import ClassVar
 
-from yacs.config import CfgNode
+from reid.config.schema import ConfigBlock, InvalidArgument, Key, configurable
 
 from .bases import DatasetFormatError, ImageDataset, Layout, Record, read_list_file
 from .build import DATASET_REGISTRY
-from reid.config.schema import ConfigBlock, Key
-
 
 VEHICLEID_CONFIG = ConfigBlock(
     "DATASETS.VEHICLEID",
-    "DATASETS.VEHICLEID",
+    "VehicleID (Small / Medium / LargeVehicleID): the query / gallery draw.",
     {
         "REPEAT": Key(
             0,
-            (
-                "Seed of the gallery draw (one image per test vehicle to the gallery, the "
-                "rest to the query); the published protocol runs and averages repeats 0..9."
-            ),
+            "Seed of the gallery draw (one image per test vehicle to the gallery, the rest to the "
+            "query); the published protocol runs and averages repeats 0..9.",
         ),
     },
 )
 
 
-# VehicleID has no camera ids: query and gallery get these two so the same-camera rule drops nothing.
+# VehicleID has no camera ids: query and gallery get these two, so that the same-camera rule
+# drops nothing.
 QUERY_CAMID = 0
 GALLERY_CAMID = 1
 
 
-def _layouts(test_size: int) -> Tuple[Layout, ...]:
-    required = ("image", "train_test_split/train_list.txt", f"train_test_split/test_list_{test_size}.txt")
-    return tuple(Layout(folder, required) for folder in ("VehicleID_V1.0", "vehicleid", "PKU-VehicleID"))
+def _layouts(test_size: int) -> tuple[Layout, ...]:
+    required = (
+        "image",
+        "train_test_split/train_list.txt",
+        f"train_test_split/test_list_{test_size}.txt",
+    )
+    return tuple(
+        Layout(folder, required) for folder in ("VehicleID_V1.0", "vehicleid", "PKU-VehicleID")
+    )
 
 
 class VehicleID(ImageDataset):
@@ -45,6 +49,10 @@ class VehicleID(ImageDataset):
     protocol: for every test vehicle one image is drawn into the gallery and the others go to the
     query, with ``random.Random(repeat)`` over vehicles in ascending id order and each vehicle's
     images in ascending id order; the published protocol averages repeats 0..9.
+
+    Args:
+        root: The data root holding ``VehicleID_V1.0/``, or that folder itself.
+        repeat: Seed of the gallery draw (>= 0).
     """
 
     config_block = VEHICLEID_CONFIG
@@ -57,17 +65,14 @@ class VehicleID(ImageDataset):
         train_list.txt          (lines "<image id> <vehicle id>", e.g. "0004286 0002")
         test_list_800.txt   test_list_1600.txt   test_list_2400.txt"""
 
+    @configurable
     def __init__(self, root: str, repeat: int = 0) -> None:
         if repeat < 0:
-            raise ValueError(f"{self.name}: the repeat index (DATASETS.VEHICLEID.REPEAT) must be >= 0, got {repeat}")
+            raise InvalidArgument("repeat", f"must be >= 0, got {repeat}")
         self.repeat = repeat
         super().__init__(root)
 
-    @classmethod
-    def from_config(cls, cfg: CfgNode, root: str) -> "VehicleID":
-        return cls(root, repeat=cfg.DATASETS.VEHICLEID.REPEAT)
-
-    def _read(self, list_name: str) -> List[Tuple[str, int]]:
+    def _read(self, list_name: str) -> list[tuple[str, int]]:
         list_path = os.path.join(self.dataset_dir, "train_test_split", list_name)
         items = []
         for lineno, fields in read_list_file(list_path):
@@ -76,24 +81,32 @@ class VehicleID(ImageDataset):
                     f"{self.name}: cannot parse {list_path}, line {lineno}: {' '.join(fields)!r}; "
                     f"expected '<image id> <vehicle id>' like '0004286 0002'"
                 )
-            items.append((os.path.join(self.dataset_dir, "image", fields[0] + ".jpg"), int(fields[1])))
+            items.append(
+                (os.path.join(self.dataset_dir, "image", fields[0] + ".jpg"), int(fields[1]))
+            )
         return items
 
-    def load(self) -> Tuple[List[Record], List[Record], List[Record]]:
-        train = sorted((Record(path, vid, 0, self.name) for path, vid in self._read("train_list.txt")), key=lambda r: r.path)
-        by_vehicle: Dict[int, List[str]] = defaultdict(list)
+    def load(self) -> tuple[list[Record], list[Record], list[Record]]:
+        train = sorted(
+            (Record(path, vid, 0, self.name) for path, vid in self._read("train_list.txt")),
+            key=lambda r: r.path,
+        )
+        by_vehicle: dict[int, list[str]] = defaultdict(list)
         for path, vid in self._read(f"test_list_{self.test_size}.txt"):
             by_vehicle[vid].append(path)
         rng = random.Random(self.repeat)
-        query, gallery = [], []
+        query: list[Record] = []
+        gallery: list[Record] = []
         for vid in sorted(by_vehicle):
             paths = sorted(by_vehicle[vid])
             pick = rng.randrange(len(paths))
             gallery.append(Record(paths[pick], vid, GALLERY_CAMID, self.name))
-            query.extend(Record(p, vid, QUERY_CAMID, self.name) for i, p in enumerate(paths) if i != pick)
+            query.extend(
+                Record(p, vid, QUERY_CAMID, self.name) for i, p in enumerate(paths) if i != pick
+            )
         return train, sorted(query, key=lambda r: r.path), sorted(gallery, key=lambda r: r.path)
 
-    def official_counts(self) -> Dict[str, Tuple[Optional[int], Optional[int]]]:
+    def official_counts(self) -> dict[str, tuple[int | None, int | None]]:
         return {"train": (13164, 113346), "gallery": (self.test_size, self.test_size)}
 
 

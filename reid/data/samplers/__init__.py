@@ -1,9 +1,13 @@
 """Training samplers; ``build_train_sampler`` picks one by DATALOADER.SAMPLER_TRAIN."""
 
+from reid.utils.registry import import_submodules
+
 from .base import TrainSampler
-from .build import SAMPLER_REGISTRY, build_train_sampler
+from .build import SAMPLER_REGISTRY, build_train_sampler, sampler_class
 from .identity_sampler import NaiveIdentitySampler
 from .training_sampler import TrainingSampler
+
+import_submodules(__name__, __path__)  # every component file registers itself
 
 __all__ = [
     "SAMPLER_REGISTRY",
@@ -11,4 +15,5 @@ __all__ = [
     "TrainSampler",
     "TrainingSampler",
     "build_train_sampler",
+    "sampler_class",
 ]

@@ -1,9 +1,13 @@
-"""What every training sampler shares: seed, epoch and the rank it serves."""
+"""What every training sampler shares: seed, epoch, the rank it serves and its batch size."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from torch.utils.data import Sampler
+
+from reid.config.schema import InvalidArgument
 
 
 def _is_int(value: object) -> bool:
@@ -15,16 +19,29 @@ class TrainSampler(Sampler[int]):
 
     Randomness comes from a private ``numpy.random.Generator`` seeded with ``[seed, epoch]``,
     never from a global RNG, so every rank draws the same global order and keeps its own share.
+    A subclass sets ``self.batch_size``, the per-rank batch size the loader must use.
+
+    Class attributes:
+        identity_batches: Whether every batch is identity-complete: P identities x K images, K
+            being the instance's ``num_instance`` (what config checks and gradient accumulation
+            rely on), instead of images in any order.
+
+    Args:
+        seed: Seed of the order (>= 0).
+        rank: The process this sampler serves, 0..world_size-1.
+        world_size: The number of training processes.
     """
 
+    identity_batches: ClassVar[bool] = False
+    batch_size: int
+
     def __init__(self, seed: int, rank: int, world_size: int) -> None:
-        name = type(self).__name__
         if not _is_int(seed) or seed < 0:
-            raise ValueError(f"{name}: seed must be an int >= 0, got {seed!r}")
+            raise InvalidArgument("seed", f"must be an int >= 0, got {seed!r}")
         if not _is_int(world_size) or world_size < 1:
-            raise ValueError(f"{name}: world_size must be an int >= 1, got {world_size!r}")
+            raise InvalidArgument("world_size", f"must be an int >= 1, got {world_size!r}")
         if not _is_int(rank) or not 0 <= rank < world_size:
-            raise ValueError(f"{name}: rank must be an int in [0, {world_size}), got {rank!r}")
+            raise InvalidArgument("rank", f"must be an int in [0, {world_size}), got {rank!r}")
         self.seed = int(seed)
         self.rank = int(rank)
         self.world_size = int(world_size)

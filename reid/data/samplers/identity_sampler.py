@@ -10,27 +10,24 @@ from typing import Any
 import numpy as np
 from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, Key
+from reid.config.schema import ConfigArgs, ConfigBlock, InvalidArgument, Key, configurable
 
 from .base import TrainSampler
 from .build import SAMPLER_REGISTRY
+
+EPOCH_LENGTHS = ("identities", "images")
 
 IDENTITY_SAMPLER_CONFIG = ConfigBlock(
     "DATALOADER",
     "NaiveIdentitySampler: P identities x K images per batch.",
     {
-        "NUM_INSTANCE": Key(
-            4,
-            "K of the PK sampler.",
-        ),
+        "NUM_INSTANCE": Key(4, "K of the PK sampler: images per identity in a batch."),
         "EPOCH_LENGTH": Key(
             "identities",
-            (
-                'Length of a PK epoch: "identities" = every identity once, ceil(#ids / P) '
-                'batches; "images" = one pass over the images, ceil(#images / IMS_PER_BATCH) '
-                "batches (fastreid's and torchreid's epoch, the unit of the papers' epoch "
-                "counts), identities recurring as needed."
-            ),
+            'Length of a PK epoch: "identities" = every identity once, ceil(#ids / P) batches; '
+            '"images" = one pass over the images, ceil(#images / IMS_PER_BATCH) batches '
+            "(fastreid's and torchreid's epoch, the unit of the papers' epoch counts), "
+            "identities recurring as needed.",
         ),
     },
 )
@@ -38,7 +35,7 @@ IDENTITY_SAMPLER_CONFIG = ConfigBlock(
 
 @SAMPLER_REGISTRY.register()
 class NaiveIdentitySampler(TrainSampler):
-    """P = batch_size / num_instances identities x K = num_instances images per (global) batch.
+    """P = batch_size / num_instance identities x K = num_instance images per (global) batch.
 
     One epoch: the identities are shuffled and cut into groups of P; the last group, if short, is
     topped up with identities drawn at random from those not in it, so every batch is full and
@@ -46,48 +43,51 @@ class NaiveIdentitySampler(TrainSampler):
     contributes K images: K distinct ones drawn at random when it has at least K, otherwise all of
     its images plus K - n drawn with replacement. The epoch has ceil(#identities / P) batches.
 
-    ``epoch_length="images"`` (DATALOADER.EPOCH_LENGTH) makes an epoch as long as one pass over the
-    images, ceil(#images / (P K)) batches as in fastreid and torchreid (the unit the papers' epoch
-    counts use), by chaining such identity passes, freshly shuffled, and cutting the last one
-    short; every identity is still visited at least once per epoch.
+    ``epoch_length="images"`` makes an epoch as long as one pass over the images,
+    ceil(#images / (P K)) batches as in fastreid and torchreid (the unit the papers' epoch counts
+    use), by chaining such identity passes, freshly shuffled, and cutting the last one short;
+    every identity is still visited at least once per epoch.
 
     With ``world_size`` ranks, each global batch's P identities are split into ``world_size``
     consecutive shares of P / world_size whole identities; rank r yields share r of every batch,
     i.e. consecutive chunks of ``self.batch_size = batch_size / world_size`` indices.
+
+    Args:
+        pids: The identity of every training image, in dataset order.
+        batch_size: Images per global batch, P x K (SOLVER.IMS_PER_BATCH).
+        num_instance: K, images per identity in a batch (DATALOADER.NUM_INSTANCE).
+        seed: Seed of the order.
+        rank: The process this sampler serves.
+        world_size: The number of training processes; must divide P.
+        epoch_length: "identities" or "images" (DATALOADER.EPOCH_LENGTH).
     """
 
     config_block = IDENTITY_SAMPLER_CONFIG
+    identity_batches = True
 
+    @configurable
     def __init__(
         self,
         pids: Sequence[int],
         batch_size: int,
-        num_instances: int,
+        num_instance: int,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
         epoch_length: str = "identities",
     ) -> None:
         super().__init__(seed, rank, world_size)
-        if epoch_length not in ("identities", "images"):
-            raise ValueError(
-                f"DATALOADER.EPOCH_LENGTH must be 'identities' or 'images', got {epoch_length!r}"
+        if epoch_length not in EPOCH_LENGTHS:
+            raise InvalidArgument(
+                "epoch_length", f"must be 'identities' or 'images', got {epoch_length!r}"
             )
-        if num_instances < 1 or batch_size < 1 or batch_size % num_instances != 0:
-            raise ValueError(
-                f"NaiveIdentitySampler: batch size ({batch_size}, SOLVER.IMS_PER_BATCH) must be a positive multiple "
-                f"of the images per identity ({num_instances}, DATALOADER.NUM_INSTANCE)"
-            )
-        self.num_instances = num_instances
-        self.num_pids_per_batch = batch_size // num_instances
-        if self.num_pids_per_batch % world_size != 0:
-            raise ValueError(
-                f"NaiveIdentitySampler: P = {self.num_pids_per_batch} identities per batch (SOLVER.IMS_PER_BATCH "
-                f"{batch_size} / DATALOADER.NUM_INSTANCE {num_instances}) must be divisible by the world size "
-                f"{world_size}, so that every rank gets whole identities"
-            )
+        if len(pids) == 0:
+            raise ValueError("NaiveIdentitySampler: the training set is empty")
+        self._check_batch_shape(batch_size, num_instance, world_size)
+        self.num_instance = num_instance
+        self.num_pids_per_batch = batch_size // num_instance
         self.pids_per_rank = self.num_pids_per_batch // world_size
-        self.batch_size = self.pids_per_rank * num_instances
+        self.batch_size = self.pids_per_rank * num_instance
 
         index_by_pid: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
@@ -96,35 +96,55 @@ class NaiveIdentitySampler(TrainSampler):
         self._indices = [np.asarray(index_by_pid[pid], dtype=np.int64) for pid in self.pids]
         if len(self.pids) < self.num_pids_per_batch:
             raise ValueError(
-                f"NaiveIdentitySampler: a batch needs P = {self.num_pids_per_batch} distinct identities but the "
-                f"training set has only {len(self.pids)}; lower SOLVER.IMS_PER_BATCH or raise DATALOADER.NUM_INSTANCE"
+                f"NaiveIdentitySampler: a batch needs P = {self.num_pids_per_batch} distinct "
+                f"identities but the training set has only {len(self.pids)}; lower "
+                f"SOLVER.IMS_PER_BATCH or raise DATALOADER.NUM_INSTANCE"
             )
         self.batches_per_pass = math.ceil(len(self.pids) / self.num_pids_per_batch)
         self.num_batches = self.batches_per_pass
         if epoch_length == "images":
             self.num_batches = max(self.batches_per_pass, math.ceil(len(pids) / batch_size))
 
+    @staticmethod
+    def _check_batch_shape(batch_size: int, num_instance: int, world_size: int) -> None:
+        """P x K must fill the batch, and the world size must divide P (whole identities)."""
+        if num_instance < 1 or batch_size < 1 or batch_size % num_instance != 0:
+            raise ValueError(
+                f"NaiveIdentitySampler: batch size ({batch_size}, SOLVER.IMS_PER_BATCH) must be a "
+                f"positive multiple of the images per identity ({num_instance}, "
+                f"DATALOADER.NUM_INSTANCE)"
+            )
+        p = batch_size // num_instance
+        if p % world_size != 0:
+            raise ValueError(
+                f"NaiveIdentitySampler: P = {p} identities per batch (SOLVER.IMS_PER_BATCH "
+                f"{batch_size} / DATALOADER.NUM_INSTANCE {num_instance}) must be divisible by the "
+                f"world size {world_size}, so that every rank gets whole identities"
+            )
+
     @classmethod
     def from_config(
         cls, cfg: CfgNode, records: Sequence[Any], rank: int, world_size: int, seed: int
-    ) -> NaiveIdentitySampler:
-        if len(records) == 0:
-            raise ValueError("NaiveIdentitySampler: the training set is empty")
-        return cls(
-            [r.pid for r in records],
-            batch_size=cfg.SOLVER.IMS_PER_BATCH,
-            num_instances=cfg.DATALOADER.NUM_INSTANCE,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            epoch_length=cfg.DATALOADER.EPOCH_LENGTH,
-        )
+    ) -> ConfigArgs:
+        """Arguments from DATALOADER.NUM_INSTANCE / EPOCH_LENGTH and SOLVER.IMS_PER_BATCH.
+
+        Args:
+            cfg: The whole config.
+            records: The training records (objects with a ``pid``).
+            rank: The process the sampler serves.
+            world_size: The number of training processes.
+            seed: Seed of the order.
+        """
+        args = cls.config_block.arguments(cfg)
+        args.set("pids", [r.pid for r in records])
+        args.set("batch_size", cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
+        return args.set("seed", seed).set("rank", rank).set("world_size", world_size)
 
     def __len__(self) -> int:
         return self.num_batches * self.batch_size
 
     def _draw(self, rng: np.random.Generator, indices: np.ndarray) -> np.ndarray:
-        k = self.num_instances
+        k = self.num_instance
         if len(indices) >= k:
             return rng.choice(indices, size=k, replace=False)
         extra = rng.choice(indices, size=k - len(indices), replace=True)

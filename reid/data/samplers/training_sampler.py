@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from yacs.config import CfgNode
 
+from reid.config.schema import ConfigArgs, configurable
+
 from .base import TrainSampler
 from .build import SAMPLER_REGISTRY
 
@@ -19,9 +21,17 @@ class TrainingSampler(TrainSampler):
 
     When the dataset size is not a multiple of ``world_size`` the permutation is extended with its
     own first indices so that every rank yields ``ceil(size / world_size)`` indices. The loader
-    should batch with ``self.batch_size`` (= batch_size / world_size) and drop the last partial batch.
+    batches with ``self.batch_size`` (= batch_size / world_size) and drops the last partial batch.
+
+    Args:
+        size: The number of training images.
+        batch_size: Images per global batch (SOLVER.IMS_PER_BATCH); a multiple of the world size.
+        seed: Seed of the order.
+        rank: The process this sampler serves.
+        world_size: The number of training processes.
     """
 
+    @configurable
     def __init__(
         self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
     ) -> None:
@@ -30,8 +40,8 @@ class TrainingSampler(TrainSampler):
             raise ValueError(f"TrainingSampler: the training set is empty (size {size})")
         if batch_size < 1 or batch_size % world_size != 0:
             raise ValueError(
-                f"TrainingSampler: the batch size ({batch_size}, SOLVER.IMS_PER_BATCH) must be a positive multiple "
-                f"of the world size {world_size}"
+                f"TrainingSampler: the batch size ({batch_size}, SOLVER.IMS_PER_BATCH) must be a "
+                f"positive multiple of the world size {world_size}"
             )
         self.size = size
         self.batch_size = batch_size // world_size
@@ -40,14 +50,19 @@ class TrainingSampler(TrainSampler):
     @classmethod
     def from_config(
         cls, cfg: CfgNode, records: Sequence[Any], rank: int, world_size: int, seed: int
-    ) -> TrainingSampler:
-        return cls(
-            len(records),
-            batch_size=cfg.SOLVER.IMS_PER_BATCH,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-        )
+    ) -> ConfigArgs:
+        """Arguments from SOLVER.IMS_PER_BATCH and the number of ``records``.
+
+        Args:
+            cfg: The whole config.
+            records: The training records.
+            rank: The process the sampler serves.
+            world_size: The number of training processes.
+            seed: Seed of the order.
+        """
+        args = ConfigArgs().set("size", len(records))
+        args.set("batch_size", cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
+        return args.set("seed", seed).set("rank", rank).set("world_size", world_size)
 
     def __len__(self) -> int:
         return self.num_samples

@@ -1,5 +1,5 @@
-"""Train and test image transforms built from INPUT.*."""
+"""Train and test image transforms, from plain arguments or INPUT.*."""
 
-from .build import build_transforms
+from .build import EvalTransform, TrainTransform, build_transforms
 
-__all__ = ["build_transforms"]
+__all__ = ["EvalTransform", "TrainTransform", "build_transforms"]

@@ -1,9 +1,10 @@
-"""ImageNet weights for the backbones: finding the published files, loading them, reporting the keys.
+"""ImageNet weights for the backbones: finding the published files, loading them, reporting keys.
 
-MODEL.BACKBONE.PRETRAIN_PATH names a local file; when it is empty, the published file (torchvision's
-ResNet weights, or IBN-Net's ``resnet*_ibn_a`` weights with WITH_IBN) is looked up by its official
-name in the torch hub cache, ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``),
-and downloaded there when the network allows it.
+Functions of paths and names only. A backbone loads a local file (MODEL.BACKBONE.PRETRAIN_PATH)
+or, without one, the published file (torchvision's ResNet weights, or IBN-Net's
+``resnet*_ibn_a`` weights), looked up by its official name in the torch hub cache,
+``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``), and downloaded there when
+the network allows it.
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import urllib.error
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 
 import torch
 import torchvision.models as tvm
 from torch import nn
 
+from reid.utils.checkpoint import LoadReport, WeightsMismatchError, load_state_strict
+
 logger = logging.getLogger(__name__)
 
 _IBN_RELEASE = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/"
 
-# (depth, with_ibn) -> published file URLs; the first is downloaded, any of them is used when cached
-# (older torchvision releases published the same ImageNet weights under other names).
+# (depth, with_ibn) -> published file URLs; the first is downloaded, any of them is used when
+# cached (older torchvision releases published the same ImageNet weights under other names).
 PUBLISHED_WEIGHTS: dict[tuple[int, bool], list[str]] = {
     (18, False): [
         tvm.ResNet18_Weights.IMAGENET1K_V1.url,
@@ -49,49 +51,50 @@ PUBLISHED_WEIGHTS: dict[tuple[int, bool], list[str]] = {
     (101, True): [_IBN_RELEASE + "resnet101_ibn_a-59ea0ac6.pth"],
 }
 
-# Keys of the ImageNet classifier: dropped (and reported) when their shape does not fit.
+# Keys of the ImageNet classifier, which a backbone does not have: ignored (and reported).
 CLASSIFIER_PREFIXES = ("fc.",)
 
 
-@dataclass
-class LoadReport:
-    """What loading a weight file into a model did."""
-
-    path: str
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        lines = [f"loaded {len(self.loaded)} tensors from {self.path}"]
-        for title, keys in (
-            ("missing in the file (left as initialised)", self.missing),
-            ("unexpected in the file (ignored)", self.unexpected),
-            ("classifier keys with another shape (ignored)", self.skipped),
-        ):
-            if keys:
-                lines.append(f"{len(keys)} {title}: {', '.join(keys)}")
-        return "\n".join(lines)
-
-
 def hub_checkpoint_dir() -> str:
+    """``torch.hub.get_dir()/checkpoints``, where published weights are cached."""
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
 def published_urls(depth: int, with_ibn: bool) -> list[str]:
+    """The URLs of the published ImageNet weights of a ResNet, the one to download first.
+
+    Raises:
+        ValueError: None are known for this depth and IBN setting.
+
+    >>> [url.rsplit("/", 1)[1] for url in published_urls(50, True)]
+    ['resnet50_ibn_a-d9d0bb7b.pth']
+    """
     key = (depth, with_ibn)
     if key not in PUBLISHED_WEIGHTS:
         known = ", ".join(f"depth {d}{' IBN' if i else ''}" for d, i in sorted(PUBLISHED_WEIGHTS))
+        ibn = " with IBN" if with_ibn else ""
         raise ValueError(
-            f"no published ImageNet weights for ResNet depth {depth}{' with IBN' if with_ibn else ''}; "
-            f"known: {known}. Set MODEL.BACKBONE.PRETRAIN_PATH to a local file or MODEL.BACKBONE.PRETRAIN False"
+            f"no published ImageNet weights for ResNet depth {depth}{ibn}; known: {known}. Set "
+            f"MODEL.BACKBONE.PRETRAIN_PATH to a local file or MODEL.BACKBONE.PRETRAIN False"
         )
     return PUBLISHED_WEIGHTS[key]
 
 
 def find_published_file(depth: int, with_ibn: bool, download: bool = True) -> str:
-    """The cached published file for this ResNet, downloaded into the hub cache when missing."""
+    """The cached published weight file of a ResNet, downloaded into the hub cache when missing.
+
+    Args:
+        depth: 18, 34, 50 or 101.
+        with_ibn: IBN-Net's IBN-a weights instead of torchvision's.
+        download: Download the file when it is not cached.
+
+    Returns:
+        The path of the file.
+
+    Raises:
+        FileNotFoundError: Not cached and ``download`` is False.
+        RuntimeError: The download failed; the message says where to put the file by hand.
+    """
     urls = published_urls(depth, with_ibn)
     directory = hub_checkpoint_dir()
     for url in urls:
@@ -103,7 +106,8 @@ def find_published_file(depth: int, with_ibn: bool, download: bool = True) -> st
     target = os.path.join(directory, name)
     advice = (
         f"download {url} and put it at {target} (the torch hub cache; TORCH_HOME moves it), "
-        f"or set MODEL.BACKBONE.PRETRAIN_PATH to a local copy, or MODEL.BACKBONE.PRETRAIN False to start from scratch"
+        f"or set MODEL.BACKBONE.PRETRAIN_PATH to a local copy, or MODEL.BACKBONE.PRETRAIN False "
+        f"to start from scratch"
     )
     if not download:
         raise FileNotFoundError(f"ImageNet weights {name} not found in {directory}: {advice}")
@@ -122,7 +126,15 @@ def find_published_file(depth: int, with_ibn: bool, download: bool = True) -> st
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors (``weights_only`` loading), unwrapped from ``state_dict``/``model`` and without ``module.`` prefixes."""
+    """A checkpoint's tensors, loaded with ``weights_only=True``.
+
+    The tensors are unwrapped from ``state_dict`` / ``model`` entries and stripped of ``module.``
+    prefixes (DataParallel / DistributedDataParallel checkpoints).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file is not a weight file or holds no state dict.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weight file not found: {path}")
     try:
@@ -135,12 +147,14 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         inner = [k for k in ("state_dict", "model") if isinstance(data.get(k), Mapping)]
         if not inner:
             raise ValueError(
-                f"{path}: holds no tensors at its top level nor under 'state_dict' or 'model' (keys: {list(data)[:10]})"
+                f"{path}: holds no tensors at its top level nor under 'state_dict' or 'model' "
+                f"(keys: {list(data)[:10]})"
             )
         data = data[inner[0]]
     if not isinstance(data, Mapping):
         raise ValueError(
-            f"{path}: expected a state dict (a mapping of names to tensors), got {type(data).__name__}"
+            f"{path}: expected a state dict (a mapping of names to tensors), "
+            f"got {type(data).__name__}"
         )
     state: dict[str, torch.Tensor] = {}
     for key, value in data.items():
@@ -152,30 +166,32 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_pretrained(model: nn.Module, path: str) -> LoadReport:
-    """Load ``path`` into ``model`` by name, non-strictly, and log a report of the keys.
+def load_pretrained(model: nn.Module, path: str, new_modules: Sequence[str] = ()) -> LoadReport:
+    """Load ImageNet weights into a backbone, strictly (see :func:`load_state_strict`).
 
-    A tensor whose shape differs from the model's is an error, except for the ImageNet classifier
-    (``fc.*``), which is skipped.
+    Args:
+        model: The backbone.
+        path: The weight file (see :func:`read_state_dict`).
+        new_modules: Key prefixes of modules the ImageNet network does not have (non-local or SE
+            blocks), left as initialised. The file's ImageNet classifier (``fc.*``) is ignored.
+
+    Returns:
+        What was loaded, left as initialised and ignored.
+
+    Raises:
+        WeightsMismatchError: The file does not fit the backbone; the message names the file and
+            the keys, and asks whether the depth and IBN setting are those of the weights.
     """
-    state = read_state_dict(path)
-    own = model.state_dict()
-    report = LoadReport(path=path)
-    usable: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key in own and own[key].shape != value.shape:
-            if key.startswith(CLASSIFIER_PREFIXES):
-                report.skipped.append(key)
-                continue
-            raise ValueError(
-                f"{path}: '{key}' has shape {tuple(value.shape)} in the file but {tuple(own[key].shape)} in the model "
-                f"(is MODEL.BACKBONE.DEPTH / WITH_IBN the one these weights were trained with?)"
-            )
-        usable[key] = value
-    result = model.load_state_dict(usable, strict=False)
-    report.missing = list(result.missing_keys)
-    report.unexpected = list(result.unexpected_keys)
-    unexpected = set(report.unexpected)
-    report.loaded = [k for k in usable if k not in unexpected]
-    logger.info("pretrained weights: %s", report.summary())
-    return report
+    try:
+        return load_state_strict(
+            model,
+            read_state_dict(path),
+            source=path,
+            reinit_identities=False,
+            new_modules=new_modules,
+            foreign_keys=CLASSIFIER_PREFIXES,
+        )
+    except WeightsMismatchError as e:
+        raise WeightsMismatchError(
+            f"{e}\n(are MODEL.BACKBONE.DEPTH and WITH_IBN those these weights were trained with?)"
+        ) from None

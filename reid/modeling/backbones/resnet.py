@@ -1,42 +1,41 @@
 """ResNet 18/34/50/101 for re-identification, on torchvision's residual blocks.
 
-Options (MODEL.BACKBONE): LAST_STRIDE (stride of layer4), NORM (BN / syncBN / FrozenBN / GN),
-WITH_IBN (IBN-a: instance norm on half the channels of the first norm of every block of
-layer1-layer3), WITH_SE (squeeze-and-excitation before each residual sum), WITH_NL (non-local
-blocks after the last blocks of layer2 and layer3, fastreid's placement). Module names are
-torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ...) and, for the IBN blocks, IBN-Net's
-(``layer1.0.bn1.IN``, ``layer1.0.bn1.BN``), so both published weight layouts load by name.
-The classifier (``fc``) is left out: the output is the layer4 feature map.
+Options: the stride of layer4, the norm (BN / syncBN / FrozenBN / GN), IBN-a (instance norm on
+half the channels of the first norm of every block of layer1-layer3), squeeze-and-excitation
+before each residual sum, non-local blocks after the last blocks of layer2 and layer3 (fastreid's
+placement), ImageNet weights (see ``pretrained``). Module names are torchvision's (``conv1``,
+``bn1``, ``layer1.0.conv1``, ...) and, for the IBN blocks, IBN-Net's (``layer1.0.bn1.IN``,
+``layer1.0.bn1.BN``), so both published weight layouts load by name. The classifier (``fc``) is
+left out: the output is the layer4 feature map.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 import torchvision.models.resnet as tv_resnet
 from torch import nn
 from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, Key
+from reid.config.schema import ConfigArgs, ConfigBlock, InvalidArgument, Key, configurable
 from reid.modeling.layers import IBN, NonLocalBlock, SELayer, get_norm
 
-from .build import BACKBONE_REGISTRY
+from .build import BACKBONE_CONFIG, BACKBONE_REGISTRY
 from .pretrained import find_published_file, load_pretrained
+
+logger = logging.getLogger(__name__)
 
 RESNET_CONFIG = ConfigBlock(
     "MODEL.BACKBONE",
-    ("ResNet backbones (build_resnet_backbone): depth, last stride, IBN-a, SE, non-local."),
+    "ResNet backbones (build_resnet_backbone): depth, last stride, IBN-a, SE, non-local.",
     {
         "DEPTH": Key(
             "50x",
-            (
-                'ResNet depth, "18x" / "34x" / "50x" / "101x" (fastreid spelling; plain 50 is'
-                " accepted too)."
-            ),
+            'ResNet depth: "18x", "34x", "50x" or "101x" (fastreid\'s spelling; 50 works too).',
         ),
         "LAST_STRIDE": Key(
             1,
@@ -68,12 +67,12 @@ RESNET_CONFIG = ConfigBlock(
 
 
 class _ReIDBlock:
-    """What the ReID blocks add to torchvision's: an IBN-a first norm, squeeze-and-excitation on the
-    residual branch, and changing the block's stride in place (the stride lives on ``strided_conv``)."""
+    """What the ReID blocks add to torchvision's: an IBN-a first norm, squeeze-and-excitation on
+    the residual branch, and changing the block's stride in place (on ``strided_conv``)."""
 
     strided_conv: str
     bn1: nn.Module
-    downsample: nn.Module | None
+    downsample: nn.Sequential | None
     relu: nn.Module
     expansion: int
 
@@ -86,7 +85,9 @@ class _ReIDBlock:
         """Change the block's spatial stride in place (same parameters)."""
         getattr(self, self.strided_conv).stride = (stride, stride)
         if self.downsample is not None:
-            self.downsample[0].stride = (stride, stride)
+            conv = self.downsample[0]
+            assert isinstance(conv, nn.Conv2d)  # conv1x1, then the norm
+            conv.stride = (stride, stride)
         self.stride = stride
 
     def _merge(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +98,17 @@ class _ReIDBlock:
 
 
 class BasicBlock(_ReIDBlock, tv_resnet.BasicBlock):
-    """torchvision's BasicBlock with optional IBN-a first norm and squeeze-and-excitation."""
+    """torchvision's BasicBlock with optional IBN-a first norm and squeeze-and-excitation.
+
+    Args:
+        inplanes: Input channels.
+        planes: Output channels (``planes * expansion``, expansion 1).
+        stride: The stride of the first conv.
+        downsample: The shortcut's projection, when the shape changes.
+        norm: The norm layers (see :func:`reid.modeling.layers.get_norm`).
+        ibn: IBN-a as the first norm.
+        se: Squeeze-and-excitation before the residual sum.
+    """
 
     strided_conv = "conv1"
 
@@ -122,7 +133,10 @@ class BasicBlock(_ReIDBlock, tv_resnet.BasicBlock):
 
 
 class Bottleneck(_ReIDBlock, tv_resnet.Bottleneck):
-    """torchvision's Bottleneck (stride on the 3x3 conv) with optional IBN-a first norm and SE."""
+    """torchvision's Bottleneck (stride on the 3x3 conv) with optional IBN-a first norm and SE.
+
+    Args: as :class:`BasicBlock`; the output has ``planes * 4`` channels.
+    """
 
     strided_conv = "conv2"
 
@@ -147,7 +161,7 @@ class Bottleneck(_ReIDBlock, tv_resnet.Bottleneck):
         return self._merge(self.bn3(self.conv3(out)), x)
 
 
-Block = Union[type[BasicBlock], type[Bottleneck]]
+Block = type[BasicBlock] | type[Bottleneck]
 
 # depth -> (block, blocks per stage)
 RESNET_SPECS: dict[int, tuple[Block, tuple[int, int, int, int]]] = {
@@ -171,33 +185,62 @@ IBN_STAGES = (True, True, True, False)
 
 
 def parse_depth(depth: str | int) -> int:
-    """``"50x"`` (fastreid's spelling), ``"50"`` or ``50`` -> 50."""
+    """The ResNet depth from fastreid's spelling ("50x"), "50" or 50.
+
+    Raises:
+        InvalidArgument: Not one of the depths of ``RESNET_SPECS``.
+
+    >>> parse_depth("50x"), parse_depth("101"), parse_depth(18)
+    (50, 101, 18)
+    """
     text = str(depth).strip().lower().rstrip("x")
     if not text.isdigit() or int(text) not in RESNET_SPECS:
         valid = ", ".join(f"'{d}x'" for d in RESNET_SPECS)
-        raise ValueError(f"MODEL.BACKBONE.DEPTH must be one of {valid}, got {depth!r}")
+        raise InvalidArgument("depth", f"must be one of {valid}, got {depth!r}")
     return int(text)
 
 
 class ResNet(nn.Module):
-    """A ResNet trunk returning the layer4 feature map (stride 32, or 16 with last_stride 1)."""
+    """A ResNet trunk returning the layer4 feature map (stride 32, or 16 with last stride 1).
 
+    Args:
+        depth: 18, 34, 50 or 101 (or fastreid's "50x").
+        last_stride: The stride of layer4: 1 (the ReID choice) or 2 (ImageNet's).
+        norm: The norm layers (see :func:`reid.modeling.layers.get_norm`).
+        with_ibn: IBN-a in layer1-layer3.
+        with_se: Squeeze-and-excitation (reduction 16) in every block.
+        with_nl: Non-local blocks after the last blocks of layer2 and layer3.
+        pretrain: Load ImageNet weights after building (False by default here; the config's
+            MODEL.BACKBONE.PRETRAIN defaults to True, as fastreid's).
+        pretrain_path: The weight file to load; "" = the published file for this depth and IBN
+            setting (see :func:`find_published_file`).
+    """
+
+    config_block = RESNET_CONFIG
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
+    @configurable
     def __init__(
         self,
-        depth: int,
+        depth: int | str,
         last_stride: int = 1,
         norm: str = "BN",
         with_ibn: bool = False,
         with_se: bool = False,
         with_nl: bool = False,
+        pretrain: bool = False,
+        pretrain_path: str = "",
     ) -> None:
         super().__init__()
-        if depth not in RESNET_SPECS:
-            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_SPECS)}, got {depth}")
+        self.depth = parse_depth(depth)
         if last_stride not in (1, 2):
-            raise ValueError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2, got {last_stride}")
-        block, blocks = RESNET_SPECS[depth]
-        self.depth = depth
+            raise InvalidArgument("last_stride", f"must be 1 or 2, got {last_stride}")
+        if pretrain and pretrain_path and not os.path.isfile(pretrain_path):
+            raise InvalidArgument("pretrain_path", f"is not a file: {pretrain_path}")
+        block, blocks = RESNET_SPECS[self.depth]
         self.norm = norm
         self.with_se = with_se
         self.inplanes = 64
@@ -212,21 +255,21 @@ class ResNet(nn.Module):
                 self._make_layer(block, planes, n, stride, with_ibn and IBN_STAGES[i]),
             )
         self.out_channels = 512 * block.expansion
-        # Non-local blocks: NL_<stage>[str(block index)] runs after that block of layer<stage>.
-        self.nl_after: dict[int, list[int]] = {}
-        if with_nl:
-            for stage, count in enumerate(NL_PER_STAGE[depth], start=1):
-                if count == 0:
-                    continue
-                layer = getattr(self, f"layer{stage}")
-                positions = list(range(len(layer) - count, len(layer)))
-                channels = 64 * 2 ** (stage - 1) * block.expansion
-                self.add_module(
-                    f"NL_{stage}",
-                    nn.ModuleDict({str(p): NonLocalBlock(channels, norm) for p in positions}),
-                )
-                self.nl_after[stage] = positions
+        self.nl_after = self._add_non_local_blocks(block) if with_nl else {}
         self._init_weights()
+        if pretrain:
+            path = pretrain_path or find_published_file(self.depth, with_ibn)
+            load_pretrained(self, path, new_modules=self.added_module_prefixes())
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> ConfigArgs:
+        """The arguments from MODEL.BACKBONE (its ResNet keys, NORM and the PRETRAIN keys).
+
+        Args:
+            cfg: The whole config.
+        """
+        args = RESNET_CONFIG.arguments(cfg)
+        return args.update_from(BACKBONE_CONFIG.arguments(cfg, skip=("NAME", "FEAT_DIM")))
 
     def _make_layer(
         self, block: Block, planes: int, blocks: int, stride: int, ibn: bool
@@ -249,15 +292,44 @@ class ResNet(nn.Module):
         ]
         return nn.Sequential(*layers)
 
+    def _add_non_local_blocks(self, block: Block) -> dict[int, list[int]]:
+        """Add ``NL_<stage>``: ``NL_<stage>[str(i)]`` runs after block i of layer<stage>.
+
+        Returns:
+            Stage -> the indices of the blocks followed by a non-local block.
+        """
+        nl_after: dict[int, list[int]] = {}
+        for stage, (layer, count) in enumerate(zip(self.stages(), NL_PER_STAGE[self.depth]), 1):
+            if count == 0:
+                continue
+            positions = list(range(len(layer) - count, len(layer)))
+            channels = 64 * 2 ** (stage - 1) * block.expansion
+            self.add_module(
+                f"NL_{stage}",
+                nn.ModuleDict({str(p): NonLocalBlock(channels, self.norm) for p in positions}),
+            )
+            nl_after[stage] = positions
+        return nl_after
+
+    def added_module_prefixes(self) -> list[str]:
+        """Key prefixes of the modules an ImageNet ResNet does not have (non-local, SE)."""
+        prefixes = [f"NL_{stage}." for stage in self.nl_after]
+        if self.with_se:
+            stages = enumerate(self.stages(), 1)
+            prefixes += [f"layer{s}.{i}.se." for s, layer in stages for i in range(len(layer))]
+        return prefixes
+
     def _init_weights(self) -> None:
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def stages(self) -> Sequence[nn.Sequential]:
+        """layer1..layer4."""
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N x 3 x H x W normalised images -> the N x ``out_channels`` x h x w layer4 map."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for stage, layer in enumerate(self.stages(), start=1):
             if stage not in self.nl_after:
@@ -271,24 +343,27 @@ class ResNet(nn.Module):
         return x
 
 
+def set_stage_stride(stage: nn.Sequential, stride: int) -> None:
+    """Change the stride of a ResNet stage (that of its first block) in place, same parameters.
+
+    Args:
+        stage: A stage of :class:`ResNet` (``layer1`` .. ``layer4``) or a copy of one.
+        stride: The new stride.
+    """
+    first = stage[0]
+    if not isinstance(first, _ReIDBlock):
+        raise TypeError(f"expected a stage of reid's ResNet, whose first block is {first!r}")
+    first.set_stride(stride)
+
+
 @BACKBONE_REGISTRY.register(config_block=RESNET_CONFIG)
 def build_resnet_backbone(cfg: CfgNode) -> ResNet:
-    bb = cfg.MODEL.BACKBONE
-    depth = parse_depth(bb.DEPTH)
-    model = ResNet(
-        depth,
-        last_stride=bb.LAST_STRIDE,
-        norm=bb.NORM,
-        with_ibn=bb.WITH_IBN,
-        with_se=bb.WITH_SE,
-        with_nl=bb.WITH_NL,
-    )
-    if bb.PRETRAIN:
-        if bb.PRETRAIN_PATH:
-            path = bb.PRETRAIN_PATH
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"MODEL.BACKBONE.PRETRAIN_PATH: no such file: {path}")
-        else:
-            path = find_published_file(depth, bb.WITH_IBN)
-        load_pretrained(model, path)
-    return model
+    """The ResNet of MODEL.BACKBONE (see :class:`ResNet`), with its ImageNet weights if PRETRAIN.
+
+    Args:
+        cfg: The whole config.
+
+    Returns:
+        The backbone.
+    """
+    return ResNet(cfg)

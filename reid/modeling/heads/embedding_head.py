@@ -1,71 +1,88 @@
-"""The bag-of-tricks embedding head (fastreid's EmbeddingHead): pooling, optional reduction, BN neck, classifier."""
+"""The bag-of-tricks embedding head (fastreid's EmbeddingHead)."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
-from yacs.config import CfgNode
 
-from reid.modeling.layers import build_pooling, get_norm
-from reid.modeling.layers.classifiers import build_classifier
+from reid.config.schema import InvalidArgument, configurable
+from reid.modeling.layers import ClassifierFactory, get_norm
+from reid.modeling.layers.classifiers import Linear
 
+from .base import ReidHead, check_embedding_dim, reduction_layer
 from .build import HEAD_REGISTRY
 
+logger = logging.getLogger(__name__)
 
-def reduction_layer(in_channels: int, out_channels: int) -> nn.Conv2d:
-    """A bias-free 1x1 convolution (a linear map on N x C x 1 x 1 pooled features), Kaiming-initialised."""
-    conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    return conv
+NECK_FEATS = ("before", "after")
 
 
 @HEAD_REGISTRY.register()
-class EmbeddingHead(nn.Module):
-    """pool -> [1x1 reduction to EMBEDDING_DIM] -> [BN neck, bias frozen] -> classifier.
+class EmbeddingHead(ReidHead):
+    """pool -> [1x1 reduction to ``embedding_dim``] -> [BN neck, bias frozen] -> classifier.
 
-    fastreid's meaning of MODEL.HEADS.NECK_FEAT: it picks the training output ``features`` (what
-    metric losses read by default): the pooled (and reduced) feature "before" the neck, or the
-    neck's output "after" it. ``neck_features`` is always the neck's output (the classifier's
-    input), and the classifier adds ``logits``, ``pred_logits``, ``cls_weight``. Test feature (eval
-    mode): the neck's output, as in the bag of tricks and fastreid (the pooled feature itself when
-    WITH_BNNECK is off); not normalised (the evaluator's metric decides).
+    Training outputs: ``features`` (what metric losses read by default) is the pooled (and
+    reduced) feature when ``neck_feat`` is "before", the neck's output when "after" (fastreid's
+    meaning of MODEL.HEADS.NECK_FEAT); ``neck_features`` is always the neck's output, the
+    classifier's input; the classifier adds ``logits`` and ``cls_weight``. Test feature (eval
+    mode): the neck's output, as in the bag of tricks and fastreid (the pooled feature itself
+    without a neck); not normalised (the evaluator's metric decides).
+
+    Args:
+        in_channels: The channels of the backbone's feature map.
+        num_classes: The number of training identities.
+        pooling: The global pooling module; default global average pooling.
+        embedding_dim: The reduction layer's output size; 0 = no reduction layer.
+        with_bnneck: Put a BN neck (norm with a frozen bias) before the classifier.
+        neck_feat: "before" or "after": which feature the ``features`` output is.
+        norm: The neck's norm (see :func:`reid.modeling.layers.get_norm`).
+        classifier: Builds the classifier from (feature dim, num_classes), e.g.
+            ``functools.partial(CosFace, scale=30.0, margin=0.35)``.
     """
 
-    def __init__(self, cfg: CfgNode, in_channels: int) -> None:
-        super().__init__()
-        heads = cfg.MODEL.HEADS
-        if heads.NECK_FEAT not in ("before", "after"):
-            raise ValueError(
-                f"MODEL.HEADS.NECK_FEAT must be 'before' or 'after', got {heads.NECK_FEAT!r}"
-            )
-        if heads.EMBEDDING_DIM < 0:
-            raise ValueError(
-                f"MODEL.HEADS.EMBEDDING_DIM must be >= 0 (0 = no reduction layer), got {heads.EMBEDDING_DIM}"
-            )
-        self.neck_feat = heads.NECK_FEAT
-        self.pool_layer = build_pooling(heads.POOL_LAYER, p=heads.GEM_P)
+    @configurable
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        pooling: nn.Module | None = None,
+        embedding_dim: int = 0,
+        with_bnneck: bool = True,
+        neck_feat: str = "before",
+        norm: str = "BN",
+        classifier: ClassifierFactory = Linear,
+    ) -> None:
+        if neck_feat not in NECK_FEATS:
+            raise InvalidArgument("neck_feat", f"must be 'before' or 'after', got {neck_feat!r}")
+        embedding_dim = check_embedding_dim(embedding_dim, "no reduction layer")
+        super().__init__(in_channels, pooling)
+        self.neck_feat = neck_feat
         dim = in_channels
         self.reduction: nn.Module = nn.Identity()
-        if heads.EMBEDDING_DIM > 0:
-            self.reduction = reduction_layer(in_channels, heads.EMBEDDING_DIM)
-            dim = heads.EMBEDDING_DIM
-        self.bottleneck = (
-            get_norm(heads.NORM, dim, bias_freeze=True) if heads.WITH_BNNECK else nn.Identity()
-        )
-        self.classifier = build_classifier(cfg, dim, heads.NUM_CLASSES)
+        if embedding_dim > 0:
+            self.reduction = reduction_layer(in_channels, embedding_dim)
+            dim = embedding_dim
+        self.bottleneck = get_norm(norm, dim, bias_freeze=True) if with_bnneck else nn.Identity()
+        self.classifier = classifier(dim, num_classes)
         self.out_dim = dim
 
     def forward(
         self, features: torch.Tensor, targets: torch.Tensor | None = None
     ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The training outputs dict, or in eval mode the test feature (B x ``out_dim``).
+
+        Args:
+            features: The backbone's N x C x H x W feature map.
+            targets: The identity labels (margin classifiers use them in training).
+        """
         embedding = self.reduction(self.pool_layer(features))
         neck = self.bottleneck(embedding).flatten(1)
-        embedding = embedding.flatten(1)
         if not self.training:
             return neck
-        outputs = {
-            "features": embedding if self.neck_feat == "before" else neck,
-            "neck_features": neck,
-        }
-        outputs.update(self.classifier(neck, targets))
-        return outputs
+        embedding = embedding.flatten(1)
+        return self.training_outputs(
+            embedding if self.neck_feat == "before" else neck, neck, targets
+        )

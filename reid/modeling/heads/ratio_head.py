@@ -1,56 +1,77 @@
-"""The ratio-loss paper's head (Yang et al. 2020): GAP -> BN -> FC -> BN -> L2 normalisation -> cosine classifier."""
+"""The ratio-loss paper's head (Yang et al. 2020): GAP -> BN -> FC -> BN -> L2 -> classifier."""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from yacs.config import CfgNode
 
-from reid.modeling.layers import build_pooling, get_norm
-from reid.modeling.layers.classifiers import build_classifier
+from reid.config.schema import configurable
+from reid.modeling.layers import ClassifierFactory, get_norm
+from reid.modeling.layers.classifiers import Linear
 
+from .base import ReidHead, check_embedding_dim, reduction_layer
 from .build import HEAD_REGISTRY
-from .embedding_head import reduction_layer
 
-# The feature size of the paper's FC layer, used when MODEL.HEADS.EMBEDDING_DIM is 0.
+logger = logging.getLogger(__name__)
+
+# The feature size of the paper's FC layer, used when the embedding dim is 0.
 RATIO_HEAD_DIM = 1024
 
 
 @HEAD_REGISTRY.register()
-class RatioHead(nn.Module):
-    """pool (MODEL.HEADS.POOL_LAYER, GAP in the paper) -> BN -> FC to EMBEDDING_DIM (0 = 1024) -> BN -> L2 norm.
+class RatioHead(ReidHead):
+    """pool (GAP in the paper) -> BN -> FC to ``embedding_dim`` -> BN -> L2 normalisation.
 
-    The classifier is MODEL.HEADS.CLS_LAYER ("NSL", the cosine classifier, in the paper). Training
+    The paper's classifier is NSL, the cosine classifier (MODEL.HEADS.CLS_LAYER "NSL"). Training
     outputs: ``features`` (the embedding before L2 normalisation), ``neck_features`` (the
-    L2-normalised embedding, the classifier's input), ``logits``, ``pred_logits``, ``cls_weight``.
-    Test feature: the L2-normalised embedding (unit norm, EMBEDDING_DIM-d). The FC layer has no
-    bias: the BN after it would cancel one.
+    L2-normalised embedding, the classifier's input), ``logits``, ``cls_weight``. Test feature:
+    the L2-normalised embedding. The FC layer has no bias: the BN after it would cancel one.
+
+    Args:
+        in_channels: The channels of the backbone's feature map.
+        num_classes: The number of training identities.
+        pooling: The global pooling module; default global average pooling.
+        embedding_dim: The FC layer's output size; 0 = the paper's 1024.
+        norm: The two norms (see :func:`reid.modeling.layers.get_norm`).
+        classifier: Builds the classifier from (feature dim, num_classes).
     """
 
-    def __init__(self, cfg: CfgNode, in_channels: int) -> None:
-        super().__init__()
-        heads = cfg.MODEL.HEADS
-        dim = heads.EMBEDDING_DIM or RATIO_HEAD_DIM
-        if dim < 0:
-            raise ValueError(
-                f"MODEL.HEADS.EMBEDDING_DIM must be >= 0 (0 = {RATIO_HEAD_DIM}), got {heads.EMBEDDING_DIM}"
-            )
-        self.pool_layer = build_pooling(heads.POOL_LAYER, p=heads.GEM_P)
-        self.pool_norm = get_norm(heads.NORM, in_channels)
+    ignored_keys = ("WITH_BNNECK", "NECK_FEAT")
+
+    @configurable
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        pooling: nn.Module | None = None,
+        embedding_dim: int = 0,
+        norm: str = "BN",
+        classifier: ClassifierFactory = Linear,
+    ) -> None:
+        dim = check_embedding_dim(embedding_dim, str(RATIO_HEAD_DIM)) or RATIO_HEAD_DIM
+        super().__init__(in_channels, pooling)
+        self.pool_norm = get_norm(norm, in_channels)
         self.reduction = reduction_layer(in_channels, dim)
-        self.embedding_norm = get_norm(heads.NORM, dim)
-        self.classifier = build_classifier(cfg, dim, heads.NUM_CLASSES)
+        self.embedding_norm = get_norm(norm, dim)
+        self.classifier = classifier(dim, num_classes)
         self.out_dim = dim
 
     def forward(
         self, features: torch.Tensor, targets: torch.Tensor | None = None
     ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The training outputs dict, or in eval mode the test feature (unit norm).
+
+        Args:
+            features: The backbone's N x C x H x W feature map.
+            targets: The identity labels (margin classifiers use them in training).
+        """
         pooled = self.pool_norm(self.pool_layer(features))
         embedding = self.embedding_norm(self.reduction(pooled)).flatten(1)
         normalised = F.normalize(embedding, dim=1)
         if not self.training:
             return normalised
-        outputs = {"features": embedding, "neck_features": normalised}
-        outputs.update(self.classifier(normalised, targets))
-        return outputs
+        return self.training_outputs(embedding, normalised, targets)

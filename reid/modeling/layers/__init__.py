@@ -1,5 +1,6 @@
-"""Building blocks of the backbones and heads; classifier layers live in ``classifiers``."""
+"""Building blocks of the backbones and heads: norms, IBN, SE, non-local, pooling, classifiers."""
 
+from .classifiers import CLASSIFIER_REGISTRY, ClassifierFactory, build_classifier
 from .ibn import IBN
 from .non_local import NonLocalBlock
 from .norm import NORM_REGISTRY, FrozenBatchNorm, get_norm
@@ -7,12 +8,15 @@ from .pooling import POOLING_REGISTRY, build_pooling
 from .se import SELayer
 
 __all__ = [
+    "CLASSIFIER_REGISTRY",
     "IBN",
     "NORM_REGISTRY",
     "POOLING_REGISTRY",
+    "ClassifierFactory",
     "FrozenBatchNorm",
     "NonLocalBlock",
     "SELayer",
+    "build_classifier",
     "build_pooling",
     "get_norm",
 ]

@@ -1,26 +1,27 @@
-"""Classifier layers selected by MODEL.HEADS.CLS_LAYER.
+"""Classifier layers of the heads, selected by MODEL.HEADS.CLS_LAYER.
 
-Every classifier returns a dict: ``logits`` (the CE input: margin applied when targets are given in
-training, times the scale), ``pred_logits`` (no margin, scaled) and ``cls_weight`` (the C x D
-weight parameter itself, so losses such as the ratio loss can read it).
+A classifier maps B x D features to a dict of ``logits`` (the CE input: times the scale ``s``,
+with the margin ``m`` on the true class when targets are given in training) and ``cls_weight``
+(the C x D weight parameter itself, which losses such as the ratio loss read).
 
-Registered: ``Linear`` (plain, no margin), ``NSL`` (normalised softmax: s cos), ``CosFace``
+Registered: ``Linear`` (plain, no margin), ``NSL`` (normalised softmax: ``s cos``), ``CosFace``
 (LMCL), ``ArcFace`` and ``Circle`` (class-level circle); fastreid's names ``CosSoftmax``,
-``ArcSoftmax`` and ``CircleSoftmax`` are aliases. MODEL.HEADS.SCALE is s, MODEL.HEADS.MARGIN is m;
-with MODEL.HEADS.LEARN_SCALE the cosine classifiers learn ``log s`` (initialised from SCALE).
+``ArcSoftmax`` and ``CircleSoftmax`` are aliases. The cosine classifiers can learn ``log s``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, Key, declare
+from reid.config.schema import ConfigArgs, ConfigBlock, InvalidArgument, Key, configurable
 from reid.modeling.losses.margin_logits import (
     arcface_margin,
     circle_margin,
@@ -28,51 +29,108 @@ from reid.modeling.losses.margin_logits import (
     cosine_logits,
 )
 from reid.modeling.losses.utils import LogScale
+from reid.structures import OutputKeys
 from reid.utils.registry import Registry, RegistryKeyError
 
-CLASSIFIER_CONFIG = declare(
-    ConfigBlock(
-        "MODEL.HEADS",
-        "The classifier layer of the heads (linear or cosine with a margin).",
-        {
-            "CLS_LAYER": Key(
-                "Linear",
-                (
-                    'Classifier layer: "Linear", "NSL" (cosine), "CosFace", "ArcFace", "Circle" '
-                    '(fastreid\'s "CosSoftmax", "ArcSoftmax", "CircleSoftmax" are accepted).'
-                ),
+logger = logging.getLogger(__name__)
+
+CLASSIFIER_CONFIG = ConfigBlock(
+    "MODEL.HEADS",
+    "The heads' classifier layer: linear, or cosine with a margin.",
+    {
+        "CLS_LAYER": Key(
+            "Linear",
+            (
+                'Registered classifier: "Linear", "NSL" (cosine), "CosFace", "ArcFace", "Circle" '
+                '(fastreid\'s "CosSoftmax", "ArcSoftmax", "CircleSoftmax" are accepted).'
             ),
-            "SCALE": Key(
-                1.0,
-                (
-                    "Scale s of the cosine classifiers' logits (s * cos); with the Linear "
-                    "classifier it must stay 1."
-                ),
+        ),
+        "SCALE": Key(1.0, "Scale s of the logits: s * w.x (Linear) or s * cos (cosine layers)."),
+        "MARGIN": Key(0.0, "Margin m of CosFace, ArcFace (an angle) and Circle; 0 for the others."),
+        "LEARN_SCALE": Key(
+            False,
+            (
+                "Cosine classifiers: learn the scale as a parameter log s, initialised from "
+                "SCALE (NormFace style). Not valid with Linear."
             ),
-            "MARGIN": Key(
-                0.0,
-                ("Margin m of CosFace, ArcFace and Circle classifiers; 0 for Linear and NSL."),
-            ),
-            "LEARN_SCALE": Key(
-                False,
-                (
-                    "Cosine classifiers (NSL, CosFace, ArcFace, Circle): learn the scale s as a "
-                    "parameter log s, initialised from MODEL.HEADS.SCALE (NormFace style). Not "
-                    "valid with the Linear classifier."
-                ),
-            ),
-        },
-    )
+        ),
+    },
 )
 
-
 CLASSIFIER_REGISTRY = Registry("CLASSIFIER")
+CLASSIFIER_REGISTRY.__doc__ = """Classifier layers, named by MODEL.HEADS.CLS_LAYER.
+
+Built as ``cls(in_dim, num_classes, scale=..., margin=..., learn_scale=...)``, or from a config
+as ``cls(cfg, in_dim, num_classes)``.
+"""
+
+# What a head is given to build its classifier: (in_dim, num_classes) -> the classifier module;
+# a registered class, a functools.partial of one, or build_classifier bound to a config.
+ClassifierFactory = Callable[[int, int], nn.Module]
+
+
+class Classifier(nn.Module):
+    """Base of the classifier layers: the C x D weight, initialised N(0, ``weight_std``).
+
+    Every registered layer takes ``(in_dim, num_classes, scale, margin, learn_scale)``; its
+    ``from_config`` reads the last three from MODEL.HEADS.
+
+    Args:
+        in_dim: The dimension D of the features.
+        num_classes: The number of classes C (training identities); must be positive.
+    """
+
+    config_block = CLASSIFIER_CONFIG
+    weight_std: ClassVar[float]
+    # One row per training identity: re-initialised when weights of another identity set load.
+    identity_parameters: ClassVar[tuple[str, ...]] = ("weight",)
+
+    def __init__(self, in_dim: int, num_classes: int) -> None:
+        super().__init__()
+        if num_classes <= 0:
+            raise InvalidArgument(
+                "num_classes",
+                f"must be positive to build a classifier, got {num_classes} (the trainer sets "
+                f"MODEL.HEADS.NUM_CLASSES from the training set when it builds the model)",
+            )
+        self.weight = nn.Parameter(torch.empty(num_classes, in_dim))
+        nn.init.normal_(self.weight, std=self.weight_std)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, in_dim: int, num_classes: int) -> ConfigArgs:
+        """``scale``, ``margin`` and ``learn_scale`` from MODEL.HEADS.
+
+        Args:
+            cfg: The whole config.
+            in_dim: The dimension of the features.
+            num_classes: The number of classes.
+        """
+        args = CLASSIFIER_CONFIG.arguments(cfg, skip=("CLS_LAYER",))
+        return args.set("in_dim", in_dim).set("num_classes", num_classes)
+
+    def outputs(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The classifier's outputs: ``logits`` and ``cls_weight`` (the weight itself)."""
+        return {OutputKeys.LOGITS: logits, OutputKeys.CLS_WEIGHT: self.weight}
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.weight.shape[1]}, num_classes={self.weight.shape[0]}"
 
 
 @CLASSIFIER_REGISTRY.register()
-class Linear(nn.Module):
-    """Plain linear classifier without bias (the bag-of-tricks head), logits times SCALE."""
+class Linear(Classifier):
+    """Linear classifier without bias (the bag-of-tricks head): ``s * w.x``.
 
+    Args:
+        in_dim: The dimension of the features.
+        num_classes: The number of classes.
+        scale: The scale s of the logits.
+        margin: Must be 0 (no margin).
+        learn_scale: Must be False.
+    """
+
+    weight_std = 0.001
+
+    @configurable
     def __init__(
         self,
         in_dim: int,
@@ -81,32 +139,43 @@ class Linear(nn.Module):
         margin: float = 0.0,
         learn_scale: bool = False,
     ) -> None:
-        super().__init__()
         if margin != 0.0:
-            raise ValueError(
-                f"MODEL.HEADS.MARGIN is {margin}, but the Linear classifier has no margin; set it to 0.0"
+            raise InvalidArgument(
+                "margin", f"is {margin}, but the Linear classifier has no margin; set it to 0.0"
             )
         if learn_scale:
-            raise ValueError(
-                "MODEL.HEADS.LEARN_SCALE applies to the cosine classifiers (NSL, CosFace, ArcFace, Circle), not Linear"
+            raise InvalidArgument(
+                "learn_scale",
+                "applies to the cosine classifiers (NSL, CosFace, ArcFace, Circle), not Linear",
             )
-        self.weight = nn.Parameter(torch.empty(num_classes, in_dim))
-        nn.init.normal_(self.weight, std=0.001)
+        super().__init__(in_dim, num_classes)
         self.scale = scale
 
     def forward(
         self, features: torch.Tensor, targets: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        logits = F.linear(features, self.weight) * self.scale
-        return {"logits": logits, "pred_logits": logits, "cls_weight": self.weight}
+        """Logits ``s * w.x`` (``targets`` are not used) and the weight."""
+        return self.outputs(F.linear(features, self.weight) * self.scale)
 
 
-class CosineClassifier(nn.Module):
-    """Base of the normalised classifiers: cosines between features and class weights, an optional
-    margin on the true class (training with targets only), times the (optionally learnable) scale."""
+class CosineClassifier(Classifier):
+    """Base of the normalised classifiers: ``s cos`` between features and class weights.
 
+    A subclass with a ``margin_fn`` applies the margin to the true class in training mode when
+    targets are given; evaluation logits are always ``s cos``.
+
+    Args:
+        in_dim: The dimension of the features.
+        num_classes: The number of classes.
+        scale: The scale s (its initial value when learned); must be positive.
+        margin: The margin m; must be 0 for a layer without one (NSL).
+        learn_scale: Learn s as a parameter ``log s``.
+    """
+
+    weight_std = 0.01
     margin_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
 
+    @configurable
     def __init__(
         self,
         in_dim: int,
@@ -115,31 +184,26 @@ class CosineClassifier(nn.Module):
         margin: float = 0.0,
         learn_scale: bool = False,
     ) -> None:
-        super().__init__()
         if type(self).margin_fn is None and margin != 0.0:
-            raise ValueError(
-                f"MODEL.HEADS.MARGIN is {margin}, but {type(self).__name__} has no margin; set it to 0.0"
+            raise InvalidArgument(
+                "margin", f"is {margin}, but {type(self).__name__} has no margin; set it to 0.0"
             )
-        self.weight = nn.Parameter(torch.empty(num_classes, in_dim))
-        nn.init.normal_(self.weight, std=0.01)
-        self.logit_scale = LogScale(scale, learn_scale, "MODEL.HEADS.SCALE")
+        super().__init__(in_dim, num_classes)
+        self.logit_scale = LogScale(scale, learn_scale, "scale")
         self.margin = float(margin)
 
     def forward(
         self, features: torch.Tensor, targets: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
+        """Logits ``s cos``, the margin applied in training mode when ``targets`` are given."""
         cos = cosine_logits(features, self.weight)
-        scale = self.logit_scale()
-        pred_logits = cos * scale
         margin_fn = type(self).margin_fn
         if self.training and targets is not None and margin_fn is not None:
-            logits = margin_fn(cos, targets, self.margin) * scale
-        else:
-            logits = pred_logits
-        return {"logits": logits, "pred_logits": pred_logits, "cls_weight": self.weight}
+            cos = margin_fn(cos, targets, self.margin)
+        return self.outputs(cos * self.logit_scale())
 
     def extra_repr(self) -> str:
-        return f"in_dim={self.weight.shape[1]}, num_classes={self.weight.shape[0]}, margin={self.margin}"
+        return f"{super().extra_repr()}, margin={self.margin}"
 
 
 @CLASSIFIER_REGISTRY.register()
@@ -156,10 +220,11 @@ class CosFace(CosineClassifier):
 
 @CLASSIFIER_REGISTRY.register()
 class ArcFace(CosineClassifier):
-    """Additive angular margin: ``s cos(theta + m)`` on the true class."""
+    """Additive angular margin: ``s cos(theta + m)`` on the true class, ``m`` in [0, pi)."""
 
     margin_fn = staticmethod(arcface_margin)
 
+    @configurable
     def __init__(
         self,
         in_dim: int,
@@ -170,7 +235,7 @@ class ArcFace(CosineClassifier):
     ) -> None:
         super().__init__(in_dim, num_classes, scale, margin, learn_scale)
         if not 0.0 <= margin < math.pi:
-            raise ValueError(f"MODEL.HEADS.MARGIN of ArcFace is an angle in [0, pi), got {margin}")
+            raise InvalidArgument("margin", f"of ArcFace is an angle in [0, pi), got {margin}")
 
 
 @CLASSIFIER_REGISTRY.register()
@@ -186,16 +251,22 @@ CLASSIFIER_REGISTRY.register(Circle, name="CircleSoftmax")
 
 
 def build_classifier(cfg: CfgNode, in_dim: int, num_classes: int) -> nn.Module:
-    if num_classes <= 0:
-        raise ValueError(
-            f"MODEL.HEADS.NUM_CLASSES must be positive to build a classifier, got {num_classes} "
-            f"(it is set from the training set when the trainer builds the model)"
-        )
-    heads = cfg.MODEL.HEADS
+    """The classifier MODEL.HEADS.CLS_LAYER, with MODEL.HEADS.SCALE / MARGIN / LEARN_SCALE.
+
+    Args:
+        cfg: The whole config.
+        in_dim: The dimension of the features.
+        num_classes: The number of classes.
+
+    Returns:
+        The classifier module.
+
+    Raises:
+        RegistryKeyError: The name is not registered (the message names the key).
+    """
+    name = CLASSIFIER_CONFIG.value(cfg, "CLS_LAYER")
     try:
-        cls = CLASSIFIER_REGISTRY.get(heads.CLS_LAYER)
+        cls = CLASSIFIER_REGISTRY.get(name)
     except RegistryKeyError as e:
-        raise RegistryKeyError(f"MODEL.HEADS.CLS_LAYER: {e}") from None
-    return cls(
-        in_dim, num_classes, scale=heads.SCALE, margin=heads.MARGIN, learn_scale=heads.LEARN_SCALE
-    )
+        raise RegistryKeyError(f"{CLASSIFIER_CONFIG.full_key('CLS_LAYER')}: {e}") from None
+    return cls(cfg, in_dim, num_classes)

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from .norm import get_norm
 
+logger = logging.getLogger(__name__)
+
 
 class NonLocalBlock(nn.Module):
-    """``z = x + W(y)``, ``y_i = (1/N) sum_j theta(x_i) . phi(x_j) g(x_j)`` over the N = H*W positions.
+    """``z = x + W(y)``, ``y_i = (1/N) sum_j theta(x_i) . phi(x_j) g(x_j)`` over N = H*W positions.
 
     The norm after ``W`` starts at zero weight and bias, so a new block is the identity and can be
     inserted into a pretrained network without changing its output.
+
+    Args:
+        in_channels: The channels of the input (and output).
+        norm: The norm after ``W`` (see :func:`get_norm`).
+        reduction: ``theta``, ``phi`` and ``g`` map to ``in_channels // reduction`` channels.
     """
 
     def __init__(self, in_channels: int, norm: str = "BN", reduction: int = 2) -> None:
@@ -21,11 +30,10 @@ class NonLocalBlock(nn.Module):
         self.g = nn.Conv2d(in_channels, inter, kernel_size=1)
         self.theta = nn.Conv2d(in_channels, inter, kernel_size=1)
         self.phi = nn.Conv2d(in_channels, inter, kernel_size=1)
-        self.W = nn.Sequential(
-            nn.Conv2d(inter, in_channels, kernel_size=1), get_norm(norm, in_channels)
-        )
-        nn.init.zeros_(self.W[1].weight)
-        nn.init.zeros_(self.W[1].bias)
+        out_norm = get_norm(norm, in_channels)
+        for name in ("weight", "bias"):  # buffers in FrozenBN, parameters otherwise
+            nn.init.zeros_(getattr(out_norm, name))
+        self.W = nn.Sequential(nn.Conv2d(inter, in_channels, kernel_size=1), out_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from reid.utils.registry import Registry
 
+logger = logging.getLogger(__name__)
+
 NORM_REGISTRY = Registry("NORM")
 NORM_REGISTRY.__doc__ = (
-    """Factories ``f(num_channels) -> nn.Module`` of 2-D normalisation layers, by config name."""
+    """Factories ``f(num_channels) -> nn.Module`` of 2-D normalisation layers."""
 )
 
-# Channels per group of "GN" (detectron2/fastreid use 32 groups).
+# Groups of "GN" (detectron2 and fastreid use 32).
 GN_NUM_GROUPS = 32
 
 # Batch statistics and affine parameters held fixed (buffers, not parameters): torchvision's layer,
@@ -23,7 +27,8 @@ FrozenBatchNorm = FrozenBatchNorm2d
 def _group_norm(num_channels: int) -> nn.GroupNorm:
     if num_channels % GN_NUM_GROUPS != 0:
         raise ValueError(
-            f"norm 'GN' uses {GN_NUM_GROUPS} groups: the channel count {num_channels} is not divisible by it"
+            f"norm 'GN' uses {GN_NUM_GROUPS} groups: the channel count {num_channels} is not "
+            f"divisible by it"
         )
     return nn.GroupNorm(GN_NUM_GROUPS, num_channels)
 
@@ -36,10 +41,22 @@ NORM_REGISTRY.register(_group_norm, name="GN")
 
 
 def get_norm(norm: str, num_channels: int, bias_freeze: bool = False) -> nn.Module:
-    """A normalisation layer over ``num_channels`` channels of N x C x H x W input.
+    """A normalisation layer over the channels of N x C x H x W input.
 
-    ``bias_freeze`` fixes the shift parameter (the BN-neck of the bag-of-tricks head); it has no
-    effect on FrozenBN, whose parameters are all fixed.
+    Args:
+        norm: "BN", "syncBN", "FrozenBN" or "GN" (32 groups).
+        num_channels: C.
+        bias_freeze: Fix the shift parameter (the BN neck of the bag-of-tricks head); no effect on
+            FrozenBN, whose parameters are all fixed.
+
+    Returns:
+        The layer.
+
+    >>> gn = get_norm("GN", 64)
+    >>> type(gn).__name__, gn.num_groups
+    ('GroupNorm', 32)
+    >>> get_norm("BN", 8, bias_freeze=True).bias.requires_grad
+    False
     """
     module = NORM_REGISTRY.get(norm)(num_channels)
     if bias_freeze and isinstance(getattr(module, "bias", None), nn.Parameter):

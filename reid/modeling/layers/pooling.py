@@ -1,28 +1,65 @@
-"""Global pooling layers chosen by MODEL.HEADS.POOL_LAYER (fastreid's names); N x C x H x W -> N x C x 1 x 1."""
+"""Global pooling of a feature map, N x C x H x W -> N x C x 1 x 1, by fastreid's names.
+
+MODEL.HEADS.POOL_LAYER names the layer (see :func:`build_pooling`); only the GeM layers take an
+argument, the power ``p`` (MODEL.HEADS.GEM_P).
+"""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from yacs.config import CfgNode
 
-from reid.utils.registry import Registry
+from reid.config.schema import ConfigArgs, ConfigBlock, Key, configurable
+from reid.modeling.losses.utils import check_positive
+from reid.utils.registry import Registry, RegistryKeyError
+
+logger = logging.getLogger(__name__)
+
+POOLING_CONFIG = ConfigBlock(
+    "MODEL.HEADS",
+    "The heads' global pooling of the backbone's feature map.",
+    {
+        "POOL_LAYER": Key(
+            "GlobalAvgPool",
+            (
+                'Registered pooling layer: "GlobalAvgPool", "GlobalMaxPool", "AdaptiveAvgMaxPool" '
+                '(their sum), "GeneralizedMeanPooling" (GeM, fixed p), "GeneralizedMeanPoolingP" '
+                '(GeM, learned p); fastreid\'s "FastGlobalAvgPool" is accepted.'
+            ),
+        ),
+        "GEM_P": Key(3.0, "GeM power p (its initial value when learned); must be positive."),
+    },
+)
 
 POOLING_REGISTRY = Registry("POOLING")
-POOLING_REGISTRY.__doc__ = (
-    """Global pooling modules, built as ``cls(p=...)`` (only GeM layers use ``p``)."""
-)
+POOLING_REGISTRY.__doc__ = """Global pooling modules, named by MODEL.HEADS.POOL_LAYER.
+
+A layer that reads keys has a ``from_config(cfg)`` (through ``@configurable``); the others take no
+arguments.
+"""
 
 
 @POOLING_REGISTRY.register()
 class GlobalAvgPool(nn.AdaptiveAvgPool2d):
-    def __init__(self, p: float = 3.0) -> None:
+    """Global average pooling."""
+
+    config_block = POOLING_CONFIG
+
+    def __init__(self) -> None:
         super().__init__(1)
 
 
 @POOLING_REGISTRY.register()
 class GlobalMaxPool(nn.AdaptiveMaxPool2d):
-    def __init__(self, p: float = 3.0) -> None:
+    """Global max pooling."""
+
+    config_block = POOLING_CONFIG
+
+    def __init__(self) -> None:
         super().__init__(1)
 
 
@@ -30,8 +67,7 @@ class GlobalMaxPool(nn.AdaptiveMaxPool2d):
 class AdaptiveAvgMaxPool(nn.Module):
     """Sum of global average and global max pooling (fastreid's AdaptiveAvgMaxPool)."""
 
-    def __init__(self, p: float = 3.0) -> None:
-        super().__init__()
+    config_block = POOLING_CONFIG
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(x, 1) + F.adaptive_max_pool2d(x, 1)
@@ -39,14 +75,25 @@ class AdaptiveAvgMaxPool(nn.Module):
 
 @POOLING_REGISTRY.register()
 class GeneralizedMeanPooling(nn.Module):
-    """GeM (Radenovic et al.): ``(mean x^p)^(1/p)`` per channel, inputs clamped at ``eps`` first; fixed p."""
+    """GeM (Radenovic et al.): ``(mean x^p)^(1/p)`` per channel, inputs clamped at ``eps``; fixed p.
 
+    Args:
+        p: The power; must be positive (1 = average pooling).
+        eps: The lower clamp of the inputs.
+    """
+
+    config_block = POOLING_CONFIG
+
+    @configurable
     def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
         super().__init__()
-        if p <= 0:
-            raise ValueError(f"MODEL.HEADS.GEM_P must be positive, got {p}")
-        self.p: float | nn.Parameter = float(p)
+        self.p: float | nn.Parameter = check_positive("p", p)
         self.eps = eps
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> ConfigArgs:
+        """``p`` from MODEL.HEADS.GEM_P."""
+        return POOLING_CONFIG.arguments(cfg, skip=("POOL_LAYER",), rename={"GEM_P": "p"})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(x.clamp(min=self.eps).pow(self.p), 1).pow(1.0 / self.p)
@@ -54,8 +101,14 @@ class GeneralizedMeanPooling(nn.Module):
 
 @POOLING_REGISTRY.register()
 class GeneralizedMeanPoolingP(GeneralizedMeanPooling):
-    """GeM with a learnable power p (a 1-element parameter initialised from MODEL.HEADS.GEM_P)."""
+    """GeM with a learned power: ``p`` is a 1-element parameter initialised from ``p``.
 
+    Args:
+        p: The initial power; must be positive.
+        eps: The lower clamp of the inputs.
+    """
+
+    @configurable
     def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
         super().__init__(p, eps)
         self.p = nn.Parameter(torch.full((1,), float(p)))
@@ -64,5 +117,21 @@ class GeneralizedMeanPoolingP(GeneralizedMeanPooling):
 POOLING_REGISTRY.register(GlobalAvgPool, name="FastGlobalAvgPool")
 
 
-def build_pooling(name: str, p: float = 3.0) -> nn.Module:
-    return POOLING_REGISTRY.get(name)(p=p)
+def build_pooling(cfg: CfgNode) -> nn.Module:
+    """The pooling layer MODEL.HEADS.POOL_LAYER, with its keys (MODEL.HEADS.GEM_P) when it has any.
+
+    Args:
+        cfg: The whole config.
+
+    Returns:
+        The pooling module.
+
+    Raises:
+        RegistryKeyError: The name is not registered (the message names the key).
+    """
+    name = POOLING_CONFIG.value(cfg, "POOL_LAYER")
+    try:
+        cls = POOLING_REGISTRY.get(name)
+    except RegistryKeyError as e:
+        raise RegistryKeyError(f"{POOLING_CONFIG.full_key('POOL_LAYER')}: {e}") from None
+    return cls(cfg) if hasattr(cls, "from_config") else cls()

@@ -2,6 +2,8 @@
 from MODEL.LOSSES. ``build`` (the registry and the loss set) is imported first, then the modules
 that register themselves."""
 
+from reid.utils.registry import import_submodules
+
 from .build import LOSS_REGISTRY, LossSet, build_losses
 from .center import CenterLoss, center_loss
 from .circle import CircleLoss, pairwise_circle_loss
@@ -25,6 +27,8 @@ from .proxy_nca import ProxyNCALoss, proxy_nca_loss
 from .ratio import RatioLoss, ratio_loss
 from .sparse_pairwise import SparsePairwiseLoss, sparse_pairwise_loss
 from .triplet import TripletLoss, triplet_loss
+
+import_submodules(__name__, __path__)  # every component file registers itself
 
 __all__ = [
     "LOSS_REGISTRY",

@@ -28,7 +28,7 @@ LOSSES_CONFIG = declare(
 )
 
 LOSS_REGISTRY = Registry("LOSS", contract=check_loss_class)
-LOSS_REGISTRY.__doc__ = """Registered losses, subclasses of :class:`~reid.modeling.losses.base.ReidLoss`.
+LOSS_REGISTRY.__doc__ = """Registered losses: subclasses of :class:`.base.ReidLoss`.
 
 A loss declares its config block (``config_block``, with ``SCALE``) and ``log_name``, is built
 with ``cls(cfg, feat_dim=...)`` through its ``from_config``, and returns the unweighted loss from
@@ -76,13 +76,15 @@ class LossSet(nn.Module):
         """
         losses: dict[str, ReidLoss] = {}
         weights: dict[str, float] = {}
+        if not cfg.MODEL.LOSSES.NAME:
+            raise ConfigError("MODEL.LOSSES.NAME must list at least one loss")
         for name in cfg.MODEL.LOSSES.NAME:
             if name in losses:
                 raise ConfigError(f"MODEL.LOSSES.NAME lists '{name}' twice")
             try:
                 loss_cls = LOSS_REGISTRY.get(name)
             except RegistryKeyError as e:
-                raise ConfigError(f"MODEL.LOSSES.NAME: {e}") from None
+                raise RegistryKeyError(f"MODEL.LOSSES.NAME: {e}") from None
             losses[name] = loss_cls(cfg, feat_dim=feat_dim)
             weights[name] = loss_cls.weight(cfg)
         return {"losses": losses, "weights": weights}

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, Key
+from reid.config.schema import ConfigBlock, Key, configurable
+from reid.structures import OutputKeys
 
-from .base import FeatureLoss
+from .base import FEAT_KEY, WEIGHT, FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import (
     check_features_labels,
+    check_positive,
     cosine_matrix,
     masked_logsumexp,
     masked_mean,
@@ -22,30 +24,17 @@ from .utils import (
 
 CIRCLE_CONFIG = ConfigBlock(
     "MODEL.LOSSES.CIRCLE",
-    (
-        "CircleLoss (pair-wise, on cosine similarities); the class-level circle is "
-        'MODEL.HEADS.CLS_LAYER "Circle".'
-    ),
+    "CircleLoss (pair-wise, on cosine similarities); the class-level circle is "
+    'MODEL.HEADS.CLS_LAYER "Circle".',
     {
         "MARGIN": Key(
             0.25,
-            (
-                "Relaxation m: optima 1 - m (positives) and m (negatives), alpha_p = [1 + m -"
-                " s_p]_+, alpha_n = [s_n + m]_+."
-            ),
+            "Relaxation m: optima 1 - m (positives) and m (negatives), "
+            "alpha_p = [1 + m - s_p]_+, alpha_n = [s_n + m]_+.",
         ),
-        "GAMMA": Key(
-            128.0,
-            "Scale gamma of the pair similarities.",
-        ),
-        "FEAT_KEY": Key(
-            "features",
-            ("Key of the model's outputs dict that the loss reads its B x D features from."),
-        ),
-        "SCALE": Key(
-            1.0,
-            "Weight of this loss in the total loss.",
-        ),
+        "GAMMA": Key(128.0, "Scale gamma of the pair similarities."),
+        "FEAT_KEY": FEAT_KEY,
+        "SCALE": WEIGHT,
     },
 )
 
@@ -53,9 +42,25 @@ CIRCLE_CONFIG = ConfigBlock(
 def pairwise_circle_loss(
     f: torch.Tensor, y: torch.Tensor, margin: float = 0.25, gamma: float = 128.0
 ) -> torch.Tensor:
-    """Per anchor ``softplus(LSE_P(-g a_p (s_p - (1 - m))) + LSE_N(g a_n (s_n - m)))`` on cosine
-    similarities, ``a_p = [1 + m - s_p]_+`` and ``a_n = [s_n + m]_+`` detached; mean over anchors
-    having a positive and a negative."""
+    """Pair-wise circle loss on cosine similarities ``s``.
+
+    Per anchor ``softplus(LSE_P(-g a_p (s_p - (1 - m))) + LSE_N(g a_n (s_n - m)))`` with
+    ``a_p = [1 + m - s_p]_+`` and ``a_n = [s_n + m]_+`` detached; the mean over the anchors that
+    have a positive and a negative.
+
+    Args:
+        f: B x D features.
+        y: B labels.
+        margin: The relaxation ``m``.
+        gamma: The scale ``g``.
+
+    Returns:
+        The 0-dim loss.
+
+    >>> f = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
+    >>> round(float(pairwise_circle_loss(f, torch.tensor([0, 0, 1, 1]), gamma=8.0)), 4)
+    1.6027
+    """
     check_features_labels(f, y, "pairwise_circle_loss")
     sim = cosine_matrix(f, f)
     pos, neg = same_label_masks(y)
@@ -71,22 +76,27 @@ def pairwise_circle_loss(
 
 @LOSS_REGISTRY.register()
 class CircleLoss(FeatureLoss):
-    """Pair-wise circle loss on ``outputs[CIRCLE.FEAT_KEY]``: MARGIN, GAMMA."""
+    """Pair-wise circle loss on ``outputs[feat_key]`` (see :func:`pairwise_circle_loss`).
 
-    cfg_key = "CIRCLE"
+    Args:
+        margin: The relaxation ``m``.
+        gamma: The scale of the pair similarities; must be positive.
+        feat_key: The outputs key of the features.
+    """
 
     config_block = CIRCLE_CONFIG
     log_name = "loss_circle"
+    needs_positives = True
 
-    def __init__(self, cfg: CfgNode) -> None:
-        super().__init__(cfg)
-        block = self.block(cfg)
-        self.margin = float(block.MARGIN)
-        self.gamma = float(block.GAMMA)
-        if not self.gamma > 0:
-            raise ValueError(f"{self.key('GAMMA')} must be positive, got {self.gamma}")
+    @configurable
+    def __init__(
+        self, margin: float = 0.25, gamma: float = 128.0, feat_key: str = OutputKeys.FEATURES
+    ) -> None:
+        super().__init__(feat_key)
+        self.margin = float(margin)
+        self.gamma = check_positive("gamma", gamma)
 
-    def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs: Mapping[str, Any], targets: torch.Tensor) -> torch.Tensor:
         return pairwise_circle_loss(self.features(outputs), targets, self.margin, self.gamma)
 
     def extra_repr(self) -> str:

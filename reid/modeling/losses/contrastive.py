@@ -3,48 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, Key
+from reid.config.schema import ConfigBlock, InvalidArgument, Key, configurable
+from reid.structures import OutputKeys
 
-from .base import FeatureLoss
+from .base import FEAT_KEY, WEIGHT, FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import check_features_labels, masked_mean, pairwise_distance, same_label_masks
 
 CONTRASTIVE_CONFIG = ConfigBlock(
     "MODEL.LOSSES.CONTRASTIVE",
-    (
-        "ContrastiveLoss over all pairs: positives [d - POS_MARGIN]_+, negatives "
-        "[NEG_MARGIN - d]_+ (Euclidean d), each part averaged over its pairs."
-    ),
+    "ContrastiveLoss over all pairs: positives [d - POS_MARGIN]_+, negatives [NEG_MARGIN - d]_+ "
+    "(Euclidean d), each part averaged over its pairs.",
     {
         "POS_MARGIN": Key(
             0.0,
-            ("Positive pairs are pulled in until their distance is POS_MARGIN (0 = all the way)."),
+            "Positive pairs are pulled in until their distance is POS_MARGIN (0 = all the way).",
         ),
-        "NEG_MARGIN": Key(
-            1.0,
-            "Negative pairs are pushed out until their distance is NEG_MARGIN.",
-        ),
+        "NEG_MARGIN": Key(1.0, "Negative pairs are pushed out until their distance is NEG_MARGIN."),
         "SQUARED": Key(
             True,
-            ("Square both parts and halve them (the survey's form: d^2 / 2 and [m - d]_+^2 / 2)."),
+            "Square both parts and halve them (the survey's form: d^2 / 2 and [m - d]_+^2 / 2).",
         ),
-        "NORMALIZE": Key(
-            False,
-            "L2-normalise the features first.",
-        ),
-        "FEAT_KEY": Key(
-            "features",
-            ("Key of the model's outputs dict that the loss reads its B x D features from."),
-        ),
-        "SCALE": Key(
-            1.0,
-            "Weight of this loss in the total loss.",
-        ),
+        "NORMALIZE": Key(False, "L2-normalise the features first."),
+        "FEAT_KEY": FEAT_KEY,
+        "SCALE": WEIGHT,
     },
 )
 
@@ -58,8 +45,22 @@ def contrastive_loss(
     normalize: bool = False,
 ) -> torch.Tensor:
     """Mean over positive pairs (i != j) of ``[d - m_p]_+`` plus mean over negative pairs of
-    ``[m_n - d]_+``, Euclidean ``d`` (on L2-normalised features when ``normalize``); ``squared``
-    uses ``[.]_+^2 / 2`` for both parts (the survey's form with m_p = 0). A part with no pair is 0.
+    ``[m_n - d]_+``, Euclidean ``d``; a part with no pair is 0.
+
+    Args:
+        f: B x D features.
+        y: B labels.
+        pos_margin: ``m_p``.
+        neg_margin: ``m_n``.
+        squared: Use ``[.]_+^2 / 2`` for both parts (the survey's form with m_p = 0).
+        normalize: L2-normalise the features first.
+
+    Returns:
+        The 0-dim loss.
+
+    >>> f = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
+    >>> round(float(contrastive_loss(f, torch.tensor([0, 0, 1, 1]), neg_margin=1.0)), 4)
+    0.6588
     """
     check_features_labels(f, y, "contrastive_loss")
     dist = pairwise_distance(f, f, "euclidean", normalize)
@@ -73,27 +74,38 @@ def contrastive_loss(
 
 @LOSS_REGISTRY.register()
 class ContrastiveLoss(FeatureLoss):
-    """Contrastive loss on ``outputs[CONTRASTIVE.FEAT_KEY]``: POS_MARGIN, NEG_MARGIN, SQUARED, NORMALIZE."""
+    """Contrastive loss on ``outputs[feat_key]`` (see :func:`contrastive_loss`).
 
-    cfg_key = "CONTRASTIVE"
+    Args:
+        pos_margin: Positive pairs are pulled in to this distance; must be >= 0.
+        neg_margin: Negative pairs are pushed out to this distance; must be >= 0.
+        squared: Square and halve both parts.
+        normalize: L2-normalise the features first.
+        feat_key: The outputs key of the features.
+    """
 
     config_block = CONTRASTIVE_CONFIG
     log_name = "loss_contrastive"
 
-    def __init__(self, cfg: CfgNode) -> None:
-        super().__init__(cfg)
-        block = self.block(cfg)
-        self.pos_margin = float(block.POS_MARGIN)
-        self.neg_margin = float(block.NEG_MARGIN)
-        self.squared = bool(block.SQUARED)
-        self.normalize = bool(block.NORMALIZE)
-        if self.pos_margin < 0 or self.neg_margin < 0:
-            raise ValueError(
-                f"{self.key('POS_MARGIN')} and {self.key('NEG_MARGIN')} must be >= 0, "
-                f"got {self.pos_margin} and {self.neg_margin}"
-            )
+    @configurable
+    def __init__(
+        self,
+        pos_margin: float = 0.0,
+        neg_margin: float = 1.0,
+        squared: bool = True,
+        normalize: bool = False,
+        feat_key: str = OutputKeys.FEATURES,
+    ) -> None:
+        super().__init__(feat_key)
+        for name, margin in (("pos_margin", pos_margin), ("neg_margin", neg_margin)):
+            if margin < 0:
+                raise InvalidArgument(name, f"must be >= 0, got {margin}")
+        self.pos_margin = float(pos_margin)
+        self.neg_margin = float(neg_margin)
+        self.squared = bool(squared)
+        self.normalize = bool(normalize)
 
-    def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs: Mapping[str, Any], targets: torch.Tensor) -> torch.Tensor:
         return contrastive_loss(
             self.features(outputs),
             targets,
@@ -104,4 +116,7 @@ class ContrastiveLoss(FeatureLoss):
         )
 
     def extra_repr(self) -> str:
-        return f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, squared={self.squared}, normalize={self.normalize}"
+        return (
+            f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, "
+            f"squared={self.squared}, normalize={self.normalize}"
+        )

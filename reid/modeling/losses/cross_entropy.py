@@ -11,37 +11,27 @@ import torch.nn.functional as F
 from reid.config.schema import ConfigBlock, InvalidArgument, Key, configurable
 from reid.structures import OutputKeys
 
-from .base import ReidLoss
+from .base import WEIGHT, ReidLoss
 from .build import LOSS_REGISTRY
 
 CE_CONFIG = ConfigBlock(
     "MODEL.LOSSES.CE",
-    ('CrossEntropyLoss: CE on outputs["logits"] (after the classifier\'s margin and scale).'),
+    'CrossEntropyLoss: CE on outputs["logits"] (after the classifier\'s margin and scale).',
     {
         "EPSILON": Key(
             0.0,
-            (
-                "Label smoothing epsilon (0 = plain CE): targets (1 - eps) on the true class "
-                "+ eps / C everywhere. A negative value selects fastreid's adaptive "
-                "smoothing: eps_i = ALPHA * p_i(true class), detached, targets 1 - eps_i on "
-                "the true class and eps_i / (C - 1) on each other class."
-            ),
+            "Label smoothing epsilon (0 = plain CE): targets (1 - eps) on the true class + eps / C "
+            "everywhere. A negative value selects fastreid's adaptive smoothing: eps_i = ALPHA * "
+            "p_i(true class), detached, targets 1 - eps_i on the true class and eps_i / (C - 1) on "
+            "each other class.",
         ),
-        "ALPHA": Key(
-            0.2,
-            "Adaptive smoothing factor, used only when EPSILON < 0.",
-        ),
+        "ALPHA": Key(0.2, "Adaptive smoothing factor, used only when EPSILON < 0."),
         "OHEM_RATIO": Key(
             0.0,
-            (
-                "OHEM on the ID loss: drop the floor(r * B) samples with the lowest loss, "
-                "average the rest (0 = off)."
-            ),
+            "OHEM on the ID loss: drop the floor(r * B) samples with the lowest loss, average the "
+            "rest (0 = off).",
         ),
-        "SCALE": Key(
-            1.0,
-            "Weight of this loss in the total loss.",
-        ),
+        "SCALE": WEIGHT,
     },
 )
 
@@ -53,17 +43,35 @@ def cross_entropy_loss(
     alpha: float = 0.2,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Cross-entropy of ``logits`` (B x C) against labels ``y``.
+    """Cross-entropy of ``logits`` against labels ``y``, with label smoothing.
 
-    ``epsilon >= 0``: target weights ``(1 - eps)[k = y] + eps / C`` (equals
-    ``F.cross_entropy(..., label_smoothing=eps)``). ``epsilon < 0``: fastreid's adaptive smoothing,
-    per sample ``eps_i = alpha * p_i(y_i)`` (the detached softmax probability of the true class) and
-    target weights ``(1 - eps_i)`` on the true class, ``eps_i / (C - 1)`` on each other class.
-    ``reduction``: "mean" or "none" (per-sample losses, e.g. for :func:`ohem`).
+    Args:
+        logits: B x C logits.
+        y: B labels in [0, C).
+        epsilon: ``>= 0``: target weights ``(1 - eps)[k = y] + eps / C`` (equals
+            ``F.cross_entropy(..., label_smoothing=eps)``). ``< 0``: fastreid's adaptive
+            smoothing, per sample ``eps_i = alpha * p_i(y_i)`` (the detached softmax probability
+            of the true class) and target weights ``(1 - eps_i)`` on the true class,
+            ``eps_i / (C - 1)`` on each other class.
+        alpha: The adaptive smoothing factor, used when ``epsilon < 0``.
+        reduction: "mean" or "none" (per-sample losses, e.g. for :func:`ohem`).
+
+    Returns:
+        The 0-dim mean loss, or the B per-sample losses.
+
+    >>> logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    >>> y = torch.tensor([0, 2])
+    >>> round(float(cross_entropy_loss(logits, y)), 4)
+    0.8955
+    >>> round(float(cross_entropy_loss(logits, y, epsilon=0.1)), 4)
+    0.9455
+    >>> round(float(cross_entropy_loss(logits, y, epsilon=-1.0, alpha=0.2)), 4)
+    1.0423
     """
     if logits.dim() != 2 or y.dim() != 1 or y.shape[0] != logits.shape[0]:
         raise ValueError(
-            f"cross_entropy_loss: expected B x C logits and B labels, got {tuple(logits.shape)} and {tuple(y.shape)}"
+            f"cross_entropy_loss: expected B x C logits and B labels, got {tuple(logits.shape)} "
+            f"and {tuple(y.shape)}"
         )
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
@@ -86,7 +94,11 @@ def cross_entropy_loss(
 
 
 def ohem_keep_count(batch_size: int, ratio: float) -> int:
-    """``B - floor(r B)`` computed on the decimal value of ``r`` (0.29 * 100 drops 29, not 28)."""
+    """``B - floor(r B)`` computed on the decimal value of ``r`` (0.29 * 100 drops 29, not 28).
+
+    >>> ohem_keep_count(100, 0.29)
+    71
+    """
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"OHEM ratio must be in [0, 1), got {ratio}")
     r = Fraction(repr(float(ratio)))
@@ -94,7 +106,18 @@ def ohem_keep_count(batch_size: int, ratio: float) -> int:
 
 
 def ohem(losses: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Online hard example mining: the mean of the ``B - floor(ratio B)`` largest per-sample losses."""
+    """Online hard example mining: the mean of the ``B - floor(ratio B)`` largest losses.
+
+    Args:
+        losses: B per-sample losses.
+        ratio: The share of samples dropped, in [0, 1).
+
+    Returns:
+        The 0-dim mean of the kept losses (zero, with a graph, if none is kept).
+
+    >>> round(float(ohem(torch.tensor([0.5, 3.0, 0.1, 2.0]), 0.5)), 4)
+    2.5
+    """
     if losses.dim() != 1:
         raise ValueError(f"ohem expects per-sample losses (1-D), got shape {tuple(losses.shape)}")
     keep = ohem_keep_count(losses.shape[0], ratio)
@@ -105,7 +128,8 @@ def ohem(losses: torch.Tensor, ratio: float) -> torch.Tensor:
 
 @LOSS_REGISTRY.register()
 class CrossEntropyLoss(ReidLoss):
-    """ID loss on ``outputs["logits"]`` (after the classifier's margin and scale).
+    """ID loss on ``outputs["logits"]`` (after the classifier's margin and scale), see
+    :func:`cross_entropy_loss` and :func:`ohem`.
 
     Args:
         epsilon: Label smoothing (0 = plain CE; < 0 = fastreid's adaptive smoothing).

@@ -1,9 +1,11 @@
-"""Logits of the normalised classifiers (NSL, CosFace/LMCL, ArcFace, class-level Circle), trained by CE.
+"""Logits of the normalised classifiers trained by CE: NSL, CosFace/LMCL, ArcFace, class Circle.
 
 Each ``*_margin`` function maps the cosine matrix ``cos(f_i, W_k)`` (B x C) and the labels to the
 margin-adjusted cosines, before the scale; the ``*_logits`` functions are the complete plain
 functions (features and weights in, scaled logits out). The classifier layers of
 ``reid.modeling.layers.classifiers`` use the ``*_margin`` functions.
+
+The examples use one sample of class 0 with cosine 0.6 to class 0 and 0.8 to class 1.
 """
 
 from __future__ import annotations
@@ -16,24 +18,40 @@ from .utils import ScaleLike, check_label_range, cosine_matrix
 
 
 def cosine_logits(f: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """``cos(f_i, W_k)``: B x C."""
+    """``cos(f_i, W_k)`` of B x D features and C x D class weights: B x C.
+
+    >>> f, W = torch.tensor([[0.6, 0.8]]), torch.eye(2)
+    >>> cosine_logits(f, W)
+    tensor([[0.6000, 0.8000]])
+    """
     return cosine_matrix(f, W)
 
 
 def _target_mask(cos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """B x C, True at each sample's true class."""
     check_label_range(y, cos.shape[1], "margin logits")
     return torch.zeros_like(cos, dtype=torch.bool).scatter_(1, y.unsqueeze(1), True)
 
 
 def cosface_margin(cos: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
-    """LMCL: ``cos - m`` on the true class."""
+    """LMCL: ``cos - m`` on the true class of the B x C cosines ``cos``.
+
+    >>> cos, y = torch.tensor([[0.6, 0.8]]), torch.tensor([0])
+    >>> cosface_margin(cos, y, 0.2)
+    tensor([[0.4000, 0.8000]])
+    """
     return cos - margin * _target_mask(cos, y).to(cos.dtype)
 
 
 def arcface_margin(cos: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
     """True class: ``cos(theta + m)`` if ``theta <= pi - m``, else ``cos(theta) - m sin(m)``; cos
     clamped to [-1, 1]. ``sin(theta)`` is taken as ``sqrt(max(1 - cos^2, 1e-12))`` so the gradient
-    stays finite at cos = +-1."""
+    stays finite at cos = +-1.
+
+    >>> cos, y = torch.tensor([[0.6, 0.8]]), torch.tensor([0])
+    >>> arcface_margin(cos, y, 0.5)
+    tensor([[0.1430, 0.8000]])
+    """
     if not 0.0 <= margin < math.pi:
         raise ValueError(f"ArcFace margin must be in [0, pi), got {margin}")
     mask = _target_mask(cos, y)
@@ -47,7 +65,12 @@ def arcface_margin(cos: torch.Tensor, y: torch.Tensor, margin: float) -> torch.T
 
 def circle_margin(cos: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
     """Class-level circle: true class ``a_p (cos - (1 - m))``, others ``a_n (cos - m)`` with
-    ``a_p = [1 + m - cos]_+``, ``a_n = [cos + m]_+`` detached."""
+    ``a_p = [1 + m - cos]_+``, ``a_n = [cos + m]_+`` detached.
+
+    >>> cos, y = torch.tensor([[0.6, 0.8]]), torch.tensor([0])
+    >>> circle_margin(cos, y, 0.25)
+    tensor([[-0.0975,  0.5775]])
+    """
     mask = _target_mask(cos, y)
     alpha_p = (1.0 + margin - cos.detach()).clamp_min(0.0)
     alpha_n = (cos.detach() + margin).clamp_min(0.0)
@@ -57,26 +80,58 @@ def circle_margin(cos: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Te
 def normalized_softmax_logits(
     f: torch.Tensor, W: torch.Tensor, scale: ScaleLike = 14.0
 ) -> torch.Tensor:
-    """NSL: ``s cos``."""
+    """NSL: ``s cos``.
+
+    >>> f, W = torch.tensor([[0.6, 0.8]]), torch.eye(2)
+    >>> normalized_softmax_logits(f, W, scale=10.0)
+    tensor([[6., 8.]])
+    """
     return scale * cosine_logits(f, W)
 
 
 def cosface_logits(
     f: torch.Tensor, W: torch.Tensor, y: torch.Tensor, scale: ScaleLike = 64.0, margin: float = 0.35
 ) -> torch.Tensor:
-    """CosFace / LMCL: ``s (cos - m [k = y])``."""
+    """CosFace / LMCL: ``s (cos - m [k = y])``.
+
+    Args:
+        f: B x D features.
+        W: C x D class weights.
+        y: B labels in [0, C).
+        scale: ``s``, a number or a learnable tensor.
+        margin: ``m``.
+
+    Returns:
+        B x C logits.
+
+    >>> f, W, y = torch.tensor([[0.6, 0.8]]), torch.eye(2), torch.tensor([0])
+    >>> cosface_logits(f, W, y, scale=10.0, margin=0.2)
+    tensor([[4.0000, 8.0000]])
+    """
     return scale * cosface_margin(cosine_logits(f, W), y, margin)
 
 
 def arcface_logits(
     f: torch.Tensor, W: torch.Tensor, y: torch.Tensor, scale: ScaleLike = 64.0, margin: float = 0.5
 ) -> torch.Tensor:
-    """ArcFace: ``s cos(theta + m)`` on the true class (see :func:`arcface_margin`), ``s cos`` elsewhere."""
+    """ArcFace: ``s cos(theta + m)`` on the true class (see :func:`arcface_margin`), ``s cos``
+    elsewhere; arguments as :func:`cosface_logits`.
+
+    >>> f, W, y = torch.tensor([[0.6, 0.8]]), torch.eye(2), torch.tensor([0])
+    >>> arcface_logits(f, W, y, scale=10.0, margin=0.5)
+    tensor([[1.4301, 8.0000]])
+    """
     return scale * arcface_margin(cosine_logits(f, W), y, margin)
 
 
 def circle_logits(
     f: torch.Tensor, W: torch.Tensor, y: torch.Tensor, scale: ScaleLike = 64.0, margin: float = 0.35
 ) -> torch.Tensor:
-    """Class-level circle logits (see :func:`circle_margin`), times ``s``."""
+    """Class-level circle logits (see :func:`circle_margin`), times ``s``; arguments as
+    :func:`cosface_logits`.
+
+    >>> f, W, y = torch.tensor([[0.6, 0.8]]), torch.eye(2), torch.tensor([0])
+    >>> circle_logits(f, W, y, scale=10.0, margin=0.25)
+    tensor([[-0.9750,  5.7750]])
+    """
     return scale * circle_margin(cosine_logits(f, W), y, margin)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, Key
+from reid.config.schema import ConfigBlock, Key, configurable
+from reid.structures import OutputKeys
 
-from .base import FeatureLoss
+from .base import FEAT_KEY, WEIGHT, FeatureLoss, sim_scale_keys
 from .build import LOSS_REGISTRY
 from .prototypes import batch_prototypes
 from .utils import (
@@ -18,50 +19,27 @@ from .utils import (
     ScaleLike,
     check_choice,
     check_features_labels,
+    check_scale,
     masked_mean,
     pairwise_distance,
-    resolve_scale,
     rowwise_cosine,
 )
 
 P2S_CONFIG = ConfigBlock(
     "MODEL.LOSSES.P2S",
-    (
-        "P2STripletLoss: soft-margin triplet softplus(SIM_SCALE * (d_ap - d_an)) "
-        "whose references are the batch's class prototypes (means)."
-    ),
+    "P2STripletLoss: soft-margin triplet softplus(SIM_SCALE * (d_ap - d_an)) whose references are "
+    "the batch's class prototypes (means).",
     {
-        "DISTANCE": Key(
-            "cosine",
-            '"cosine" (1 - cos) or "euclidean".',
-        ),
+        "DISTANCE": Key("cosine", '"cosine" (1 - cos) or "euclidean".'),
         "NEGATIVE": Key(
-            "hardest",
-            'Negative prototype: "hardest" (closest other class) or "random".',
+            "hardest", 'Negative prototype: "hardest" (closest other class) or "random".'
         ),
-        "EXCLUDE_ANCHOR": Key(
-            False,
-            "Leave the anchor out of its own class prototype.",
-        ),
-        "SIM_SCALE": Key(
-            16.0,
-            "Multiplier s of the similarities (temperature 1 / s).",
-        ),
-        "LEARN_SCALE": Key(
-            True,
-            "Learn s as a parameter log s, initialised from SIM_SCALE.",
-        ),
-        "FEAT_KEY": Key(
-            "features",
-            ("Key of the model's outputs dict that the loss reads its B x D features from."),
-        ),
-        "SCALE": Key(
-            1.0,
-            "Weight of this loss in the total loss.",
-        ),
+        "EXCLUDE_ANCHOR": Key(False, "Leave the anchor out of its own class prototype."),
+        **sim_scale_keys(16.0, learn_scale=True),
+        "FEAT_KEY": FEAT_KEY,
+        "SCALE": WEIGHT,
     },
 )
-
 
 P2S_DISTANCES = ("cosine", "euclidean")
 P2S_NEGATIVES = ("hardest", "random")
@@ -77,16 +55,30 @@ def p2s_triplet_loss(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Per anchor ``softplus(s (d(f_i, mu_{y_i}) - d(f_i, mu_n)))`` with ``mu_c`` the batch mean of
-    class c; ``mu_n`` is the closest other prototype (``negative="hardest"``) or a uniformly drawn
-    one (``"random"``, from ``generator`` if given, else the global RNG). ``exclude_anchor`` leaves
-    the anchor out of its own prototype (anchors of singleton classes then have no positive).
-    ``distance``: ``cosine`` = 1 - cos or ``euclidean``. Mean over anchors with a positive
-    prototype and at least one other class.
+    class c; the mean over the anchors with a positive prototype and at least one other class.
+
+    Args:
+        f: B x D features.
+        y: B labels.
+        distance: ``cosine`` (1 - cos) or ``euclidean``.
+        scale: ``s``, a number or a learnable tensor.
+        negative: ``mu_n`` is the closest other prototype (``hardest``) or a uniformly drawn one
+            (``random``).
+        exclude_anchor: Leave the anchor out of its own prototype (anchors of singleton classes
+            then have no positive).
+        generator: The RNG of the random negatives (default: torch's global RNG).
+
+    Returns:
+        The 0-dim loss.
+
+    >>> f = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
+    >>> round(float(p2s_triplet_loss(f, torch.tensor([0, 0, 1, 1]), scale=4.0)), 4)
+    0.0415
     """
     check_features_labels(f, y, "p2s_triplet_loss")
     check_choice("distance", distance, P2S_DISTANCES)
     check_choice("negative", negative, P2S_NEGATIVES)
-    resolve_scale(scale)
+    check_scale(scale)
     protos = batch_prototypes(f, y)
     dist = pairwise_distance(f, protos.means, distance)
     if exclude_anchor:
@@ -113,25 +105,38 @@ def p2s_triplet_loss(
 
 @LOSS_REGISTRY.register()
 class P2STripletLoss(FeatureLoss):
-    """Point-to-set triplet loss on ``outputs[P2S.FEAT_KEY]``: DISTANCE, NEGATIVE, EXCLUDE_ANCHOR,
-    SIM_SCALE / LEARN_SCALE. Random negatives use torch's global RNG."""
+    """Point-to-set triplet loss on ``outputs[feat_key]`` (see :func:`p2s_triplet_loss`); random
+    negatives use torch's global RNG.
 
-    cfg_key = "P2S"
+    Args:
+        distance: "cosine" or "euclidean".
+        negative: "hardest" or "random".
+        exclude_anchor: Leave the anchor out of its own prototype.
+        sim_scale: The multiplier ``s``.
+        learn_scale: Learn ``s`` as a parameter ``log s``.
+        feat_key: The outputs key of the features.
+    """
 
     config_block = P2S_CONFIG
     log_name = "loss_p2s"
 
-    def __init__(self, cfg: CfgNode) -> None:
-        super().__init__(cfg)
-        block = self.block(cfg)
-        self.distance = check_choice(self.key("DISTANCE"), block.DISTANCE, P2S_DISTANCES)
-        self.negative = check_choice(self.key("NEGATIVE"), block.NEGATIVE, P2S_NEGATIVES)
-        self.exclude_anchor = bool(block.EXCLUDE_ANCHOR)
-        self.scale = LogScale(
-            float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE")
-        )
+    @configurable
+    def __init__(
+        self,
+        distance: str = "cosine",
+        negative: str = "hardest",
+        exclude_anchor: bool = False,
+        sim_scale: float = 16.0,
+        learn_scale: bool = True,
+        feat_key: str = OutputKeys.FEATURES,
+    ) -> None:
+        super().__init__(feat_key)
+        self.distance = check_choice("distance", distance, P2S_DISTANCES)
+        self.negative = check_choice("negative", negative, P2S_NEGATIVES)
+        self.exclude_anchor = bool(exclude_anchor)
+        self.scale = LogScale(float(sim_scale), bool(learn_scale), "sim_scale")
 
-    def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs: Mapping[str, Any], targets: torch.Tensor) -> torch.Tensor:
         return p2s_triplet_loss(
             self.features(outputs),
             targets,
@@ -142,4 +147,7 @@ class P2STripletLoss(FeatureLoss):
         )
 
     def extra_repr(self) -> str:
-        return f"distance={self.distance}, negative={self.negative}, exclude_anchor={self.exclude_anchor}"
+        return (
+            f"distance={self.distance}, negative={self.negative}, "
+            f"exclude_anchor={self.exclude_anchor}"
+        )

@@ -3,57 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
-from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, Key
+from reid.config.schema import ConfigBlock, InvalidArgument, Key, configurable
+from reid.structures import OutputKeys
 
-from .base import FeatureLoss
+from .base import FEAT_KEY, WEIGHT, FeatureLoss, sim_scale_keys
 from .build import LOSS_REGISTRY
 from .prototypes import batch_prototypes
 from .utils import (
     LogScale,
     ScaleLike,
     check_features_labels,
+    check_scale,
     cosine_matrix,
     masked_logsumexp,
     masked_mean,
-    resolve_scale,
     rowwise_cosine,
+)
+
+CLASSES_PER_TUPLET = Key(
+    0, "N classes per anchor (own + N - 1 drawn at random); 0 = all classes of the batch."
 )
 
 PN_CONFIG = ConfigBlock(
     "MODEL.LOSSES.PN",
-    (
-        "PNTupletLoss: CE of each anchor over SIM_SCALE * cos(f_i, prototype_c), "
-        "prototypes = batch class means."
-    ),
+    "PNTupletLoss: CE of each anchor over SIM_SCALE * cos(f_i, prototype_c), prototypes = batch "
+    "class means.",
     {
-        "CLASSES_PER_TUPLET": Key(
-            0,
-            ("N classes per anchor (own + N - 1 drawn at random); 0 = all classes of the batch."),
-        ),
-        "EXCLUDE_ANCHOR": Key(
-            False,
-            "Leave the anchor out of its own class prototype.",
-        ),
-        "SIM_SCALE": Key(
-            16.0,
-            "Multiplier s of the similarities (temperature 1 / s).",
-        ),
-        "LEARN_SCALE": Key(
-            True,
-            "Learn s as a parameter log s, initialised from SIM_SCALE.",
-        ),
-        "FEAT_KEY": Key(
-            "features",
-            ("Key of the model's outputs dict that the loss reads its B x D features from."),
-        ),
-        "SCALE": Key(
-            1.0,
-            "Weight of this loss in the total loss.",
-        ),
+        "CLASSES_PER_TUPLET": CLASSES_PER_TUPLET,
+        "EXCLUDE_ANCHOR": Key(False, "Leave the anchor out of its own class prototype."),
+        **sim_scale_keys(16.0, learn_scale=True),
+        "FEAT_KEY": FEAT_KEY,
+        "SCALE": WEIGHT,
     },
 )
 
@@ -69,14 +53,30 @@ def prototype_tuplet_loss(
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of each anchor ``f_i`` over the logits ``s cos(f_i, mu_c)``, ``mu_c`` the batch
-    mean of ``refs`` over class c (``refs = f`` for PN, ``phi(f)`` for MPN). ``project``, a linear
-    map, is applied to the class means instead of to every reference (the same prototypes, since
-    it commutes with averaging; MPN passes phi's last layer there).
+    mean of ``refs`` over class c.
 
-    ``n_classes``: the anchor's class plus n - 1 other classes drawn uniformly per anchor (from
-    ``generator`` if given, else the global RNG); None = all classes of the batch (also when n is
-    at least their number). ``exclude_anchor`` leaves the anchor out of its own prototype. Mean
-    over anchors with a positive prototype, in batches with at least two classes.
+    The mean over the anchors with a positive prototype, in batches with at least two classes.
+
+    Args:
+        f: B x D features (the anchors).
+        y: B labels.
+        refs: B x D' vectors whose class means are the prototypes (``f`` for PN, ``phi(f)`` for
+            MPN); D' = D unless ``project`` maps them to D.
+        n_classes: The anchor's class plus n - 1 other classes drawn uniformly per anchor; None =
+            all classes of the batch (also when n is at least their number).
+        scale: ``s``, a number or a learnable tensor.
+        exclude_anchor: Leave the anchor out of its own prototype.
+        generator: The RNG of the class draws (default: torch's global RNG).
+        project: A linear map applied to the class means instead of to every reference (the same
+            prototypes, since it commutes with averaging; MPN passes phi's last layer there).
+
+    Returns:
+        The 0-dim loss.
+
+    >>> f = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
+    >>> y = torch.tensor([0, 0, 1, 1])
+    >>> round(float(prototype_tuplet_loss(f, y, refs=f, scale=4.0)), 4)  # PN-tuplet
+    0.0415
     """
     check_features_labels(f, y, "prototype_tuplet_loss")
     if (
@@ -85,13 +85,14 @@ def prototype_tuplet_loss(
         or (project is None and refs.shape[1] != f.shape[1])
     ):
         raise ValueError(
-            f"prototype references must have the features' shape {tuple(f.shape)}, got {tuple(refs.shape)}"
+            f"prototype references must have the features' shape {tuple(f.shape)}, got "
+            f"{tuple(refs.shape)}"
         )
     if n_classes is not None and n_classes < 2:
         raise ValueError(
             f"n_classes must be >= 2 or None (all classes of the batch), got {n_classes}"
         )
-    resolve_scale(scale)
+    check_scale(scale)
     protos = batch_prototypes(refs, y)
     num_p = protos.counts.shape[0]
     means = protos.means if project is None else project(protos.means)
@@ -122,35 +123,52 @@ def pn_tuplet_loss(
     exclude_anchor: bool = False,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """PN-tuplet: :func:`prototype_tuplet_loss` with prototypes = batch means of the features."""
+    """PN-tuplet: :func:`prototype_tuplet_loss` with prototypes = batch means of the features.
+
+    >>> f = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
+    >>> round(float(pn_tuplet_loss(f, torch.tensor([0, 0, 1, 1]), scale=4.0)), 4)
+    0.0415
+    """
     return prototype_tuplet_loss(f, y, f, n_classes, scale, exclude_anchor, generator)
 
 
 @LOSS_REGISTRY.register()
 class PNTupletLoss(FeatureLoss):
-    """PN-tuplet loss on ``outputs[PN.FEAT_KEY]``: CLASSES_PER_TUPLET (0 = all classes of the
-    batch), EXCLUDE_ANCHOR, SIM_SCALE / LEARN_SCALE. Class draws use torch's global RNG."""
+    """PN-tuplet loss on ``outputs[feat_key]`` (see :func:`pn_tuplet_loss`); the class draws use
+    torch's global RNG.
 
-    cfg_key = "PN"
+    Args:
+        classes_per_tuplet: N classes per anchor (own + N - 1 drawn); 0 = all classes of the
+            batch, else >= 2.
+        exclude_anchor: Leave the anchor out of its own prototype.
+        sim_scale: The multiplier ``s`` of the similarities.
+        learn_scale: Learn ``s`` as a parameter ``log s``.
+        feat_key: The outputs key of the features.
+    """
 
     config_block = PN_CONFIG
     log_name = "loss_pn_tuplet"
 
-    def __init__(self, cfg: CfgNode) -> None:
-        super().__init__(cfg)
-        block = self.block(cfg)
-        n = int(block.CLASSES_PER_TUPLET)
+    @configurable
+    def __init__(
+        self,
+        classes_per_tuplet: int = 0,
+        exclude_anchor: bool = False,
+        sim_scale: float = 16.0,
+        learn_scale: bool = True,
+        feat_key: str = OutputKeys.FEATURES,
+    ) -> None:
+        super().__init__(feat_key)
+        n = int(classes_per_tuplet)
         if n == 1 or n < 0:
-            raise ValueError(
-                f"{self.key('CLASSES_PER_TUPLET')} must be 0 (all classes of the batch) or >= 2, got {n}"
+            raise InvalidArgument(
+                "classes_per_tuplet", f"must be 0 (all classes of the batch) or >= 2, got {n}"
             )
         self.n_classes = n or None
-        self.exclude_anchor = bool(block.EXCLUDE_ANCHOR)
-        self.scale = LogScale(
-            float(block.SIM_SCALE), bool(block.LEARN_SCALE), self.key("SIM_SCALE")
-        )
+        self.exclude_anchor = bool(exclude_anchor)
+        self.scale = LogScale(float(sim_scale), bool(learn_scale), "sim_scale")
 
-    def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs: Mapping[str, Any], targets: torch.Tensor) -> torch.Tensor:
         return pn_tuplet_loss(
             self.features(outputs), targets, self.n_classes, self.scale(), self.exclude_anchor
         )

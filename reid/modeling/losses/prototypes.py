@@ -18,12 +18,19 @@ class Prototypes(NamedTuple):
         return self.sums / self.counts.unsqueeze(1).to(self.sums.dtype)
 
     def leave_one_out(self, refs: torch.Tensor) -> torch.Tensor:
-        """B x D: the mean of each sample's class without the sample itself (zero for singletons)."""
+        """B x D: the mean of each sample's class without the sample (zero for singletons)."""
         others = (self.counts[self.inverse] - 1).clamp_min(1).unsqueeze(1).to(refs.dtype)
         return (self.sums[self.inverse] - refs) / others
 
 
 def batch_prototypes(refs: torch.Tensor, y: torch.Tensor) -> Prototypes:
+    """The class sums, sizes and memberships of the B x D ``refs`` under the B labels ``y``.
+
+    >>> refs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+    >>> batch_prototypes(refs, torch.tensor([5, 5, 7])).means
+    tensor([[0.5000, 0.5000],
+            [2.0000, 2.0000]])
+    """
     _, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
     sums = torch.zeros(counts.shape[0], refs.shape[1], dtype=refs.dtype, device=refs.device)
     sums = sums.index_add(0, inverse, refs)

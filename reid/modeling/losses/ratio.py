@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
-from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, Key
+from reid.config.schema import ConfigBlock, InvalidArgument, Key, configurable
+from reid.structures import OutputKeys
 
-from .base import FeatureLoss
+from .base import WEIGHT, FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import (
     check_choice,
@@ -17,37 +18,27 @@ from .utils import (
     check_label_range,
     class_index,
     cosine_matrix,
-    read_output,
     rowwise_cosine,
 )
 
 RATIO_CONFIG = ConfigBlock(
     "MODEL.LOSSES.RATIO",
-    (
-        "RatioLoss (circle-based ratio loss): mean over the batch's classes j of "
-        "max_{y_i = j} d(f^_i, w^_j) / (min_{k != j} d(w^_k, w^_j) + EPS), w = "
-        'outputs["cls_weight"].'
-    ),
+    "RatioLoss (circle-based ratio loss): mean over the batch's classes j of max_{y_i = j} "
+    'd(f^_i, w^_j) / (min_{k != j} d(w^_k, w^_j) + EPS), w = outputs["cls_weight"].',
     {
         "EPS": Key(
-            0.5,
-            ("The moderating term eps added to the inter-class distance (the paper: 0.5)."),
+            0.5, "The moderating term eps added to the inter-class distance (the paper: 0.5)."
         ),
         "DISTANCE": Key(
             "cosine",
-            (
-                '"cosine" (1 - cos), "chord" (Euclidean distance on the unit sphere) or '
-                '"angle" (acos).'
-            ),
+            '"cosine" (1 - cos), "chord" (Euclidean distance on the unit sphere) or "angle" '
+            "(acos).",
         ),
         "FEAT_KEY": Key(
-            "neck_features",
-            ("The classifier's input, since the loss compares features with the class weights."),
+            OutputKeys.NECK_FEATURES,
+            "The classifier's input, since the loss compares features with the class weights.",
         ),
-        "SCALE": Key(
-            1.0,
-            "Weight of this loss in the total loss.",
-        ),
+        "SCALE": WEIGHT,
     },
 )
 
@@ -66,11 +57,26 @@ def _cos_to_distance(cos: torch.Tensor, distance: str) -> torch.Tensor:
 def ratio_loss(
     f: torch.Tensor, y: torch.Tensor, W: torch.Tensor, eps: float = 0.5, distance: str = "cosine"
 ) -> torch.Tensor:
-    """For each class j of the batch ``d_j = max_{y_i = j} dist(f^_i, W^_j)`` and
-    ``D_j = min_{k != j} dist(W^_k, W^_j)`` over all C classes; ``mean_j d_j / (D_j + eps)``.
+    """``mean_j d_j / (D_j + eps)`` over the classes j of the batch, with
+    ``d_j = max_{y_i = j} dist(f^_i, W^_j)`` and ``D_j = min_{k != j} dist(W^_k, W^_j)`` over all C
+    classes.
 
-    ``distance``: ``cosine`` = 1 - cos, ``chord`` = sqrt(max(2 - 2cos, 1e-12)) (Euclidean on the
-    sphere), ``angle`` = acos (cos clamped to [-1 + 1e-7, 1 - 1e-7] to keep the gradient finite).
+    Args:
+        f: B x D features.
+        y: B labels in [0, C).
+        W: C x D class weights (C >= 2).
+        eps: The moderating term (>= 0).
+        distance: ``cosine`` = 1 - cos, ``chord`` = sqrt(max(2 - 2cos, 1e-12)) (Euclidean on the
+            sphere) or ``angle`` = acos (cos clamped to [-1 + 1e-7, 1 - 1e-7] to keep the gradient
+            finite).
+
+    Returns:
+        The 0-dim loss.
+
+    >>> f = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    >>> W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    >>> round(float(ratio_loss(f, torch.tensor([0, 0, 1]), W)), 4)
+    0.1333
     """
     check_features_labels(f, y, "ratio_loss")
     check_choice("distance", distance, RATIO_DISTANCES)
@@ -86,8 +92,9 @@ def ratio_loss(
         raise ValueError(f"ratio_loss: eps must be >= 0, got {eps}")
     check_label_range(y, W.shape[0], "ratio_loss")
     classes, inverse, _ = class_index(y)
-    # Every distance decreases with the cosine: the nearest other class is the most similar one. Find
-    # it without a graph over all C classes, then take the distance of that pair with its gradient.
+    # Every distance decreases with the cosine: the nearest other class is the most similar one.
+    # Find it without a graph over all C classes, then take the distance of that pair with its
+    # gradient.
     with torch.no_grad():
         cos_weights = cosine_matrix(W[classes], W)
         cos_weights.scatter_(1, classes.unsqueeze(1), float("-inf"))
@@ -104,27 +111,34 @@ def ratio_loss(
 
 @LOSS_REGISTRY.register()
 class RatioLoss(FeatureLoss):
-    """Ratio loss on ``outputs[RATIO.FEAT_KEY]`` and the classifier weights ``outputs["cls_weight"]``:
-    EPS, DISTANCE. FEAT_KEY defaults to ``neck_features``, the classifier's input, since the loss
-    compares features with class weights."""
+    """Ratio loss (see :func:`ratio_loss`) on ``outputs[feat_key]`` and the classifier weights
+    ``outputs["cls_weight"]``.
 
-    cfg_key = "RATIO"
+    Args:
+        eps: The moderating term; must be >= 0.
+        distance: "cosine", "chord" or "angle".
+        feat_key: The outputs key of the features; by default the classifier's input, since the
+            loss compares features with class weights.
+    """
 
     config_block = RATIO_CONFIG
     log_name = "loss_ratio"
 
-    def __init__(self, cfg: CfgNode) -> None:
-        super().__init__(cfg)
-        block = self.block(cfg)
-        self.eps = float(block.EPS)
-        self.distance = check_choice(self.key("DISTANCE"), block.DISTANCE, RATIO_DISTANCES)
-        if self.eps < 0:
-            raise ValueError(f"{self.key('EPS')} must be >= 0, got {self.eps}")
+    @configurable
+    def __init__(
+        self,
+        eps: float = 0.5,
+        distance: str = "cosine",
+        feat_key: str = OutputKeys.NECK_FEATURES,
+    ) -> None:
+        super().__init__(feat_key)
+        if eps < 0:
+            raise InvalidArgument("eps", f"must be >= 0, got {eps}")
+        self.eps = float(eps)
+        self.distance = check_choice("distance", distance, RATIO_DISTANCES)
 
-    def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        weight = read_output(
-            outputs, "cls_weight", type(self).__name__, "RATIO (classifier weights)"
-        )
+    def forward(self, outputs: Mapping[str, Any], targets: torch.Tensor) -> torch.Tensor:
+        weight = self.read(outputs, OutputKeys.CLS_WEIGHT)
         return ratio_loss(self.features(outputs), targets, weight, self.eps, self.distance)
 
     def extra_repr(self) -> str:

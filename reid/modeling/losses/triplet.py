@@ -19,7 +19,7 @@ from reid.config.schema import (
 )
 from reid.structures import OutputKeys
 
-from .base import FeatureLoss
+from .base import FEAT_KEY, WEIGHT, FeatureLoss
 from .build import LOSS_REGISTRY
 from .utils import (
     DISTANCES,
@@ -27,10 +27,10 @@ from .utils import (
     ScaleLike,
     check_choice,
     check_features_labels,
+    check_scale,
     masked_mean,
     masked_softmax,
     pairwise_distance,
-    resolve_scale,
     same_label_masks,
 )
 
@@ -39,58 +39,34 @@ TRI_CONFIG = ConfigBlock(
     "TripletLoss.",
     {
         "MARGIN": Key(
-            0.3,
-            ("Hinge margin m: [d_ap - d_an + m]_+. 0.0 = soft margin (fastreid meaning)."),
+            0.3, "Hinge margin m: [d_ap - d_an + m]_+. 0.0 = soft margin (fastreid meaning)."
         ),
         "MINING": Key(
             "batch_hard",
-            (
-                '"batch_hard" (hardest positive / negative per anchor), "all" (every triplet)'
-                ' or "weighted" (softmax-weighted positives and negatives).'
-            ),
+            '"batch_hard" (hardest positive / negative per anchor), "all" (every triplet) or '
+            '"weighted" (softmax-weighted positives and negatives).',
         ),
-        "DISTANCE": Key(
-            "euclidean",
-            '"euclidean", "sqeuclidean" or "cosine" (1 - cos).',
-        ),
-        "NORMALIZE": Key(
-            False,
-            "L2-normalise the features before a (sq)euclidean distance.",
-        ),
+        "DISTANCE": Key("euclidean", '"euclidean", "sqeuclidean" or "cosine" (1 - cos).'),
+        "NORMALIZE": Key(False, "L2-normalise the features before a (sq)euclidean distance."),
         "NORM_FEAT": Key(
             False,
-            (
-                "fastreid meaning: distance 2 - 2cos on L2-normalised features (requires "
-                'DISTANCE "euclidean").'
-            ),
+            "fastreid meaning: distance 2 - 2cos on L2-normalised features (requires DISTANCE "
+            '"euclidean").',
         ),
         "SOFT_MARGIN": Key(
-            False,
-            ("Soft margin softplus(SIM_SCALE * (d_ap - d_an) + MARGIN) instead of the hinge."),
+            False, "Soft margin softplus(SIM_SCALE * (d_ap - d_an) + MARGIN) instead of the hinge."
         ),
-        "SIM_SCALE": Key(
-            1.0,
-            "Scale of the soft margin (must stay 1.0 / False with the hinge).",
-        ),
+        "SIM_SCALE": Key(1.0, "Scale of the soft margin (must stay 1.0 / False with the hinge)."),
         "LEARN_SCALE": Key(
-            False,
-            ("Learn the soft margin's scale as a parameter log s, initialised from SIM_SCALE."),
+            False, "Learn the soft margin's scale as a parameter log s, initialised from SIM_SCALE."
         ),
         "HARD_MINING": Key(
             None,
-            (
-                "fastreid compatibility: True = MINING batch_hard, False = MINING weighted; "
-                "None = use MINING."
-            ),
+            "fastreid compatibility: True = MINING batch_hard, False = MINING weighted; "
+            "None = use MINING.",
         ),
-        "FEAT_KEY": Key(
-            "features",
-            ("Key of the model's outputs dict that the loss reads its B x D features from."),
-        ),
-        "SCALE": Key(
-            1.0,
-            "Weight of this loss in the total loss.",
-        ),
+        "FEAT_KEY": FEAT_KEY,
+        "SCALE": WEIGHT,
     },
 )
 
@@ -116,29 +92,49 @@ def triplet_loss(
     soft_margin: bool = False,
     scale: ScaleLike = 1.0,
 ) -> torch.Tensor:
-    """Triplet loss over the batch; ``P(i)`` = other samples of y_i's class, ``N(i)`` = other classes.
+    """Triplet loss over the batch; ``P(i)`` = other samples of y_i's class, ``N(i)`` = the
+    samples of other classes.
 
     Per triplet ``[d_ap - d_an + m]_+``, or ``softplus(scale (d_ap - d_an) + m)`` when
-    ``soft_margin`` (``scale`` only applies there and may be a learnable tensor).
-    ``mining``: ``batch_hard`` (hardest positive and negative, mean over anchors having both),
-    ``all`` (mean over every (a, p, n)), ``weighted`` (d_ap and d_an averaged with weights
-    softmax(d) over P(i) and softmax(-d) over N(i)). ``distance``: ``euclidean``, ``sqeuclidean``
-    or ``cosine`` (1 - cos); ``normalize`` L2-normalises the features first (fastreid's NORM_FEAT is
-    ``sqeuclidean`` + ``normalize`` = 2 - 2cos).
+    ``soft_margin``.
+
+    Args:
+        f: B x D features.
+        y: B labels.
+        margin: ``m``.
+        mining: ``batch_hard`` (hardest positive and negative, mean over the anchors having both),
+            ``all`` (mean over every (a, p, n)) or ``weighted`` (d_ap and d_an averaged with
+            weights softmax(d) over P(i) and softmax(-d) over N(i)).
+        distance: ``euclidean``, ``sqeuclidean`` or ``cosine`` (1 - cos).
+        normalize: L2-normalise the features first (fastreid's NORM_FEAT is ``sqeuclidean`` +
+            ``normalize`` = 2 - 2cos).
+        soft_margin: The softplus instead of the hinge.
+        scale: The soft margin's scale; only applies there, and may be a learnable tensor.
+
+    Returns:
+        The 0-dim loss.
+
+    >>> f = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
+    >>> y = torch.tensor([0, 0, 1, 1])
+    >>> round(float(triplet_loss(f, y, margin=0.3)), 4)
+    0.019
+    >>> round(float(triplet_loss(f, y, margin=0.3, mining="all", distance="cosine")), 4)
+    0.025
     """
     check_features_labels(f, y, "triplet_loss")
     check_choice("mining", mining, MINING)
     check_choice("distance", distance, DISTANCES)
-    resolve_scale(scale)
+    check_scale(scale)
     if not soft_margin and (isinstance(scale, torch.Tensor) or scale != 1.0):
         raise ValueError(
-            "triplet_loss: scale applies to the soft margin only; got a scale with soft_margin=False"
+            "triplet_loss: scale applies to the soft margin only; got a scale with "
+            "soft_margin=False"
         )
     dist = pairwise_distance(f, f, distance, normalize)
     pos, neg = same_label_masks(y)
     if mining == "all":
-        # One row per (anchor, positive) pair against every sample, masked to the anchor's negatives:
-        # |pairs| x B instead of B x B x B.
+        # One row per (anchor, positive) pair against every sample, masked to the anchor's
+        # negatives: |pairs| x B instead of B x B x B.
         anchor, positive = pos.nonzero(as_tuple=True)
         per_triplet = _margin_term(
             dist[anchor, positive].unsqueeze(1), dist[anchor], margin, soft_margin, scale
@@ -166,8 +162,8 @@ class TripletLoss(FeatureLoss):
         distance: "euclidean", "sqeuclidean" or "cosine".
         normalize: L2-normalise the features first.
         soft_margin: ``softplus(s (d_ap - d_an) + margin)`` instead of the hinge.
-        sim_scale: The soft margin's scale ``s``.
-        learn_scale: Learn ``s`` as a parameter ``log s``.
+        sim_scale: The soft margin's scale ``s`` (1.0 with the hinge).
+        learn_scale: Learn ``s`` as a parameter ``log s`` (soft margin only).
         feat_key: The outputs key of the features.
 
     From a config, fastreid's keys keep their meaning: HARD_MINING True/False = MINING
@@ -177,6 +173,7 @@ class TripletLoss(FeatureLoss):
 
     config_block = TRI_CONFIG
     log_name = "loss_triplet"
+    needs_positives = True
 
     @configurable
     def __init__(
@@ -196,22 +193,24 @@ class TripletLoss(FeatureLoss):
         self.distance = check_choice("distance", distance, DISTANCES)
         self.normalize = bool(normalize)
         self.soft_margin = bool(soft_margin)
-        if not self.soft_margin and (learn_scale or sim_scale != 1.0):
-            raise InvalidArgument(
-                "sim_scale",
-                "scales the soft margin only; turn the soft margin on or leave the scale at 1 "
-                "and not learned",
-            )
+        if not self.soft_margin:
+            turn_on = "turn the soft margin on (in a config: SOFT_MARGIN True or MARGIN 0.0)"
+            if learn_scale:
+                raise InvalidArgument(
+                    "learn_scale",
+                    f"learns the soft margin's scale only; {turn_on} or leave it False",
+                )
+            if sim_scale != 1.0:
+                raise InvalidArgument(
+                    "sim_scale",
+                    f"scales the soft margin only; {turn_on} or leave it at 1.0, got {sim_scale}",
+                )
         self.scale = LogScale(float(sim_scale), bool(learn_scale), "sim_scale")
 
     @classmethod
     def from_config(cls, cfg: CfgNode, feat_dim: int | None = None) -> ConfigArgs:
         block = cls.config_block.read(cfg)
-        args = cls.config_block.arguments(
-            cfg, skip=("SCALE", "HARD_MINING", "NORM_FEAT", "LEARN_SCALE", "SIM_SCALE")
-        )
-        args.set("sim_scale", block.SIM_SCALE, cls.config_block.full_key("SIM_SCALE"))
-        args.set("learn_scale", block.LEARN_SCALE, cls.config_block.full_key("LEARN_SCALE"))
+        args = cls.config_block.arguments(cfg, skip=("SCALE", "HARD_MINING", "NORM_FEAT"))
         args.set("mining", cls._fastreid_mining(block), cls.config_block.full_key("MINING"))
         args["soft_margin"] = bool(block.SOFT_MARGIN) or float(block.MARGIN) == 0.0
         if block.NORM_FEAT:

@@ -7,29 +7,51 @@ entry: that is what lets every loss return a zero with a graph on batches with n
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from yacs.config import CfgNode
 
 from reid.config.schema import InvalidArgument
 
-ScaleLike = Union[float, torch.Tensor]
+ScaleLike = float | torch.Tensor
 
 DISTANCES = ("euclidean", "sqeuclidean", "cosine")
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise naming ``name``."""
+    """Return ``value`` if it is one of ``choices``.
+
+    Raises:
+        InvalidArgument: Naming the argument ``name``.
+    """
     if value not in choices:
         raise InvalidArgument(name, f"must be one of {list(choices)}, got {value!r}")
     return value
 
 
+def check_positive(name: str, value: float) -> float:
+    """Return ``value`` as a float if it is > 0.
+
+    Raises:
+        InvalidArgument: Naming the argument ``name``.
+    """
+    if not value > 0:
+        raise InvalidArgument(name, f"must be positive, got {value}")
+    return float(value)
+
+
+def check_scale(scale: ScaleLike, name: str = "scale") -> None:
+    """Raise unless ``scale`` is a positive number or a tensor (a learned scale, positive by
+    construction, see :class:`LogScale`)."""
+    if not isinstance(scale, torch.Tensor):
+        check_positive(name, scale)
+
+
 def check_features_labels(f: torch.Tensor, y: torch.Tensor, fn: str) -> None:
+    """Raise unless ``f`` is B x D and ``y`` holds B integer labels; ``fn`` names the caller."""
     if f.dim() != 2:
         raise ValueError(f"{fn}: features must be a B x D tensor, got shape {tuple(f.shape)}")
     if y.dim() != 1 or y.shape[0] != f.shape[0]:
@@ -41,7 +63,8 @@ def check_features_labels(f: torch.Tensor, y: torch.Tensor, fn: str) -> None:
 
 
 def check_label_range(y: torch.Tensor, num_classes: int, fn: str) -> None:
-    """Labels index a C-row parameter (classifier weights, centers, proxies): they must be in [0, C)."""
+    """Raise unless the labels lie in [0, C): they index a C-row parameter (classifier weights,
+    centers, proxies)."""
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(
             f"{fn}: labels must lie in [0, {num_classes}) (the number of classes), "
@@ -62,14 +85,15 @@ def safe_norm(x: torch.Tensor) -> torch.Tensor:
 class _CosineMatrix(torch.autograd.Function):
     """``(a b^T) / (max(|a|, eps) max(|b|, eps)^T)`` with a hand-written backward.
 
-    Autograd through "normalise, then multiply" rewrites the C x D operand (a classifier's weights,
-    the proxies) several times forward and backward; here the backward is one GEMM per input plus one
-    in-place pass for the radial term: ``grad_b = (G')^T a - b * sum_i(G cos)_ij / |b_j|^2``
-    with ``G' = G / (|a| |b|^T)`` (the radial term vanishes where the norm is clamped at eps).
+    Autograd through "normalise, then multiply" rewrites the C x D operand (a classifier's
+    weights, the proxies) several times forward and backward; here the backward is one GEMM per
+    input plus one in-place pass for the radial term:
+    ``grad_b = (G')^T a - b * sum_i(G cos)_ij / |b_j|^2`` with ``G' = G / (|a| |b|^T)`` (the radial
+    term vanishes where the norm is clamped at eps).
     """
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raw_a, raw_b = a.norm(p=2, dim=1), b.norm(p=2, dim=1)
         norm_a, norm_b = raw_a.clamp_min(1e-12), raw_b.clamp_min(1e-12)
         cos = (a @ b.t()) / (norm_a.unsqueeze(1) * norm_b.unsqueeze(0))
@@ -77,7 +101,7 @@ class _CosineMatrix(torch.autograd.Function):
         return cos
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         a, b, norm_a, norm_b, free_a, free_b, cos = ctx.saved_tensors
         scaled = grad / (norm_a.unsqueeze(1) * norm_b.unsqueeze(0))
         radial = grad * cos
@@ -141,7 +165,7 @@ def masked_logsumexp(
 
 
 def masked_softmax(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """Softmax of ``x`` restricted to ``mask`` (zero elsewhere; all-zero rows where the mask is empty)."""
+    """Softmax of ``x`` restricted to ``mask``: zero elsewhere, all-zero rows where it is empty."""
     lse = masked_logsumexp(x, mask, dim=dim, keepdim=True)
     lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
     neg_inf = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
@@ -149,7 +173,7 @@ def masked_softmax(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tenso
 
 
 def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over ``valid``; a zero that keeps the graph (no NaN) when nothing is valid.
+    """Mean of ``values`` over ``valid``; a zero that keeps the graph (no NaN) if none is valid.
 
     Invalid entries may hold ``inf``: they are replaced before summing and get zero gradient.
     """
@@ -182,90 +206,50 @@ def class_members(y: torch.Tensor) -> torch.Tensor:
     return inverse.unsqueeze(0) == torch.arange(num_classes, device=y.device).unsqueeze(1)
 
 
-def resolve_scale(scale: ScaleLike, name: str = "scale") -> ScaleLike:
-    if not isinstance(scale, torch.Tensor) and not scale > 0:
-        raise ValueError(f"{name} must be positive, got {scale}")
-    return scale
-
-
 class LogScale(nn.Module):
     """A positive multiplier ``s`` of similarities or logits (a temperature ``1/s``).
 
-    Learnable: a parameter holding ``log s`` (so ``s`` stays positive), initialised from the config.
-    Fixed: a plain float, exactly the configured value.
+    Learnable: a parameter ``log_scale`` holding ``log s`` (so ``s`` stays positive), initialised
+    from ``init``. Fixed: a plain float, exactly ``init``.
+
+    Args:
+        init: The (initial) value of ``s``; must be positive.
+        learnable: Learn ``s``.
+        argument: The owner's argument that ``init`` came from, named by the error.
+
+    >>> LogScale(16.0, learnable=False, argument="sim_scale")()
+    16.0
+    >>> scale = LogScale(16.0, learnable=True, argument="sim_scale")
+    >>> [name for name, _ in scale.named_parameters()], round(scale().item(), 4)
+    (['log_scale'], 16.0)
     """
 
-    def __init__(self, init: float, learnable: bool, key: str) -> None:
+    def __init__(self, init: float, learnable: bool, argument: str) -> None:
         super().__init__()
-        if not init > 0:
-            raise InvalidArgument(key, f"must be positive, got {init}")
+        self.fixed = check_positive(argument, init)
         self.learnable = bool(learnable)
-        self.fixed = float(init)
         if self.learnable:
             self.log_scale = nn.Parameter(torch.tensor(math.log(init)))
 
     def forward(self) -> ScaleLike:
+        """``s``: a 0-dim tensor with a graph when learnable, else the float."""
         return self.log_scale.exp() if self.learnable else self.fixed
 
     def extra_repr(self) -> str:
         return f"learnable={self.learnable}, init={self.fixed}"
 
 
-def loss_block(cfg: CfgNode, cfg_key: str) -> CfgNode:
-    if cfg_key not in cfg.MODEL.LOSSES:
-        raise KeyError(f"config has no block MODEL.LOSSES.{cfg_key}")
-    return cfg.MODEL.LOSSES[cfg_key]
+def check_feature_dim(f: torch.Tensor, expected: int, loss: str) -> None:
+    """Raise unless ``f`` has the feature dim a loss's parameters were built for.
 
-
-def read_output(
-    outputs: Mapping[str, torch.Tensor], key: str, loss: str, cfg_key: str
-) -> torch.Tensor:
-    if key not in outputs:
-        raise KeyError(
-            f"{loss} reads '{key}' from the model outputs (MODEL.LOSSES.{cfg_key}), "
-            f"but the outputs dict has only: {sorted(outputs)}"
-        )
-    return outputs[key]
-
-
-def require_num_classes(cfg: CfgNode, loss: str) -> int:
-    num_classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
-    if num_classes <= 0:
-        raise ValueError(
-            f"{loss} needs the number of training identities, but MODEL.HEADS.NUM_CLASSES is "
-            f"{num_classes}: the trainer sets it from the training set before building the model"
-        )
-    return num_classes
-
-
-def resolve_feat_dim(cfg: CfgNode, cfg_key: str, loss: str, head_dim: int | None = None) -> int:
-    """The dim of the features a loss with per-dimension parameters is built for, first of:
-    MODEL.LOSSES.<cfg_key>.FEAT_DIM if > 0; ``head_dim`` (the head's output dim, passed by the
-    meta-architecture through ``build_losses(cfg, feat_dim=...)``); MODEL.HEADS.EMBEDDING_DIM if
-    > 0; MODEL.BACKBONE.FEAT_DIM if > 0."""
-    dim = int(loss_block(cfg, cfg_key).FEAT_DIM)
-    if dim < 0:
-        raise ValueError(
-            f"MODEL.LOSSES.{cfg_key}.FEAT_DIM must be >= 0 (0 = the head's output dim), got {dim}"
-        )
-    for candidate in (
-        dim,
-        head_dim or 0,
-        int(cfg.MODEL.HEADS.EMBEDDING_DIM),
-        int(cfg.MODEL.BACKBONE.FEAT_DIM),
-    ):
-        if candidate > 0:
-            return candidate
-    raise ValueError(
-        f"{loss} cannot infer the dim of its features: set MODEL.LOSSES.{cfg_key}.FEAT_DIM (or "
-        f"MODEL.HEADS.EMBEDDING_DIM / MODEL.BACKBONE.FEAT_DIM), or build the losses with "
-        f"build_losses(cfg, feat_dim=<the head's output dim>)"
-    )
-
-
-def check_feature_dim(f: torch.Tensor, expected: int, loss: str, cfg_key: str) -> None:
+    Args:
+        f: The B x D features the loss was given.
+        expected: The loss's ``feat_dim`` argument.
+        loss: The loss's name, for the message.
+    """
     if f.shape[-1] != expected:
         raise ValueError(
-            f"{loss} was built for {expected}-d features (MODEL.LOSSES.{cfg_key}.FEAT_DIM, 0 = the head's "
-            f"output dim) but got features of shape {tuple(f.shape)}"
+            f"{loss} was built for {expected}-d features (its feat_dim argument; from a config, "
+            f"the block's FEAT_DIM, 0 = the head's output dim) but got features of shape "
+            f"{tuple(f.shape)}"
         )

@@ -1,4 +1,4 @@
-"""The meta-architecture registry, ``build_model`` and device resolution."""
+"""The meta-architecture registry, the MODEL keys, ``build_model`` and device resolution."""
 
 from __future__ import annotations
 
@@ -9,15 +9,18 @@ from torch import nn
 from yacs.config import CfgNode
 
 from reid.config.schema import ConfigBlock, Key, declare
-from reid.utils.registry import Registry
+from reid.utils.registry import Registry, RegistryKeyError
 
 logger = logging.getLogger(__name__)
 
+# ImageNet's per-channel mean and standard deviation (R, G, B) on the 0..255 scale.
+IMAGENET_PIXEL_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_PIXEL_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 MODEL_CONFIG = declare(
     ConfigBlock(
         "MODEL",
-        "The model: architecture, device, weights, pixel normalisation.",
+        "The model: architecture, device, trained weights, pixel normalisation.",
         {
             "DEVICE": Key(
                 "auto",
@@ -41,15 +44,15 @@ MODEL_CONFIG = declare(
                 ),
             ),
             "PIXEL_MEAN": Key(
-                [0.485 * 255, 0.456 * 255, 0.406 * 255],
-                "Normalisation applied inside the model to images given in 0..255.",
+                list(IMAGENET_PIXEL_MEAN),
+                (
+                    "Per-channel mean (R, G, B) on the 0..255 scale: the model normalises its "
+                    "input images to (x - PIXEL_MEAN) / PIXEL_STD."
+                ),
             ),
             "PIXEL_STD": Key(
-                [0.229 * 255, 0.224 * 255, 0.225 * 255],
-                (
-                    "Per-channel standard deviation (R, G, B) of the normalisation, on the 0..255"
-                    " scale."
-                ),
+                list(IMAGENET_PIXEL_STD),
+                "Per-channel standard deviation (R, G, B) of that normalisation, 0..255 scale.",
             ),
         },
     )
@@ -57,13 +60,27 @@ MODEL_CONFIG = declare(
 
 
 META_ARCH_REGISTRY = Registry("META_ARCH")
-META_ARCH_REGISTRY.__doc__ = """Whole models built as ``cls(cfg)``: ``forward(batch)`` returns the outputs dict in
-training mode and the test feature (B x D) in eval mode; ``losses(outputs, targets)`` the weighted
-loss values by log name."""
+META_ARCH_REGISTRY.__doc__ = """Whole models, named by MODEL.META_ARCHITECTURE, built as
+``cls(cfg)``.
+
+``forward(batch)`` returns the outputs dict in training mode and the test feature (B x D) in eval
+mode; ``losses(outputs, targets, weights=None)`` the weighted loss values by log name.
+"""
 
 
 def resolve_device(device: str) -> torch.device:
-    """MODEL.DEVICE -> a torch.device; "auto" is "cuda" when available, else "cpu"."""
+    """The torch device that MODEL.DEVICE names.
+
+    Args:
+        device: "auto" ("cuda" when available, else "cpu") or a torch device string.
+
+    Raises:
+        ValueError: Not a device string.
+        RuntimeError: A CUDA device that is not available here.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -79,14 +96,29 @@ def resolve_device(device: str) -> torch.device:
             )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise RuntimeError(
-                f"MODEL.DEVICE is {device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible"
+                f"MODEL.DEVICE is {device!r} but only {torch.cuda.device_count()} CUDA device(s) "
+                f"are visible"
             )
     return resolved
 
 
 def build_model(cfg: CfgNode) -> nn.Module:
-    """MODEL.META_ARCHITECTURE built from ``cfg`` and moved to MODEL.DEVICE."""
-    model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    """The model MODEL.META_ARCHITECTURE, built from the config and moved to MODEL.DEVICE.
+
+    Args:
+        cfg: The whole config.
+
+    Returns:
+        The model.
+
+    Raises:
+        RegistryKeyError: The name is not registered (the message names the key).
+    """
+    try:
+        cls = META_ARCH_REGISTRY.get(MODEL_CONFIG.value(cfg, "META_ARCHITECTURE"))
+    except RegistryKeyError as e:
+        raise RegistryKeyError(f"{MODEL_CONFIG.full_key('META_ARCHITECTURE')}: {e}") from None
+    model = cls(cfg)
     device = resolve_device(cfg.MODEL.DEVICE)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())

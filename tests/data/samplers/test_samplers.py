@@ -2,13 +2,21 @@
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import cast
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from reid.config import ConfigError, get_cfg
-from reid.data.samplers import NaiveIdentitySampler, TrainingSampler, build_train_sampler
+from reid.data.samplers import (
+    NaiveIdentitySampler,
+    TrainingSampler,
+    build_train_sampler,
+    sampler_class,
+)
+from reid.data.samplers.build import check_sampler_class
+from reid.utils.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -25,7 +33,7 @@ class Rec:
 COUNTS = {10: 5, 11: 1, 12: 3, 13: 8, 14: 2, 15: 4, 16: 4, 17: 6, 18: 2, 19: 7}
 
 
-def _pids(counts=COUNTS) -> list[int]:
+def _pids(counts: dict[int, int] = COUNTS) -> list[int]:
     pids = [pid for pid, n in counts.items() for _ in range(n)]
     # interleave so indices of one identity are not contiguous
     return [
@@ -40,7 +48,7 @@ def _chunks(seq: list[int], size: int) -> list[list[int]]:
 
 def test_batches_hold_p_distinct_identities_times_k() -> None:
     pids = _pids()
-    s = NaiveIdentitySampler(pids, batch_size=16, num_instances=4, seed=0)
+    s = NaiveIdentitySampler(pids, batch_size=16, num_instance=4, seed=0)
     indices = list(s)
     assert len(indices) == len(s) == 3 * 16 and s.num_batches == 3 and s.batch_size == 16
     for batch in _chunks(indices, 16):
@@ -60,7 +68,7 @@ def test_batches_hold_p_distinct_identities_times_k() -> None:
 def test_every_identity_once_per_epoch_last_batch_topped_up() -> None:
     pids = _pids()
     for epoch in range(5):
-        s = NaiveIdentitySampler(pids, batch_size=16, num_instances=4, seed=7)
+        s = NaiveIdentitySampler(pids, batch_size=16, num_instance=4, seed=7)
         s.set_epoch(epoch)
         batches = [[pids[c[0]] for c in _chunks(b, 4)] for b in _chunks(list(s), 16)]
         counts = Counter(pid for b in batches for pid in b)
@@ -73,7 +81,7 @@ def test_every_identity_once_per_epoch_last_batch_topped_up() -> None:
 
 def test_single_image_identity_is_repeated_k_times() -> None:
     pids = [0, 1, 1, 1, 1, 2, 2, 2, 2, 2]
-    s = NaiveIdentitySampler(pids, batch_size=8, num_instances=4, seed=0)
+    s = NaiveIdentitySampler(pids, batch_size=8, num_instance=4, seed=0)
     for epoch in range(4):
         s.set_epoch(epoch)
         chunks = _chunks(list(s), 4)
@@ -98,9 +106,9 @@ def test_deterministic_given_seed_and_epoch() -> None:
 def test_rank_split_identity_complete_and_disjoint() -> None:
     counts = {pid: 3 + pid % 4 for pid in range(12)}
     pids = _pids(counts)
-    full = NaiveIdentitySampler(pids, batch_size=8, num_instances=2, seed=1)
+    full = NaiveIdentitySampler(pids, batch_size=8, num_instance=2, seed=1)
     ranks = [
-        NaiveIdentitySampler(pids, batch_size=8, num_instances=2, seed=1, rank=r, world_size=2)
+        NaiveIdentitySampler(pids, batch_size=8, num_instance=2, seed=1, rank=r, world_size=2)
         for r in range(2)
     ]
     for epoch in (0, 3):
@@ -124,8 +132,9 @@ def test_rank_split_identity_complete_and_disjoint() -> None:
 
 def test_loader_batches_follow_the_sampler() -> None:
     pids = _pids()
-    s = NaiveIdentitySampler(pids, batch_size=16, num_instances=4, seed=2, rank=1, world_size=2)
-    loader = DataLoader(list(range(len(pids))), sampler=s, batch_size=s.batch_size)
+    s = NaiveIdentitySampler(pids, batch_size=16, num_instance=4, seed=2, rank=1, world_size=2)
+    indices = cast(Dataset[int], list(range(len(pids))))  # a list is a map-style dataset
+    loader = DataLoader(indices, sampler=s, batch_size=s.batch_size)
     got = [b.tolist() for b in loader]
     assert got == [g[8:16] for g in s.global_batches()]
 
@@ -181,27 +190,73 @@ def test_build_train_sampler_from_config() -> None:
     cfg.DATALOADER.SAMPLER_TRAIN = "RandomIdentity"
     with pytest.raises(
         ConfigError,
-        match=r"DATALOADER.SAMPLER_TRAIN: .*'RandomIdentity'.*NaiveIdentitySampler, TrainingSampler",
+        match=r"DATALOADER.SAMPLER_TRAIN: .*'RandomIdentity'"
+        r".*NaiveIdentitySampler, TrainingSampler",
     ):
         build_train_sampler(cfg, records, 0, 1, 0)
 
 
 def test_images_epoch_length_chains_identity_passes() -> None:
     pids = _pids()  # 42 images of 10 identities
-    s = NaiveIdentitySampler(pids, batch_size=8, num_instances=4, seed=1, epoch_length="images")
+    s = NaiveIdentitySampler(pids, batch_size=8, num_instance=4, seed=1, epoch_length="images")
     assert s.batches_per_pass == 5 and s.num_batches == 6 == -(-len(pids) // 8)
     batches = [[pids[c[0]] for c in _chunks(b, 4)] for b in _chunks(list(s), 8)]
     assert len(batches) == 6
     first_pass = [pid for b in batches[:5] for pid in b]
     assert set(first_pass) == set(COUNTS)  # every identity visited in the first pass
     assert all(len(set(b)) == 2 for b in batches)
-    with pytest.raises(ValueError, match="EPOCH_LENGTH must be 'identities' or 'images'"):
-        NaiveIdentitySampler(pids, batch_size=8, num_instances=4, epoch_length="steps")
+    with pytest.raises(ValueError, match="^epoch_length must be 'identities' or 'images'"):
+        NaiveIdentitySampler(pids, batch_size=8, num_instance=4, epoch_length="steps")
+    cfg = get_cfg()
+    cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.EPOCH_LENGTH = 8, "steps"
+    records = [Rec(f"{i}.jpg", pid, 0, "Synthetic") for i, pid in enumerate(pids)]
+    with pytest.raises(ConfigError, match="EPOCH_LENGTH must be 'identities' or 'images'"):
+        build_train_sampler(cfg, records, rank=0, world_size=1, seed=0)
 
 
 def test_images_epoch_length_never_shorter_than_one_identity_pass() -> None:
     pids = list(
         range(20)
     )  # 20 identities of one image: 20 images, 5 batches by images, 10 by identities
-    s = NaiveIdentitySampler(pids, batch_size=4, num_instances=2, epoch_length="images")
+    s = NaiveIdentitySampler(pids, batch_size=4, num_instance=2, epoch_length="images")
     assert s.num_batches == s.batches_per_pass == 10
+
+
+def test_config_maps_every_sampler_key() -> None:
+    records = [Rec(f"{i}.jpg", pid, 0, "Synthetic") for i, pid in enumerate(_pids())]
+    cfg = get_cfg()
+    cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE = 8, 4
+    cfg.DATALOADER.EPOCH_LENGTH = "images"
+    s = build_train_sampler(cfg, records, rank=0, world_size=1, seed=9)
+    assert isinstance(s, NaiveIdentitySampler)
+    assert (s.num_instance, s.num_pids_per_batch, s.batch_size, s.seed) == (4, 2, 8, 9)
+    assert s.num_batches == 6  # 42 images / 8 per batch, rounded up: the "images" epoch
+    assert list(s) == list(NaiveIdentitySampler(_pids(), 8, 4, 9, epoch_length="images"))
+
+
+def test_config_errors_name_the_keys() -> None:
+    records = [Rec(f"{i}.jpg", pid, 0, "Synthetic") for i, pid in enumerate(_pids())]
+    cfg = get_cfg()
+    cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE = 10, 4
+    with pytest.raises(
+        ValueError, match=r"\(10, SOLVER.IMS_PER_BATCH\) .* \(4, DATALOADER.NUM_INSTANCE\)"
+    ):
+        build_train_sampler(cfg, records, rank=0, world_size=1, seed=0)
+    with pytest.raises(ValueError, match="the training set is empty"):
+        build_train_sampler(get_cfg(), [], rank=0, world_size=1, seed=0)
+
+
+def test_sampler_classes_say_whether_batches_are_identity_complete() -> None:
+    assert sampler_class("NaiveIdentitySampler") is NaiveIdentitySampler
+    assert NaiveIdentitySampler.identity_batches and not TrainingSampler.identity_batches
+    assert NaiveIdentitySampler(_pids(), 16, 4).num_instance == 4
+    with pytest.raises(
+        ConfigError, match=r"^DATALOADER.SAMPLER_TRAIN: No object named 'PK' .*TrainingSampler"
+    ):
+        sampler_class("PK")
+
+
+def test_the_registry_accepts_train_samplers_only() -> None:
+    registry = Registry("SAMPLER", contract=check_sampler_class)
+    with pytest.raises(TypeError, match="must be a TrainSampler subclass"):
+        registry.register(Sampler)

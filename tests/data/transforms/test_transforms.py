@@ -6,20 +6,13 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from reid.config import ConfigError, get_cfg
-from reid.data.transforms import build_transforms
+from reid.config import ConfigError, get_cfg, merge_from_list
+from reid.data.transforms import EvalTransform, TrainTransform, build_transforms
 
 H, W = 32, 16
 
 
-def _cfg():
-    cfg = get_cfg()
-    cfg.INPUT.SIZE_TRAIN = [H, W]
-    cfg.INPUT.SIZE_TEST = [H, W]
-    return cfg
-
-
-def _image(seed: int = 0, size=(20, 40)) -> Image.Image:
+def _image(seed: int = 0, size: tuple[int, int] = (20, 40)) -> Image.Image:
     """A random RGB image (width, height) = size: asymmetric, so a flip shows."""
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
@@ -35,7 +28,7 @@ def _windows(big: torch.Tensor, out: torch.Tensor) -> bool:
 
 
 def test_test_transform_shape_dtype_range_and_determinism() -> None:
-    t = build_transforms(_cfg(), is_train=False)
+    t = EvalTransform(size=(H, W))
     img = _image()
     out = t(img)
     assert type(out) is torch.Tensor and out.dtype == torch.float32 and out.shape == (3, H, W)
@@ -45,44 +38,34 @@ def test_test_transform_shape_dtype_range_and_determinism() -> None:
         F.pil_to_tensor(img), [H, W], interpolation=F.InterpolationMode.BICUBIC, antialias=True
     ).float()
     assert torch.equal(out, ref)
-    cfg = _cfg()
-    cfg.INPUT.INTERPOLATION = "bilinear"
-    assert not torch.equal(build_transforms(cfg, is_train=False)(img), out)
+    assert not torch.equal(EvalTransform(size=(H, W), interpolation="bilinear")(img), out)
 
 
 def test_no_normalisation_happens() -> None:
-    cfg = _cfg()
-    cfg.INPUT.FLIP.ENABLED = True
     img = Image.new("RGB", (20, 40), (200, 100, 50))
-    for is_train in (True, False):
-        out = build_transforms(cfg, is_train)(img)
+    for t in (TrainTransform(size=(H, W), flip_prob=0.5), EvalTransform(size=(H, W))):
+        out = t(img)
         assert torch.equal(out, torch.tensor([200.0, 100.0, 50.0]).view(3, 1, 1).expand(3, H, W))
 
 
 def test_grayscale_input_gives_three_channels() -> None:
-    out = build_transforms(_cfg(), is_train=False)(Image.new("L", (16, 32), 77))
+    out = EvalTransform(size=(H, W))(Image.new("L", (16, 32), 77))
     assert out.shape == (3, H, W) and torch.all(out == 77)
 
 
 def test_flip_with_probability_one_and_zero() -> None:
     img = _image(1)
-    plain = build_transforms(_cfg(), is_train=False)(img)
-    cfg = _cfg()
-    cfg.INPUT.FLIP.ENABLED, cfg.INPUT.FLIP.PROB = True, 1.0
-    assert torch.equal(build_transforms(cfg, True)(img), plain.flip(-1))
-    cfg.INPUT.FLIP.PROB = 0.0
-    assert torch.equal(build_transforms(cfg, True)(img), plain)
-    cfg.INPUT.FLIP.ENABLED, cfg.INPUT.FLIP.PROB = False, 1.0
-    assert torch.equal(build_transforms(cfg, True)(img), plain)
+    plain = EvalTransform(size=(H, W))(img)
+    assert torch.equal(TrainTransform(size=(H, W), flip_prob=1.0)(img), plain.flip(-1))
+    assert torch.equal(TrainTransform(size=(H, W), flip_prob=0.0)(img), plain)
+    assert torch.equal(TrainTransform(size=(H, W))(img), plain)
 
 
 def test_padding_and_random_crop_keep_size_and_shift_the_content() -> None:
     img = _image(2)
-    plain = build_transforms(_cfg(), is_train=False)(img)
+    plain = EvalTransform(size=(H, W))(img)
     padded = torch.nn.functional.pad(plain, (4, 4, 4, 4))
-    cfg = _cfg()
-    cfg.INPUT.PADDING.ENABLED, cfg.INPUT.PADDING.SIZE = True, 4
-    t = build_transforms(cfg, True)
+    t = TrainTransform(size=(H, W), padding=4)
     outs = [t(img) for _ in range(8)]
     assert all(o.shape == (3, H, W) for o in outs)
     assert all(_windows(padded, o) for o in outs)
@@ -91,21 +74,16 @@ def test_padding_and_random_crop_keep_size_and_shift_the_content() -> None:
 
 def test_crop_resizes_then_crops_to_the_train_size() -> None:
     img = _image(3)
-    cfg = _cfg()
-    cfg.INPUT.SIZE_TEST = [36, 18]
-    big = build_transforms(cfg, is_train=False)(img)
-    cfg.INPUT.CROP.ENABLED, cfg.INPUT.CROP.RESIZE = True, [36, 18]
-    t = build_transforms(cfg, True)
+    big = EvalTransform(size=(36, 18))(img)
+    t = TrainTransform(size=(H, W), crop_resize=(36, 18))
     outs = [t(img) for _ in range(6)]
     assert all(o.shape == (3, H, W) and _windows(big, o) for o in outs)
     assert len({tuple(o.flatten().tolist()) for o in outs}) > 1
 
 
 def test_random_erasing_fills_a_rectangle_with_the_value() -> None:
-    cfg = _cfg()
-    cfg.INPUT.REA.ENABLED, cfg.INPUT.REA.PROB, cfg.INPUT.REA.VALUE = True, 1.0, [1.0, 2.0, 3.0]
     img = Image.new("RGB", (W, H), (200, 200, 200))
-    t = build_transforms(cfg, True)
+    t = TrainTransform(size=(H, W), erasing_prob=1.0, erasing_value=(1.0, 2.0, 3.0))
     for _ in range(5):
         out = t(img)
         erased = out[0] != 200
@@ -115,40 +93,95 @@ def test_random_erasing_fills_a_rectangle_with_the_value() -> None:
         assert erased[box].all() and erased.sum() == erased[box].numel()
         for c, value in enumerate((1.0, 2.0, 3.0)):
             assert torch.all(out[c][erased] == value) and torch.all(out[c][~erased] == 200)
-    cfg.INPUT.REA.PROB = 0.0
-    assert torch.all(build_transforms(cfg, True)(img) == 200)
+    no_erasing = TrainTransform(size=(H, W), erasing_prob=0.0, erasing_value=(1.0, 2.0, 3.0))
+    assert torch.all(no_erasing(img) == 200)
 
 
-def test_config_errors() -> None:
-    cfg = _cfg()
-    cfg.INPUT.INTERPOLATION = "nearest"
-    with pytest.raises(
-        ConfigError,
-        match=r"INPUT.INTERPOLATION must be one of \['bicubic', 'bilinear'\], got 'nearest'",
-    ):
-        build_transforms(cfg, True)
-    cfg = _cfg()
-    cfg.INPUT.PADDING.ENABLED, cfg.INPUT.PADDING.MODE = True, "wrap"
-    with pytest.raises(ConfigError, match="INPUT.PADDING.MODE must be one of"):
-        build_transforms(cfg, True)
-    cfg = _cfg()
-    cfg.INPUT.CROP.ENABLED, cfg.INPUT.CROP.RESIZE = True, [30, 20]
-    with pytest.raises(
-        ConfigError,
-        match=r"INPUT.CROP.RESIZE \[30, 20\] must be at least INPUT.SIZE_TRAIN \[32, 16\]",
-    ):
-        build_transforms(cfg, True)
-    cfg = _cfg()
-    cfg.INPUT.REA.ENABLED, cfg.INPUT.REA.VALUE = True, [0.5, 0.4]
-    with pytest.raises(ConfigError, match="INPUT.REA.VALUE must be 1 or 3 fill values in 0..255"):
-        build_transforms(cfg, True)
-    cfg = _cfg()
-    cfg.INPUT.FLIP.ENABLED, cfg.INPUT.FLIP.PROB = True, 1.5
-    with pytest.raises(
-        ConfigError, match=r"INPUT.FLIP.PROB must be a probability in \[0, 1\], got 1.5"
-    ):
-        build_transforms(cfg, True)
-    cfg = _cfg()
-    cfg.INPUT.SIZE_TEST = [32]
-    with pytest.raises(ConfigError, match=r"INPUT.SIZE_TEST must be \[height, width\]"):
-        build_transforms(cfg, False)
+def test_config_maps_every_input_key() -> None:
+    cfg = get_cfg()
+    merge_from_list(
+        cfg,
+        ["INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[30, 14]"]
+        + ["INPUT.INTERPOLATION", "bilinear", "INPUT.CROP.ENABLED", "True"]
+        + ["INPUT.CROP.RESIZE", "[36, 18]", "INPUT.FLIP.ENABLED", "True", "INPUT.FLIP.PROB", "0.3"]
+        + ["INPUT.PADDING.ENABLED", "True", "INPUT.PADDING.SIZE", "5"]
+        + ["INPUT.PADDING.MODE", "edge", "INPUT.REA.ENABLED", "True", "INPUT.REA.PROB", "0.7"]
+        + ["INPUT.REA.VALUE", "[1.0, 2.0, 3.0]"],
+    )
+    train = TrainTransform(
+        size=(32, 16),
+        interpolation="bilinear",
+        crop_resize=(36, 18),
+        flip_prob=0.3,
+        padding=5,
+        padding_mode="edge",
+        erasing_prob=0.7,
+        erasing_value=(1.0, 2.0, 3.0),
+    )
+    assert repr(build_transforms(cfg, is_train=True)) == repr(train)
+    test = EvalTransform(size=(30, 14), interpolation="bilinear")
+    assert repr(build_transforms(cfg, is_train=False)) == repr(test)
+
+
+def test_disabled_steps_are_left_out_whatever_their_other_keys() -> None:
+    cfg = get_cfg()
+    merge_from_list(cfg, ["INPUT.FLIP.PROB", "1.0", "INPUT.PADDING.MODE", "wrap"])
+    assert repr(build_transforms(cfg, is_train=True)) == repr(TrainTransform())
+    assert repr(build_transforms(cfg, is_train=False)) == repr(EvalTransform())
+
+
+@pytest.mark.parametrize(
+    "overrides, is_train, message",
+    [
+        (
+            ["INPUT.INTERPOLATION", "nearest"],
+            True,
+            r"INPUT.INTERPOLATION must be one of \['bicubic', 'bilinear'\], got 'nearest'",
+        ),
+        (
+            ["INPUT.PADDING.ENABLED", "True", "INPUT.PADDING.MODE", "wrap"],
+            True,
+            "INPUT.PADDING.MODE must be one of",
+        ),
+        (
+            ["INPUT.CROP.ENABLED", "True", "INPUT.CROP.RESIZE", "[30, 20]"],
+            True,
+            r"INPUT.CROP.RESIZE \[30, 20\] must be at least INPUT.SIZE_TRAIN \[32, 16\]",
+        ),
+        (
+            ["INPUT.REA.ENABLED", "True", "INPUT.REA.VALUE", "[0.5, 0.4]"],
+            True,
+            "INPUT.REA.VALUE must be 1 or 3 fill values in 0..255",
+        ),
+        (
+            ["INPUT.FLIP.ENABLED", "True", "INPUT.FLIP.PROB", "1.5"],
+            True,
+            r"INPUT.FLIP.PROB must be a probability in \[0, 1\], got 1.5",
+        ),
+        (["INPUT.SIZE_TEST", "[32]"], False, r"INPUT.SIZE_TEST must be \[height, width\]"),
+    ],
+)
+def test_config_errors(overrides: list[str], is_train: bool, message: str) -> None:
+    cfg = get_cfg()
+    merge_from_list(cfg, ["INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]"])
+    merge_from_list(cfg, overrides)
+    with pytest.raises(ConfigError, match=message):
+        build_transforms(cfg, is_train)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"interpolation": "nearest"}, r"^interpolation must be one of \['bicubic', 'bilinear'\]"),
+        ({"padding": 2, "padding_mode": "wrap"}, "^padding_mode must be one of"),
+        ({"padding": -1}, "^padding must be >= 0, got -1"),
+        ({"crop_resize": (30, 20)}, r"^crop_resize \[30, 20\] must be at least the output size"),
+        ({"erasing_prob": 0.5, "erasing_value": (0.5, 0.4)}, "^erasing_value must be 1 or 3"),
+        ({"erasing_prob": 2.0}, r"^erasing_prob must be a probability in \[0, 1\], got 2.0"),
+        ({"flip_prob": -0.5}, r"^flip_prob must be a probability"),
+        ({"size": (32,)}, r"^size must be \[height, width\] with positive whole numbers"),
+    ],
+)
+def test_argument_errors_name_the_argument(arguments: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainTransform(**{"size": (H, W), **arguments})

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from reid.config import get_cfg
+from reid.config import ConfigError, load_config
 from reid.modeling.backbones import (
     ResNet,
     build_backbone,
@@ -17,15 +17,7 @@ from reid.modeling.backbones import (
     read_state_dict,
 )
 from reid.modeling.backbones.pretrained import published_urls
-
-
-def _cfg(**backbone):
-    cfg = get_cfg()
-    cfg.MODEL.BACKBONE.DEPTH = "18x"
-    cfg.MODEL.BACKBONE.PRETRAIN = True
-    for key, value in backbone.items():
-        cfg.MODEL.BACKBONE[key] = value
-    return cfg
+from reid.utils.checkpoint import WeightsMismatchError
 
 
 def _torchvision_state() -> "OrderedDict[str, torch.Tensor]":
@@ -33,7 +25,8 @@ def _torchvision_state() -> "OrderedDict[str, torch.Tensor]":
 
 
 def _ibn_state() -> "OrderedDict[str, torch.Tensor]":
-    """torchvision's resnet18 keys rewritten into IBN-Net's resnet18_ibn_a layout (bn1 of layer1-3 blocks split)."""
+    """torchvision's resnet18 keys rewritten into IBN-Net's resnet18_ibn_a layout (bn1 of the
+    blocks of layer1-3 split)."""
     state = OrderedDict()
     for key, value in _torchvision_state().items():
         parts = key.split(".")
@@ -85,19 +78,19 @@ def test_local_torchvision_file_loads_every_tensor_and_reports_the_classifier(
     state = _torchvision_state()
     path = tmp_path / "r18.pth"
     torch.save(state, path)
-    with caplog.at_level(logging.INFO, logger="reid.modeling.backbones.pretrained"):
-        backbone = build_backbone(_cfg(PRETRAIN_PATH=str(path)))
+    with caplog.at_level(logging.INFO, logger="reid"):
+        # MODEL.BACKBONE.PRETRAIN is True by default
+        cfg = load_config(
+            None, ["MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.PRETRAIN_PATH", str(path)]
+        )
+        backbone = build_backbone(cfg)
     _assert_loaded(backbone, state)
     assert no_download == []
     report = load_pretrained(ResNet(18), str(path))
-    assert (
-        report.missing == []
-        and sorted(report.unexpected) == ["fc.bias", "fc.weight"]
-        and report.skipped == []
-    )
+    assert report.missing == [] and report.ignored == ["fc.weight", "fc.bias"]
     assert len(report.loaded) == len(state) - 2
-    assert "2 unexpected in the file (ignored): fc.weight, fc.bias" in caplog.text
-    assert str(path) in caplog.text
+    assert f"loaded {len(state) - 2} tensors from {path}" in caplog.text
+    assert "ignored (not in the model): fc.weight, fc.bias" in caplog.text
 
 
 def test_module_prefix_and_state_dict_wrapper_are_stripped(tmp_path):
@@ -111,40 +104,60 @@ def test_module_prefix_and_state_dict_wrapper_are_stripped(tmp_path):
     _assert_loaded(model, state)
 
 
-def test_missing_and_unexpected_keys_are_reported(tmp_path):
+def test_missing_and_unexpected_keys_are_an_error_naming_the_file(tmp_path):
     state = _torchvision_state()
     del state["layer2.1.conv2.weight"]
     state["layer9.extra"] = torch.zeros(3)
     path = tmp_path / "partial.pth"
     torch.save(state, path)
-    report = load_pretrained(ResNet(18), str(path))
-    assert report.missing == ["layer2.1.conv2.weight"]
-    assert sorted(report.unexpected) == ["fc.bias", "fc.weight", "layer9.extra"]
-    assert "1 missing in the file (left as initialised): layer2.1.conv2.weight" in report.summary()
+    with pytest.raises(WeightsMismatchError) as err:
+        load_pretrained(ResNet(18), str(path))
+    message = str(err.value)
+    assert message.startswith(f"{path}: the weights do not fit the model (ResNet)")
+    assert "missing from the weights: layer2.1.conv2.weight" in message
+    assert "not in the model: layer9.extra" in message
+    assert "are MODEL.BACKBONE.DEPTH and WITH_IBN those these weights were trained with?" in message
 
 
-def test_shape_mismatch_is_an_error_except_for_the_classifier(tmp_path):
+def test_shape_mismatch_and_a_file_that_fits_nothing_are_errors(tmp_path):
     state = _torchvision_state()
     state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
     bad = tmp_path / "bad.pth"
     torch.save(state, bad)
     with pytest.raises(
-        ValueError,
-        match=r"'layer1.0.conv1.weight' has shape \(64, 64, 1, 1\) in the file but \(64, 64, 3, 3\) in the model",
+        WeightsMismatchError,
+        match=r"of another shape: layer1.0.conv1.weight \(64, 64, 1, 1\) vs the model's "
+        r"\(64, 64, 3, 3\)",
     ):
         load_pretrained(ResNet(18), str(bad))
-    other_classes = torchvision.models.resnet18(num_classes=10).state_dict()
-    good = tmp_path / "ten_classes.pth"
-    torch.save(other_classes, good)
-    imagenet_model = torchvision.models.resnet18(num_classes=1000)
-    fc_before = imagenet_model.fc.weight.detach().clone()
-    report = load_pretrained(imagenet_model, str(good))
-    assert sorted(report.skipped) == ["fc.bias", "fc.weight"] and report.missing == [
-        "fc.weight",
-        "fc.bias",
-    ]
-    torch.testing.assert_close(imagenet_model.fc.weight, fc_before)
-    torch.testing.assert_close(imagenet_model.conv1.weight, other_classes["conv1.weight"])
+    unrelated = tmp_path / "unrelated.pth"
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, unrelated)
+    with pytest.raises(WeightsMismatchError, match="no tensor of the weights fits the model"):
+        load_pretrained(ResNet(18), str(unrelated))
+    r18 = tmp_path / "r18.pth"
+    torch.save(_torchvision_state(), r18)
+    with pytest.raises(
+        WeightsMismatchError, match="missing from the weights: layer1.2.conv1.weight"
+    ):
+        load_pretrained(ResNet(34), str(r18))
+
+
+def test_non_local_and_se_blocks_are_left_as_initialised_on_imagenet_weights(tmp_path):
+    path = tmp_path / "r18.pth"
+    state = _torchvision_state()
+    torch.save(state, path)
+    model = ResNet(18, with_nl=True, with_se=True)
+    report = load_pretrained(model, str(path), new_modules=model.added_module_prefixes())
+    assert report.missing and all(k.startswith("NL_") or ".se." in k for k in report.missing)
+    assert {k.split(".")[0] for k in report.missing} == {
+        "NL_2",
+        "NL_3",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    }
+    _assert_loaded(model, state)
 
 
 def test_ibn_net_layout_loads_into_the_ibn_backbone(tmp_path):
@@ -158,20 +171,17 @@ def test_ibn_net_layout_loads_into_the_ibn_backbone(tmp_path):
     torch.save(state, path)
     model = ResNet(18, with_ibn=True)
     report = load_pretrained(model, str(path))
-    assert report.missing == [] and sorted(report.unexpected) == ["fc.bias", "fc.weight"]
+    assert report.missing == [] and sorted(report.ignored) == ["fc.bias", "fc.weight"]
     _assert_loaded(model, state)
-    plain_report = load_pretrained(ResNet(18), str(path))
-    assert (
-        "layer1.0.bn1.weight" in plain_report.missing
-        and "layer1.0.bn1.IN.weight" in plain_report.unexpected
-    )
+    with pytest.raises(WeightsMismatchError, match="not in the model: layer1.0.bn1.IN.weight"):
+        load_pretrained(ResNet(18), str(path))
 
 
 def test_published_file_is_found_in_the_hub_cache(hub_dir, no_download):
     hub_dir.mkdir(parents=True)
     state = _torchvision_state()
     torch.save(state, hub_dir / "resnet18-f37072fd.pth")
-    backbone = build_backbone(_cfg())
+    backbone = ResNet(18, pretrain=True)
     _assert_loaded(backbone, state)
     assert no_download == []
     os.rename(
@@ -184,7 +194,7 @@ def test_published_ibn_file_is_found_in_the_hub_cache(hub_dir, no_download):
     hub_dir.mkdir(parents=True)
     state = _ibn_state()
     torch.save(state, hub_dir / "resnet18_ibn_a-2f571257.pth")
-    backbone = build_backbone(_cfg(WITH_IBN=True))
+    backbone = ResNet(18, with_ibn=True, pretrain=True)
     _assert_loaded(backbone, state)
     assert os.path.basename(published_urls(50, True)[0]) == "resnet50_ibn_a-d9d0bb7b.pth"
     assert os.path.basename(published_urls(101, True)[0]) == "resnet101_ibn_a-59ea0ac6.pth"
@@ -193,7 +203,7 @@ def test_published_ibn_file_is_found_in_the_hub_cache(hub_dir, no_download):
 
 def test_no_network_gives_a_clear_message(hub_dir, no_download):
     with pytest.raises(RuntimeError) as info:
-        build_backbone(_cfg(DEPTH="50x", WITH_IBN=True))
+        ResNet(50, with_ibn=True, pretrain=True)
     message = str(info.value)
     url = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/resnet50_ibn_a-d9d0bb7b.pth"
     assert url in message and str(hub_dir / "resnet50_ibn_a-d9d0bb7b.pth") in message
@@ -205,9 +215,9 @@ def test_no_network_gives_a_clear_message(hub_dir, no_download):
 
 def test_bad_files_are_clear_errors(tmp_path):
     with pytest.raises(
-        FileNotFoundError, match="MODEL.BACKBONE.PRETRAIN_PATH: no such file: /nowhere/w.pth"
+        ConfigError, match="^MODEL.BACKBONE.PRETRAIN_PATH is not a file: /nowhere/w.pth"
     ):
-        build_backbone(_cfg(PRETRAIN_PATH="/nowhere/w.pth"))
+        build_backbone(load_config(None, ["MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/w.pth"]))
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"conv1.weight": torch.zeros(1), "args": argparse.Namespace(lr=0.1)}, unsafe)
     with pytest.raises(

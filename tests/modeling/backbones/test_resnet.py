@@ -3,19 +3,10 @@ import torch
 import torchvision
 from torch import nn
 
-from reid.config import get_cfg
-from reid.modeling.backbones import BACKBONE_REGISTRY, ResNet, build_backbone
-from reid.modeling.backbones.resnet import parse_depth
+from reid.config import ConfigError, InvalidArgument, load_config
+from reid.modeling.backbones import BACKBONE_REGISTRY, ResNet, build_backbone, parse_depth
 from reid.modeling.layers import IBN, FrozenBatchNorm, NonLocalBlock, SELayer
-
-
-def _cfg(**backbone):
-    cfg = get_cfg()
-    cfg.MODEL.BACKBONE.PRETRAIN = False
-    cfg.MODEL.BACKBONE.DEPTH = "18x"
-    for key, value in backbone.items():
-        cfg.MODEL.BACKBONE[key] = value
-    return cfg
+from reid.utils.registry import RegistryKeyError
 
 
 def _images(h: int = 64, w: int = 32) -> torch.Tensor:
@@ -25,7 +16,7 @@ def _images(h: int = 64, w: int = 32) -> torch.Tensor:
 @pytest.mark.parametrize("depth, channels", [("18x", 512), ("34x", 512)])
 @pytest.mark.parametrize("last_stride, size", [(1, (4, 2)), (2, (2, 1))])
 def test_output_shape_and_last_stride(depth, channels, last_stride, size):
-    backbone = build_backbone(_cfg(DEPTH=depth, LAST_STRIDE=last_stride))
+    backbone = ResNet(depth, last_stride=last_stride)
     assert backbone.out_channels == channels
     assert backbone(_images()).shape == (2, channels, *size)
 
@@ -97,7 +88,7 @@ def test_ibn_placement_resnet18():
 
 
 def test_ibn_resnet50_keys_follow_ibn_net_layout_and_run():
-    backbone = build_backbone(_cfg(DEPTH="50x", WITH_IBN=True))
+    backbone = ResNet(50, with_ibn=True)
     keys = set(backbone.state_dict())
     assert {
         "layer1.0.bn1.IN.weight",
@@ -150,7 +141,7 @@ def test_non_local_blocks_start_as_identity_and_then_act():
     [("FrozenBN", FrozenBatchNorm), ("GN", nn.GroupNorm), ("syncBN", nn.SyncBatchNorm)],
 )
 def test_norm_choices(norm, kind):
-    model = build_backbone(_cfg(NORM=norm, WITH_IBN=True))
+    model = ResNet(18, norm=norm, with_ibn=True)
     assert isinstance(model.bn1, kind) and isinstance(model.layer4[0].bn2, kind)
     assert isinstance(model.layer1[0].bn1.BN, kind)
     assert isinstance(model.layer2[0].downsample[1], kind)
@@ -162,14 +153,51 @@ def test_norm_choices(norm, kind):
 
 def test_depth_spellings_and_errors():
     assert parse_depth("50x") == parse_depth("50") == parse_depth(50) == 50
+    assert ResNet("34x").depth == 34
     with pytest.raises(
-        ValueError,
-        match=r"MODEL.BACKBONE.DEPTH must be one of '18x', '34x', '50x', '101x', got '152x'",
+        InvalidArgument, match=r"^depth must be one of '18x', '34x', '50x', '101x', got 152"
     ):
-        build_backbone(_cfg(DEPTH="152x"))
-    with pytest.raises(ValueError, match="LAST_STRIDE must be 1 or 2, got 3"):
-        build_backbone(_cfg(LAST_STRIDE=3))
+        ResNet(152)
+    with pytest.raises(InvalidArgument, match="^last_stride must be 1 or 2, got 3"):
+        ResNet(18, last_stride=3)
+    with pytest.raises(InvalidArgument, match="^pretrain_path is not a file: /nowhere/w.pth"):
+        ResNet(18, pretrain=True, pretrain_path="/nowhere/w.pth")
     assert "build_resnet_backbone" in BACKBONE_REGISTRY
+
+
+# Config-path tests change a few keys of the defaults; ImageNet weights are not loaded.
+NO_WEIGHTS = ["MODEL.BACKBONE.PRETRAIN", False]
+R18 = ["MODEL.BACKBONE.DEPTH", "18x"]
+
+
+def test_config_maps_the_keys():
+    keys = {"DEPTH": "34x", "LAST_STRIDE": 2, "NORM": "GN", "WITH_SE": True, "WITH_NL": True}
+    keys.update({"WITH_IBN": True, "FEAT_DIM": 512})
+    opts = [x for k, v in keys.items() for x in (f"MODEL.BACKBONE.{k}", v)]
+    model = build_backbone(load_config(None, NO_WEIGHTS + opts))
+    assert type(model) is ResNet and model.depth == 34 and model.out_channels == 512
+    assert model.layer4[0].conv1.stride == (2, 2) and isinstance(model.bn1, nn.GroupNorm)
+    assert isinstance(model.layer1[0].bn1, IBN) and isinstance(model.layer1[0].se, SELayer)
+    assert sorted(model.nl_after) == [2, 3]
+    default = build_backbone(load_config(None, NO_WEIGHTS))
+    assert default.depth == 50 and default.layer4[0].conv2.stride == (1, 1)
+    assert not isinstance(default.layer1[0].bn1, IBN) and default.layer1[0].se is None
+
+
+def test_config_errors_name_the_keys():
+    with pytest.raises(
+        ConfigError,
+        match=r"^MODEL.BACKBONE.DEPTH must be one of '18x', '34x', '50x', '101x', got '152x'",
+    ):
+        build_backbone(load_config(None, NO_WEIGHTS + ["MODEL.BACKBONE.DEPTH", "152x"]))
+    with pytest.raises(ConfigError, match="^MODEL.BACKBONE.LAST_STRIDE must be 1 or 2, got 3"):
+        build_backbone(load_config(None, NO_WEIGHTS + ["MODEL.BACKBONE.LAST_STRIDE", 3]))
+    with pytest.raises(
+        ConfigError, match="^MODEL.BACKBONE.FEAT_DIM is 2048 but the backbone .* gives 512"
+    ):
+        build_backbone(load_config(None, NO_WEIGHTS + R18 + ["MODEL.BACKBONE.FEAT_DIM", 2048]))
+    with pytest.raises(RegistryKeyError, match="MODEL.BACKBONE.NAME: .*build_resnet_backbone"):
+        build_backbone(load_config(None, ["MODEL.BACKBONE.NAME", "build_resnet"]))
 
 
 def test_resnet101_stage_lengths():

@@ -1,21 +1,16 @@
 """The ratio-loss paper's head and the unified-view paper's head."""
 
+import functools
+
+import pytest
 import torch
 import torch.nn.functional as F
 
-from reid.config import get_cfg
+from reid.config import ConfigError, InvalidArgument, load_config
 from reid.modeling.heads import RatioHead, UnifiedHead, build_heads
+from reid.modeling.layers.classifiers import NSL
 
 C_IN, N_CLASSES = 16, 6
-
-
-def _cfg(name: str, **heads):
-    cfg = get_cfg()
-    cfg.MODEL.HEADS.NAME = name
-    cfg.MODEL.HEADS.NUM_CLASSES = N_CLASSES
-    for key, value in heads.items():
-        cfg.MODEL.HEADS[key] = value
-    return cfg
 
 
 def _fmap() -> torch.Tensor:
@@ -36,8 +31,8 @@ def _warm(head, scale: float = 3.0) -> None:
 
 
 def test_ratio_head_defaults_to_the_papers_1024_normalised_feature():
-    head = build_heads(_cfg("RatioHead"), C_IN).double()
-    assert isinstance(head, RatioHead) and head.out_dim == 1024
+    head = RatioHead(C_IN, N_CLASSES).double()
+    assert head.out_dim == 1024
     assert head.classifier.weight.shape == (N_CLASSES, 1024)
     assert head.reduction.bias is None
     _warm(head)
@@ -50,11 +45,8 @@ def test_ratio_head_defaults_to_the_papers_1024_normalised_feature():
 
 
 def test_ratio_head_training_outputs_with_the_cosine_classifier():
-    head = (
-        build_heads(_cfg("RatioHead", EMBEDDING_DIM=8, CLS_LAYER="NSL", SCALE=14.0), C_IN)
-        .double()
-        .train()
-    )
+    nsl = functools.partial(NSL, scale=14.0)
+    head = RatioHead(C_IN, N_CLASSES, embedding_dim=8, classifier=nsl).double().train()
     out = head(_fmap(), torch.tensor([0, 1, 2, 3]))
     assert out["features"].shape == out["neck_features"].shape == (4, 8)
     torch.testing.assert_close(out["neck_features"], F.normalize(out["features"], dim=1))
@@ -66,13 +58,13 @@ def test_ratio_head_training_outputs_with_the_cosine_classifier():
 
 
 def test_unified_head_feature_is_the_reduced_batch_normalised_vector():
-    head = build_heads(_cfg("UnifiedHead"), C_IN).double()
-    assert isinstance(head, UnifiedHead) and head.out_dim == 1024
+    head = UnifiedHead(C_IN, N_CLASSES).double()
+    assert head.out_dim == 1024
     head.train()
     out = head(_fmap(), torch.tensor([0, 1, 2, 3]))
     assert out["features"] is out["neck_features"] and out["features"].shape == (4, 1024)
     assert head.embedding_norm.bias.requires_grad
-    small = build_heads(_cfg("UnifiedHead", EMBEDDING_DIM=12), C_IN).double()
+    small = UnifiedHead(C_IN, N_CLASSES, embedding_dim=12).double()
     _warm(small)
     x = _fmap()
     expected = _bn_eval(
@@ -81,3 +73,22 @@ def test_unified_head_feature_is_the_reduced_batch_normalised_vector():
     feat = small(x)
     torch.testing.assert_close(feat, expected)
     assert not torch.allclose(feat.norm(dim=1), torch.ones(4, dtype=torch.float64))
+
+
+def test_embedding_dim_errors():
+    with pytest.raises(InvalidArgument, match=r"^embedding_dim must be >= 0 \(0 = 1024\), got -8"):
+        RatioHead(C_IN, N_CLASSES, embedding_dim=-8)
+    with pytest.raises(InvalidArgument, match=r"^embedding_dim must be >= 0 \(0 = 1024\)"):
+        UnifiedHead(C_IN, N_CLASSES, embedding_dim=-1)
+
+
+def test_config_builds_the_paper_heads():
+    opts = ["MODEL.HEADS.NUM_CLASSES", N_CLASSES, "MODEL.HEADS.EMBEDDING_DIM", 8]
+    opts += ["MODEL.HEADS.NAME", "RatioHead", "MODEL.HEADS.CLS_LAYER", "NSL"]
+    ratio = build_heads(load_config(None, opts + ["MODEL.HEADS.SCALE", 14.0]), C_IN)
+    assert type(ratio) is RatioHead and ratio.out_dim == 8
+    assert type(ratio.classifier) is NSL and ratio.classifier.logit_scale() == 14.0
+    unified = build_heads(load_config(None, opts + ["MODEL.HEADS.NAME", "UnifiedHead"]), C_IN)
+    assert type(unified) is UnifiedHead and unified.classifier.weight.shape == (N_CLASSES, 8)
+    with pytest.raises(ConfigError, match="^MODEL.HEADS.EMBEDDING_DIM must be >= 0"):
+        build_heads(load_config(None, opts + ["MODEL.HEADS.EMBEDDING_DIM", -1]), C_IN)

@@ -1,35 +1,25 @@
-"""Classifier layers: Linear, NSL, CosFace, ArcFace, Circle (+ fastreid aliases), built from MODEL.HEADS."""
+"""Classifier layers: Linear, NSL, CosFace, ArcFace, Circle (+ fastreid aliases)."""
 
 import math
 
 import pytest
 import torch
 
-from reid.config import get_cfg
-from reid.config.config import merge_from_list
-from reid.modeling.layers.classifiers import CLASSIFIER_REGISTRY, build_classifier
+from reid.config import ConfigError, InvalidArgument, get_cfg, load_config
+from reid.modeling.layers.classifiers import (
+    CLASSIFIER_REGISTRY,
+    ArcFace,
+    CosFace,
+    Linear,
+    build_classifier,
+)
 from reid.modeling.losses import arcface_logits, circle_logits, cosface_logits, cross_entropy_loss
 from reid.utils.registry import RegistryKeyError
 
 
-def _cfg(*opts):
-    cfg = get_cfg()
-    merge_from_list(cfg, list(opts))
-    return cfg
-
-
 def _build(layer, scale=1.0, margin=0.0, learn=False, dim=5, classes=7):
-    cfg = _cfg(
-        "MODEL.HEADS.CLS_LAYER",
-        layer,
-        "MODEL.HEADS.SCALE",
-        scale,
-        "MODEL.HEADS.MARGIN",
-        margin,
-        "MODEL.HEADS.LEARN_SCALE",
-        learn,
-    )
-    return build_classifier(cfg, dim, classes).double()
+    cls = CLASSIFIER_REGISTRY.get(layer)
+    return cls(dim, classes, scale=scale, margin=margin, learn_scale=learn).double()
 
 
 def _batch():
@@ -62,12 +52,12 @@ def test_linear_is_scaled_inner_product_without_margin():
     out = layer(f, y)
     assert out["cls_weight"] is layer.weight
     assert torch.allclose(out["logits"], 2.0 * f @ layer.weight.t(), rtol=1e-12)
-    assert torch.equal(out["logits"], out["pred_logits"])
+    assert set(out) == {"logits", "cls_weight"}
     with pytest.raises(
-        ValueError, match="MODEL.HEADS.MARGIN is 0.3, but the Linear classifier has no margin"
+        InvalidArgument, match="margin is 0.3, but the Linear classifier has no margin"
     ):
         _build("Linear", margin=0.3)
-    with pytest.raises(ValueError, match="LEARN_SCALE applies to the cosine classifiers"):
+    with pytest.raises(InvalidArgument, match="learn_scale applies to the cosine classifiers"):
         _build("Linear", learn=True)
 
 
@@ -83,9 +73,9 @@ def test_nsl_is_scaled_cosine_in_training_and_eval():
     )
     out = layer(f, y)
     assert torch.allclose(out["logits"], 14.0 * cos, rtol=1e-12) and torch.allclose(
-        out["pred_logits"], 14.0 * cos, rtol=1e-12
+        layer(f)["logits"], 14.0 * cos, rtol=1e-12
     )
-    with pytest.raises(ValueError, match="NSL has no margin"):
+    with pytest.raises(InvalidArgument, match="NSL has no margin"):
         _build("NSL", margin=0.1)
 
 
@@ -106,7 +96,6 @@ def test_margin_applies_only_in_training_with_targets(layer, fn, margin):
     plain = (
         30.0 * torch.nn.functional.normalize(f, dim=1) @ torch.nn.functional.normalize(W, dim=1).t()
     )
-    assert torch.allclose(out["pred_logits"], plain, rtol=1e-12)
     assert torch.allclose(clf(f)["logits"], plain, rtol=1e-12)
     clf.eval()
     assert torch.allclose(clf(f, y)["logits"], plain, rtol=1e-12)
@@ -129,12 +118,50 @@ def test_cosface_classifier_gradcheck():
     assert torch.autograd.gradcheck(lambda x: cross_entropy_loss(clf(x, y)["logits"], y), (f,))
 
 
-def test_build_errors_name_the_keys():
-    with pytest.raises(ValueError, match="MODEL.HEADS.NUM_CLASSES must be positive"):
-        build_classifier(get_cfg(), 5, 0)
-    with pytest.raises(RegistryKeyError, match="MODEL.HEADS.CLS_LAYER: No object named 'Arcface'"):
-        _build("Arcface")
-    with pytest.raises(ValueError, match="angle in \\[0, pi\\)"):
+def test_argument_errors():
+    with pytest.raises(InvalidArgument, match="^num_classes must be positive"):
+        _build("Linear", classes=0)
+    with pytest.raises(InvalidArgument, match="^margin of ArcFace is an angle in \\[0, pi\\)"):
         _build("ArcFace", margin=4.0)
-    with pytest.raises(ValueError, match="MODEL.HEADS.SCALE must be positive"):
+    with pytest.raises(InvalidArgument, match="^scale must be positive"):
         _build("NSL", scale=0.0)
+
+
+def test_config_maps_the_keys():
+    cfg = load_config(
+        None,
+        [
+            "MODEL.HEADS.CLS_LAYER",
+            "CosSoftmax",
+            "MODEL.HEADS.SCALE",
+            30.0,
+            "MODEL.HEADS.MARGIN",
+            0.35,
+        ],
+    )
+    clf = build_classifier(cfg, 5, 7)
+    assert type(clf) is CosFace and clf.weight.shape == (7, 5)
+    assert clf.margin == 0.35 and clf.logit_scale() == 30.0
+    cfg.MODEL.HEADS.CLS_LAYER = "ArcFace"
+    cfg.MODEL.HEADS.LEARN_SCALE = True
+    arc = build_classifier(cfg, 5, 7)
+    assert type(arc) is ArcFace and arc.logit_scale.learnable
+    linear = Linear(get_cfg(), 5, 7)  # the class itself reads the config too
+    assert linear.scale == 1.0 and linear.weight.shape == (7, 5)
+
+
+def test_config_errors_name_the_keys():
+    with pytest.raises(RegistryKeyError, match="MODEL.HEADS.CLS_LAYER: No object named 'Arcface'"):
+        build_classifier(load_config(None, ["MODEL.HEADS.CLS_LAYER", "Arcface"]), 5, 7)
+    with pytest.raises(
+        ConfigError, match="^MODEL.HEADS.MARGIN is 0.3, but the Linear classifier has no margin"
+    ):
+        build_classifier(load_config(None, ["MODEL.HEADS.MARGIN", 0.3]), 5, 7)
+    with pytest.raises(ConfigError, match="^MODEL.HEADS.LEARN_SCALE applies to the cosine"):
+        build_classifier(load_config(None, ["MODEL.HEADS.LEARN_SCALE", True]), 5, 7)
+    cfg = load_config(None, ["MODEL.HEADS.CLS_LAYER", "ArcFace", "MODEL.HEADS.MARGIN", 4.0])
+    with pytest.raises(ConfigError, match="^MODEL.HEADS.MARGIN of ArcFace is an angle"):
+        build_classifier(cfg, 5, 7)
+    cfg = load_config(None, ["MODEL.HEADS.CLS_LAYER", "NSL", "MODEL.HEADS.SCALE", 0.0])
+    with pytest.raises(ConfigError, match="^MODEL.HEADS.SCALE must be positive"):
+        build_classifier(cfg, 5, 7)

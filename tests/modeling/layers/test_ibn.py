@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from reid.config import InvalidArgument
 from reid.modeling.layers import IBN
 
 
@@ -38,7 +39,7 @@ def test_ibn_normalises_first_half_per_instance_and_rest_per_batch():
 
 def test_ibn_names_and_split_match_ibn_net():
     ibn = IBN(65)
-    assert ibn.half == 32 and ibn.IN.num_features == 32 and ibn.BN.num_features == 33
+    assert ibn.instance_channels == 32 and ibn.IN.num_features == 32 and ibn.BN.num_features == 33
     assert sorted(ibn.state_dict()) == [
         "BN.bias",
         "BN.num_batches_tracked",
@@ -49,5 +50,5 @@ def test_ibn_names_and_split_match_ibn_net():
         "IN.weight",
     ]
     assert ibn(torch.randn(2, 65, 3, 3)).shape == (2, 65, 3, 3)
-    with pytest.raises(ValueError, match="planes=1"):
+    with pytest.raises(InvalidArgument, match="planes=1"):
         IBN(1)

@@ -1,7 +1,15 @@
 import pytest
 import torch
 
+from reid.config import ConfigError, InvalidArgument, get_cfg
 from reid.modeling.layers import POOLING_REGISTRY, build_pooling
+from reid.modeling.layers.pooling import (
+    AdaptiveAvgMaxPool,
+    GeneralizedMeanPooling,
+    GeneralizedMeanPoolingP,
+    GlobalAvgPool,
+    GlobalMaxPool,
+)
 from reid.utils.registry import RegistryKeyError
 
 
@@ -20,9 +28,9 @@ def fmap() -> torch.Tensor:
 
 
 def test_average_max_and_avgmax_pooling_match_direct_computation(fmap):
-    avg = build_pooling("GlobalAvgPool")(fmap)
-    mx = build_pooling("GlobalMaxPool")(fmap)
-    both = build_pooling("AdaptiveAvgMaxPool")(fmap)
+    avg = GlobalAvgPool()(fmap)
+    mx = GlobalMaxPool()(fmap)
+    both = AdaptiveAvgMaxPool()(fmap)
     assert avg.shape == mx.shape == both.shape == (3, 4, 1, 1)
     expected_avg = torch.tensor(
         [[sum(fmap[n, c].flatten().tolist()) / 10 for c in range(4)] for n in range(3)],
@@ -35,25 +43,23 @@ def test_average_max_and_avgmax_pooling_match_direct_computation(fmap):
     torch.testing.assert_close(avg.flatten(1), expected_avg)
     torch.testing.assert_close(mx.flatten(1), expected_max)
     torch.testing.assert_close(both.flatten(1), expected_avg + expected_max)
-    torch.testing.assert_close(build_pooling("FastGlobalAvgPool")(fmap), avg)
+    torch.testing.assert_close(POOLING_REGISTRY.get("FastGlobalAvgPool")()(fmap), avg)
 
 
 def test_gem_matches_loop_and_clamps_negative_values(fmap):
-    gem = build_pooling("GeneralizedMeanPooling", p=3.0)
+    gem = GeneralizedMeanPooling(p=3.0)
     assert list(gem.parameters()) == []
     torch.testing.assert_close(gem(fmap).flatten(1), _loop_gem(fmap, 3.0))
-    torch.testing.assert_close(
-        build_pooling("GeneralizedMeanPooling", p=2.5)(fmap).flatten(1), _loop_gem(fmap, 2.5)
-    )
+    torch.testing.assert_close(GeneralizedMeanPooling(p=2.5)(fmap).flatten(1), _loop_gem(fmap, 2.5))
     positive = fmap.abs() + 0.1
     torch.testing.assert_close(
-        build_pooling("GeneralizedMeanPooling", p=1.0)(positive),
-        build_pooling("GlobalAvgPool")(positive),
+        GeneralizedMeanPooling(p=1.0)(positive),
+        GlobalAvgPool()(positive),
     )
 
 
 def test_learnable_gem_p_is_a_parameter_with_gradient(fmap):
-    gem = build_pooling("GeneralizedMeanPoolingP", p=3.0).double()
+    gem = GeneralizedMeanPoolingP(p=3.0).double()
     assert [name for name, _ in gem.named_parameters()] == ["p"]
     assert gem.p.item() == 3.0
     x = fmap.abs() + 0.1
@@ -63,11 +69,28 @@ def test_learnable_gem_p_is_a_parameter_with_gradient(fmap):
     assert "p" in gem.state_dict()
 
 
+def test_config_names_the_layer_and_its_power():
+    cfg = get_cfg()
+    assert type(build_pooling(cfg)) is GlobalAvgPool  # the default POOL_LAYER
+    cfg.MODEL.HEADS.POOL_LAYER = "GeneralizedMeanPoolingP"
+    cfg.MODEL.HEADS.GEM_P = 4.0
+    gem = build_pooling(cfg)
+    assert type(gem) is GeneralizedMeanPoolingP and gem.p.item() == 4.0
+    cfg.MODEL.HEADS.POOL_LAYER = "GeneralizedMeanPooling"
+    assert build_pooling(cfg).p == 4.0
+
+
 def test_pooling_errors():
-    with pytest.raises(RegistryKeyError, match="GeneralizedMeanPoolingP"):
-        build_pooling("GemPool")
-    with pytest.raises(ValueError, match="GEM_P must be positive"):
-        build_pooling("GeneralizedMeanPooling", p=0.0)
+    with pytest.raises(InvalidArgument, match="^p must be positive, got 0.0"):
+        GeneralizedMeanPooling(p=0.0)
+    cfg = get_cfg()
+    cfg.MODEL.HEADS.POOL_LAYER = "GemPool"
+    with pytest.raises(RegistryKeyError, match="MODEL.HEADS.POOL_LAYER: .*GeneralizedMeanPoolingP"):
+        build_pooling(cfg)
+    cfg.MODEL.HEADS.POOL_LAYER = "GeneralizedMeanPooling"
+    cfg.MODEL.HEADS.GEM_P = 0.0
+    with pytest.raises(ConfigError, match="^MODEL.HEADS.GEM_P must be positive, got 0.0"):
+        build_pooling(cfg)
     assert {
         "GlobalAvgPool",
         "GlobalMaxPool",

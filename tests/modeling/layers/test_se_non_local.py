@@ -26,7 +26,8 @@ def _conv1x1(layer, v: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _non_local_loop(block: NonLocalBlock, x: torch.Tensor) -> torch.Tensor:
-    """z_i = x_i + BN(W y_i), y_i = (1/N) sum_j (theta_i . phi_j) g_j, position by position (BN in eval mode)."""
+    """z_i = x_i + BN(W y_i), y_i = (1/N) sum_j (theta_i . phi_j) g_j, position by position
+    (BN in eval mode)."""
     bn = block.W[1]
     out = torch.empty_like(x)
     _, _, h, w = x.shape
@@ -57,3 +58,9 @@ def test_non_local_matches_pairwise_loop():
         block.W[1].bias.fill_(0.25)
     x = torch.randn(2, 4, 3, 2, dtype=torch.float64)
     torch.testing.assert_close(block(x), _non_local_loop(block, x))
+
+
+def test_non_local_with_frozen_bn_is_identity_at_initialisation():
+    block = NonLocalBlock(8, norm="FrozenBN")  # its norm's weight and bias are buffers
+    x = torch.randn(2, 8, 3, 2)
+    torch.testing.assert_close(block(x), x)

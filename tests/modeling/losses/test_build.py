@@ -1,16 +1,25 @@
-"""The loss set built from the config: registered names, weighting, stage weights, errors, parameters."""
+"""The loss set, and the config path of every registered loss: names, blocks, keys, errors."""
 
-import inspect
-import sys
+import re
+from functools import reduce
+from typing import Any
 
 import pytest
 import torch
 
-from reid.config import get_cfg, load_config
-from reid.config.config import merge_from_list
-from reid.modeling.losses import LOSS_REGISTRY, LossSet, build_losses, triplet_loss
-from reid.utils.registry import RegistryKeyError
+from reid.config import ConfigError, get_cfg, load_config, merge_from_list
+from reid.modeling.losses import (
+    LOSS_REGISTRY,
+    CrossEntropyLoss,
+    LossSet,
+    MPNTupletLoss,
+    TripletLoss,
+    build_losses,
+    triplet_loss,
+)
+from reid.modeling.losses.base import ReidLoss
 
+# Registered name -> (its block under MODEL.LOSSES, its log name).
 EXPECTED_NAMES = {
     "CrossEntropyLoss": ("CE", "loss_cls"),
     "TripletLoss": ("TRI", "loss_triplet"),
@@ -27,14 +36,177 @@ EXPECTED_NAMES = {
     "AdaSPLoss": ("SP", "loss_sp"),
 }
 
+# Registered name -> (a key of its block, a value the loss rejects, the problem it reports).
+BAD_VALUES = {
+    "CrossEntropyLoss": ("OHEM_RATIO", 1.0, r"must be in \[0, 1\) \(0 = off\), got 1.0"),
+    "TripletLoss": ("MINING", "hard", r"must be one of \['batch_hard', 'all', 'weighted'\]"),
+    "ContrastiveLoss": ("NEG_MARGIN", -1.0, "must be >= 0, got -1.0"),
+    "CenterLoss": ("LR", 0.0, "must be positive, got 0.0"),
+    "CircleLoss": ("GAMMA", 0.0, "must be positive, got 0.0"),
+    "ProxyNCALoss": ("SIM_SCALE", -1.0, "must be positive, got -1.0"),
+    "RatioLoss": ("DISTANCE", "euclidean", "must be one of"),
+    "NTupletLoss": ("NUM_TUPLETS", -1, "must be >= 0"),
+    "P2STripletLoss": ("NEGATIVE", "semi", "must be one of"),
+    "PNTupletLoss": ("CLASSES_PER_TUPLET", 1, r"must be 0 \(all classes of the batch\) or >= 2"),
+    "MPNTupletLoss": ("REDUCTION", 5, r"\(5\) must be a positive divisor of the feature dim 16"),
+    "SparsePairwiseLoss": ("TEMP", 0.0, "must be positive, got 0.0"),
+    "AdaSPLoss": ("TYPE", "sp", r"must be one of \['sp-h', 'sp-lh', 'adasp'\], got 'sp'"),
+}
 
-def _cfg(*opts):
-    cfg = get_cfg()
-    merge_from_list(cfg, ["MODEL.HEADS.NUM_CLASSES", 10, "MODEL.BACKBONE.FEAT_DIM", 16, *opts])
-    return cfg
+# Registered name -> (non-default values of every key of its block but SCALE, the attributes of
+# the module built from them). TRI's fastreid keys are tested in test_triplet.py.
+ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "CrossEntropyLoss": (
+        {"EPSILON": 0.1, "ALPHA": 0.3, "OHEM_RATIO": 0.2},
+        {"epsilon": 0.1, "alpha": 0.3, "ohem_ratio": 0.2},
+    ),
+    "TripletLoss": (
+        {
+            "MARGIN": 0.5,
+            "MINING": "all",
+            "DISTANCE": "sqeuclidean",
+            "NORMALIZE": True,
+            "SOFT_MARGIN": True,
+            "SIM_SCALE": 2.0,
+            "LEARN_SCALE": True,
+            "FEAT_KEY": "neck_features",
+        },
+        {
+            "margin": 0.5,
+            "mining": "all",
+            "distance": "sqeuclidean",
+            "normalize": True,
+            "soft_margin": True,
+            "scale.fixed": 2.0,
+            "scale.learnable": True,
+            "feat_key": "neck_features",
+        },
+    ),
+    "ContrastiveLoss": (
+        {
+            "POS_MARGIN": 0.2,
+            "NEG_MARGIN": 1.5,
+            "SQUARED": False,
+            "NORMALIZE": True,
+            "FEAT_KEY": "neck_features",
+        },
+        {
+            "pos_margin": 0.2,
+            "neg_margin": 1.5,
+            "squared": False,
+            "normalize": True,
+            "feat_key": "neck_features",
+        },
+    ),
+    "CenterLoss": (
+        {"FEAT_DIM": 8, "LR": 0.25, "FEAT_KEY": "neck_features"},
+        {"centers.shape": (7, 8), "feat_dim": 8, "lr": 0.25, "feat_key": "neck_features"},
+    ),
+    "CircleLoss": (
+        {"MARGIN": 0.3, "GAMMA": 32.0, "FEAT_KEY": "neck_features"},
+        {"margin": 0.3, "gamma": 32.0, "feat_key": "neck_features"},
+    ),
+    "ProxyNCALoss": (
+        {
+            "EXCLUDE_POSITIVE": False,
+            "SIM_SCALE": 4.0,
+            "LEARN_SCALE": True,
+            "FEAT_DIM": 5,
+            "FEAT_KEY": "neck_features",
+        },
+        {
+            "exclude_positive": False,
+            "scale.fixed": 4.0,
+            "scale.learnable": True,
+            "proxies.shape": (7, 5),
+            "feat_key": "neck_features",
+        },
+    ),
+    "RatioLoss": (
+        {"EPS": 0.2, "DISTANCE": "chord", "FEAT_KEY": "features"},
+        {"eps": 0.2, "distance": "chord", "feat_key": "features"},
+    ),
+    "NTupletLoss": (
+        {
+            "CLASSES_PER_TUPLET": 3,
+            "NUM_TUPLETS": 40,
+            "SIM_SCALE": 10.0,
+            "LEARN_SCALE": False,
+            "FEAT_KEY": "neck_features",
+        },
+        {
+            "n_classes": 3,
+            "num_tuplets": 40,
+            "scale.fixed": 10.0,
+            "scale.learnable": False,
+            "feat_key": "neck_features",
+        },
+    ),
+    "P2STripletLoss": (
+        {
+            "DISTANCE": "euclidean",
+            "NEGATIVE": "random",
+            "EXCLUDE_ANCHOR": True,
+            "SIM_SCALE": 0.5,
+            "LEARN_SCALE": False,
+            "FEAT_KEY": "neck_features",
+        },
+        {
+            "distance": "euclidean",
+            "negative": "random",
+            "exclude_anchor": True,
+            "scale.fixed": 0.5,
+            "scale.learnable": False,
+            "feat_key": "neck_features",
+        },
+    ),
+    "PNTupletLoss": (
+        {
+            "CLASSES_PER_TUPLET": 4,
+            "EXCLUDE_ANCHOR": True,
+            "SIM_SCALE": 9.0,
+            "LEARN_SCALE": False,
+            "FEAT_KEY": "neck_features",
+        },
+        {
+            "n_classes": 4,
+            "exclude_anchor": True,
+            "scale.fixed": 9.0,
+            "scale.learnable": False,
+            "feat_key": "neck_features",
+        },
+    ),
+    "MPNTupletLoss": (
+        {
+            "CLASSES_PER_TUPLET": 4,
+            "EXCLUDE_ANCHOR": True,
+            "REDUCTION": 4,
+            "FEAT_DIM": 32,
+            "SIM_SCALE": 8.0,
+            "LEARN_SCALE": False,
+            "FEAT_KEY": "neck_features",
+        },
+        {
+            "n_classes": 4,
+            "exclude_anchor": True,
+            "phi.0.out_features": 8,
+            "feat_dim": 32,
+            "scale.fixed": 8.0,
+            "scale.learnable": False,
+            "feat_key": "neck_features",
+        },
+    ),
+    "SparsePairwiseLoss": (
+        {"TEMP": 0.05, "TYPE": "SP_LH", "FEAT_KEY": "neck_features"},
+        {"temperature": 0.05, "kind": "sp-lh", "feat_key": "neck_features"},
+    ),
+}
+FASTREID_KEYS = {"TripletLoss": {"HARD_MINING", "NORM_FEAT"}}
 
 
-def _outputs(b=12, d=16, c=10, seed=0):
+def _outputs(
+    b: int = 12, d: int = 16, c: int = 10, seed: int = 0
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     f = torch.randn(b, d, generator=g)
     return {
@@ -45,56 +217,79 @@ def _outputs(b=12, d=16, c=10, seed=0):
     }, torch.arange(b) % 4
 
 
-def test_registered_names_blocks_and_log_names():
+def test_registered_names_blocks_and_log_names() -> None:
     assert set(LOSS_REGISTRY.names()) == set(EXPECTED_NAMES)
     cfg = get_cfg()
     for name, (block, log_name) in EXPECTED_NAMES.items():
         cls = LOSS_REGISTRY.get(name)
-        assert (cls.cfg_key, cls.log_name) == (block, log_name)
+        assert issubclass(cls, ReidLoss)
+        assert (cls.config_block.path, cls.log_name) == (f"MODEL.LOSSES.{block}", log_name)
         assert "SCALE" in cfg.MODEL.LOSSES[block]
 
 
-def test_every_key_of_every_loss_block_is_read_by_its_loss():
+@pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
+def test_every_loss_builds_from_the_defaults_and_a_bad_value_names_its_key(name: str) -> None:
     cfg = get_cfg()
-    for name, (block, _) in EXPECTED_NAMES.items():
-        source = "".join(
-            inspect.getsource(sys.modules[klass.__module__])
-            for klass in LOSS_REGISTRY.get(name).__mro__
-            if klass.__module__.startswith("reid.modeling.losses.")
-        )
-        base = inspect.getsource(sys.modules["reid.modeling.losses.base"]) + inspect.getsource(
-            sys.modules["reid.modeling.losses.utils"]
-        )
-        for key in cfg.MODEL.LOSSES[block]:
-            if key != "SCALE":  # read by LossSet
-                assert f".{key}" in source or f".{key}" in base or f'"{key}"' in source, (
-                    f"{block}.{key} is never read"
-                )
+    merge_from_list(cfg, ["MODEL.HEADS.NUM_CLASSES", "10"])
+    cls = LOSS_REGISTRY.get(name)
+    assert isinstance(cls(cfg, feat_dim=16), cls)
+    key, value, problem = BAD_VALUES[name]
+    full_key = f"{cls.config_block.path}.{key}"
+    merge_from_list(cfg, [full_key, repr(value)])
+    with pytest.raises(ConfigError, match=f"^{re.escape(full_key)} {problem}"):
+        cls(cfg, feat_dim=16)
 
 
-def test_mpn_reads_its_own_block_not_pns():
-    cfg = _cfg(
-        "MODEL.LOSSES.NAME",
-        ["MPNTupletLoss"],
-        "MODEL.LOSSES.MPN.CLASSES_PER_TUPLET",
-        4,
-        "MODEL.LOSSES.MPN.EXCLUDE_ANCHOR",
-        True,
-        "MODEL.LOSSES.MPN.SIM_SCALE",
-        8.0,
+@pytest.mark.parametrize("name", sorted(ARGUMENTS))
+def test_every_key_of_a_loss_block_reaches_its_argument(name: str) -> None:
+    cls = LOSS_REGISTRY.get(name)
+    values, expected = ARGUMENTS[name]
+    block = cls.config_block
+    assert set(values) | FASTREID_KEYS.get(name, set()) == set(block.keys) - {"SCALE"}
+    cfg = get_cfg()
+    merge_from_list(cfg, ["MODEL.HEADS.NUM_CLASSES", "7"])
+    for key, value in values.items():
+        merge_from_list(cfg, [block.full_key(key), repr(value)])
+    module = cls(cfg, feat_dim=16)
+    for path, value in expected.items():
+        assert reduce(getattr, path.split("."), module) == value, path
+
+
+def test_mpn_reads_its_own_block_not_pns() -> None:
+    cfg = get_cfg()
+    merge_from_list(
+        cfg,
+        [
+            "MODEL.LOSSES.NAME",
+            "['MPNTupletLoss']",
+            "MODEL.LOSSES.MPN.CLASSES_PER_TUPLET",
+            "4",
+            "MODEL.LOSSES.MPN.EXCLUDE_ANCHOR",
+            "True",
+            "MODEL.LOSSES.MPN.SIM_SCALE",
+            "8.0",
+        ],
     )
     module = build_losses(cfg, feat_dim=16).losses["MPNTupletLoss"]
+    assert isinstance(module, MPNTupletLoss)
     assert module.n_classes == 4 and module.exclude_anchor
     assert module.scale().item() == pytest.approx(8.0)
 
 
-def test_every_loss_builds_and_runs_from_the_config():
+def test_every_loss_builds_and_runs_from_the_config() -> None:
     names = sorted(set(EXPECTED_NAMES) - {"AdaSPLoss"})
-    losses = build_losses(_cfg("MODEL.LOSSES.NAME", names))
+    cfg = get_cfg()
+    merge_from_list(
+        cfg,
+        ["MODEL.HEADS.NUM_CLASSES", "10", "MODEL.BACKBONE.FEAT_DIM", "16"]
+        + ["MODEL.LOSSES.NAME", repr(names)],
+    )
+    losses = build_losses(cfg)
     outputs, y = _outputs()
     values = losses(outputs, y)
     assert set(values) == {EXPECTED_NAMES[n][1] for n in names}
     total = sum(values.values())
+    assert isinstance(total, torch.Tensor)
     total.backward()
     assert torch.isfinite(total)
     owned = {n for n, _ in losses.named_parameters()}
@@ -108,14 +303,30 @@ def test_every_loss_builds_and_runs_from_the_config():
     assert losses.losses["CenterLoss"].centers.grad is not None
 
 
-def test_scale_weights_the_loss_and_stage_weights_replace_it():
-    cfg = _cfg(
-        "MODEL.LOSSES.NAME",
-        ["CrossEntropyLoss", "TripletLoss"],
-        "MODEL.LOSSES.CE.SCALE",
-        0.5,
-        "MODEL.LOSSES.TRI.SCALE",
-        3.0,
+def test_loss_set_from_plain_modules_weights_each_loss_once() -> None:
+    losses = LossSet({"CrossEntropyLoss": CrossEntropyLoss(), "TripletLoss": TripletLoss()})
+    assert losses.weights == {"CrossEntropyLoss": 1.0, "TripletLoss": 1.0}
+    outputs, y = _outputs()
+    values = losses(outputs, y, weights={"TripletLoss": 0.5})
+    tri = triplet_loss(outputs["features"], y, 0.3)
+    assert set(values) == {"loss_triplet"}
+    assert values["loss_triplet"].item() == pytest.approx(0.5 * tri.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="which are the same loss"):
+        LossSet({"TripletLoss": TripletLoss(), "OtherTriplet": TripletLoss()})
+
+
+def test_scale_weights_the_loss_and_stage_weights_replace_it() -> None:
+    cfg = get_cfg()
+    merge_from_list(
+        cfg,
+        [
+            "MODEL.LOSSES.NAME",
+            "['CrossEntropyLoss', 'TripletLoss']",
+            "MODEL.LOSSES.CE.SCALE",
+            "0.5",
+            "MODEL.LOSSES.TRI.SCALE",
+            "3.0",
+        ],
     )
     losses = LossSet(cfg)
     outputs, y = _outputs()
@@ -131,47 +342,56 @@ def test_scale_weights_the_loss_and_stage_weights_replace_it():
         losses(outputs, y, weights={"CircleLoss": 1.0})
 
 
-def test_unknown_and_duplicate_names_are_errors():
-    with pytest.raises(
-        RegistryKeyError,
-        match="MODEL.LOSSES.NAME: No object named 'TripletLos'.*registered names: .*TripletLoss",
-    ):
-        LossSet(_cfg("MODEL.LOSSES.NAME", ["TripletLos"]))
-    with pytest.raises(ValueError, match="lists 'TripletLoss' twice"):
-        LossSet(_cfg("MODEL.LOSSES.NAME", ["TripletLoss", "TripletLoss"]))
-    with pytest.raises(
-        ValueError, match="'SparsePairwiseLoss' and 'AdaSPLoss', which are the same loss"
-    ):
-        LossSet(_cfg("MODEL.LOSSES.NAME", ["SparsePairwiseLoss", "AdaSPLoss"]))
+@pytest.mark.parametrize(
+    "names,message",
+    [
+        (
+            ["TripletLos"],
+            "MODEL.LOSSES.NAME: No object named 'TripletLos'.*registered names: .*TripletLoss",
+        ),
+        (["TripletLoss", "TripletLoss"], "lists 'TripletLoss' twice"),
+        (
+            ["SparsePairwiseLoss", "AdaSPLoss"],
+            "'SparsePairwiseLoss' and 'AdaSPLoss', which are the same loss",
+        ),
+    ],
+)
+def test_unknown_and_duplicate_names_are_errors(names: list[str], message: str) -> None:
+    cfg = get_cfg()
+    merge_from_list(cfg, ["MODEL.LOSSES.NAME", repr(names)])
+    with pytest.raises(ValueError, match=message):
+        LossSet(cfg)
 
 
-def test_feat_dim_from_the_meta_architecture_sizes_the_parameters():
+def test_feat_dim_from_the_meta_architecture_sizes_the_parameters() -> None:
     cfg = get_cfg()
     merge_from_list(
         cfg,
         [
             "MODEL.HEADS.NUM_CLASSES",
-            5,
+            "5",
             "MODEL.LOSSES.NAME",
-            ["CenterLoss", "ProxyNCALoss", "MPNTupletLoss", "TripletLoss"],
+            "['CenterLoss', 'ProxyNCALoss', 'MPNTupletLoss', 'TripletLoss']",
         ],
     )
     losses = build_losses(cfg, feat_dim=24)
     assert losses.losses["CenterLoss"].centers.shape == (5, 24)
     assert losses.losses["ProxyNCALoss"].proxies.shape == (5, 24)
-    assert losses.losses["MPNTupletLoss"].phi[0].in_features == 24
+    mpn = losses.losses["MPNTupletLoss"]
+    assert isinstance(mpn, MPNTupletLoss) and mpn.phi[0].in_features == 24
     with pytest.raises(ValueError, match="build_losses\\(cfg, feat_dim=<the head's output dim>\\)"):
         build_losses(cfg)
 
 
-def test_fastreid_yaml_means_the_same(tmp_path):
+def test_fastreid_yaml_means_the_same(tmp_path: Any) -> None:
     yml = tmp_path / "bagtricks_R50.yml"
     yml.write_text(
         "MODEL:\n"
         "  LOSSES:\n"
         "    NAME: ('CrossEntropyLoss', 'TripletLoss')\n"
         "    CE:\n      EPSILON: 0.1\n      SCALE: 1.0\n"
-        "    TRI:\n      MARGIN: 0.0\n      HARD_MINING: False\n      NORM_FEAT: True\n      SCALE: 1.0\n"
+        "    TRI:\n      MARGIN: 0.0\n      HARD_MINING: False\n      NORM_FEAT: True\n"
+        "      SCALE: 1.0\n"
     )
     losses = build_losses(load_config(str(yml)))
     tri = losses.losses["TripletLoss"]

@@ -6,19 +6,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reid.config import get_cfg
+from reid.config import InvalidArgument
 from reid.modeling.losses import CrossEntropyLoss, cross_entropy_loss, ohem
 from reid.modeling.losses.cross_entropy import ohem_keep_count
 
 
-def _logits(b=7, c=5, seed=0):
+def _logits(b: int = 7, c: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(b, c, generator=g, dtype=torch.float64) * 3, torch.randint(
         0, c, (b,), generator=g
     )
 
 
-def _ref_smoothed(logits, y, eps):
+def _ref_smoothed(logits: torch.Tensor, y: torch.Tensor, eps: float) -> list[float]:
     """Survey formula: -(1 - eps) log p_y - eps / C sum_k log p_k, per sample."""
     out = []
     for i in range(logits.shape[0]):
@@ -29,7 +29,7 @@ def _ref_smoothed(logits, y, eps):
     return out
 
 
-def _ref_adaptive(logits, y, alpha):
+def _ref_adaptive(logits: torch.Tensor, y: torch.Tensor, alpha: float) -> list[float]:
     """fastreid: eps_i = alpha p_y; targets 1 - eps_i on y and eps_i / (C - 1) elsewhere."""
     out = []
     for i in range(logits.shape[0]):
@@ -46,7 +46,7 @@ def _ref_adaptive(logits, y, alpha):
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
-def test_label_smoothing_matches_survey_formula_and_torch(eps):
+def test_label_smoothing_matches_survey_formula_and_torch(eps: float) -> None:
     logits, y = _logits()
     per = cross_entropy_loss(logits, y, eps, reduction="none")
     assert torch.allclose(
@@ -59,31 +59,33 @@ def test_label_smoothing_matches_survey_formula_and_torch(eps):
     assert torch.allclose(mean, F.cross_entropy(logits, y, label_smoothing=eps), rtol=1e-12)
 
 
-def test_adaptive_smoothing_is_fastreids_with_detached_epsilon():
+def test_adaptive_smoothing_is_fastreids_with_detached_epsilon() -> None:
     logits, y = _logits(seed=1)
     logits.requires_grad_(True)
     per = cross_entropy_loss(logits, y, epsilon=-1.0, alpha=0.3, reduction="none")
     assert torch.allclose(
         per, torch.tensor(_ref_adaptive(logits.detach(), y, 0.3), dtype=torch.float64), rtol=1e-12
     )
-    # eps_i is a constant for the gradient: the gradient equals that of CE with fixed per-sample targets.
+    # eps_i is a constant for the gradient: the gradient equals that of CE with fixed per-sample
+    # targets.
     per.sum().backward()
     with torch.no_grad():
         p = logits.softmax(1)
         eps = 0.3 * p[torch.arange(len(y)), y]
         target = (eps / (logits.shape[1] - 1)).unsqueeze(1).expand_as(p).clone()
         target[torch.arange(len(y)), y] = 1 - eps
+    assert logits.grad is not None
     assert torch.allclose(logits.grad, p - target, rtol=1e-10, atol=1e-12)
 
 
-def test_cross_entropy_gradcheck():
+def test_cross_entropy_gradcheck() -> None:
     logits, y = _logits(4, 3)
     logits.requires_grad_(True)
     # (adaptive smoothing detaches eps_i on purpose: its gradient is checked analytically above)
     assert torch.autograd.gradcheck(lambda z: cross_entropy_loss(z, y, 0.1), (logits,))
 
 
-def test_cross_entropy_rejects_bad_arguments():
+def test_cross_entropy_rejects_bad_arguments() -> None:
     logits, y = _logits()
     with pytest.raises(ValueError, match="epsilon must be <= 1"):
         cross_entropy_loss(logits, y, 1.5)
@@ -97,12 +99,12 @@ def test_cross_entropy_rejects_bad_arguments():
     "ratio,batch,keep",
     [(0.2, 64, 52), (0.29, 100, 71), (0.7, 10, 3), (0.0, 5, 5), (0.5, 1, 1), (0.99, 3, 1)],
 )
-def test_ohem_keep_count_uses_exact_integer_arithmetic(ratio, batch, keep):
+def test_ohem_keep_count_uses_exact_integer_arithmetic(ratio: float, batch: int, keep: int) -> None:
     # 0.29 * 100 is 28.999999999999996 in floating point; the decimal value drops exactly 29.
     assert ohem_keep_count(batch, ratio) == keep
 
 
-def test_ohem_averages_the_largest_losses_and_only_they_get_gradient():
+def test_ohem_averages_the_largest_losses_and_only_they_get_gradient() -> None:
     losses = torch.tensor(
         [0.5, 3.0, 0.1, 2.0, 1.0, 4.0, 0.2, 0.3, 0.4, 0.6], dtype=torch.float64, requires_grad=True
     )
@@ -113,44 +115,40 @@ def test_ohem_averages_the_largest_losses_and_only_they_get_gradient():
     expected = torch.tensor(
         [1 / 8 if v >= 0.3 else 0.0 for v in losses.tolist()], dtype=torch.float64
     )
-    assert torch.equal(losses.grad, expected)
+    assert losses.grad is not None and torch.equal(losses.grad, expected)
     with pytest.raises(ValueError, match=r"OHEM ratio must be in \[0, 1\)"):
         ohem(losses, 1.0)
 
 
-def test_ohem_is_invariant_to_batch_order():
+def test_ohem_is_invariant_to_batch_order() -> None:
     losses = torch.rand(20, dtype=torch.float64)
     perm = torch.randperm(20)
     assert ohem(losses, 0.3).item() == pytest.approx(ohem(losses[perm], 0.3).item(), rel=1e-14)
 
 
-def _cfg(**ce):
-    cfg = get_cfg()
-    for k, v in ce.items():
-        cfg.MODEL.LOSSES.CE[k] = v
-    return cfg
-
-
-def test_module_reads_logits_and_applies_smoothing_and_ohem():
+def test_module_reads_logits_and_applies_smoothing_and_ohem() -> None:
     logits, y = _logits(10, 6, seed=3)
-    module = CrossEntropyLoss(_cfg(EPSILON=0.1, OHEM_RATIO=0.2))
+    module = CrossEntropyLoss(epsilon=0.1, ohem_ratio=0.2)
     per = torch.tensor(_ref_smoothed(logits, y, 0.1), dtype=torch.float64)
     expected = per.sort(descending=True).values[:8].mean()
     assert module({"logits": logits}, y).item() == pytest.approx(expected.item(), rel=1e-12)
-    assert CrossEntropyLoss.cfg_key == "CE" and CrossEntropyLoss.log_name == "loss_cls"
+    assert CrossEntropyLoss.config_block.path == "MODEL.LOSSES.CE"
+    assert CrossEntropyLoss.log_name == "loss_cls"
 
 
-def test_module_negative_epsilon_selects_adaptive_smoothing_with_alpha():
+def test_module_negative_epsilon_selects_adaptive_smoothing_with_alpha() -> None:
     logits, y = _logits(seed=4)
-    module = CrossEntropyLoss(_cfg(EPSILON=-1.0, ALPHA=0.4))
+    module = CrossEntropyLoss(epsilon=-1.0, alpha=0.4)
     expected = sum(_ref_adaptive(logits, y, 0.4)) / len(y)
     assert module({"logits": logits}, y).item() == pytest.approx(expected, rel=1e-12)
 
 
-def test_module_errors_name_the_key():
-    with pytest.raises(ValueError, match="MODEL.LOSSES.CE.OHEM_RATIO"):
-        CrossEntropyLoss(_cfg(OHEM_RATIO=1.0))
-    with pytest.raises(ValueError, match="MODEL.LOSSES.CE.ALPHA"):
-        CrossEntropyLoss(_cfg(EPSILON=-1.0, ALPHA=1.5))
+def test_module_errors_name_the_argument() -> None:
+    with pytest.raises(InvalidArgument, match=r"^ohem_ratio must be in \[0, 1\)"):
+        CrossEntropyLoss(ohem_ratio=1.0)
+    with pytest.raises(InvalidArgument, match=r"^alpha must be in \[0, 1\]"):
+        CrossEntropyLoss(epsilon=-1.0, alpha=1.5)
+    with pytest.raises(InvalidArgument, match="^epsilon must be <= 1"):
+        CrossEntropyLoss(epsilon=1.5)
     with pytest.raises(KeyError, match="'logits'.*outputs dict has only: \\['features'\\]"):
-        CrossEntropyLoss(_cfg())({"features": torch.zeros(2, 3)}, torch.zeros(2, dtype=torch.int64))
+        CrossEntropyLoss()({"features": torch.zeros(2, 3)}, torch.zeros(2, dtype=torch.int64))

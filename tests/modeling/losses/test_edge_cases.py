@@ -1,4 +1,7 @@
-"""Every loss on the edge batches: never NaN, zero with a graph where nothing is valid, order-invariant."""
+"""Every loss on the edge batches: never NaN, zero with a graph where nothing is valid, and
+invariant to the batch order."""
+
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -18,6 +21,8 @@ from reid.modeling.losses import (
     triplet_loss,
 )
 
+MakeBatch = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
 EDGE_SIZES = {
     "pk": [3, 3, 3, 3],
     "unequal": [4, 1, 2, 3],
@@ -36,11 +41,11 @@ _PHI[torch.float32] = build_phi(6, 2).eval()
 _PHI[torch.float32].load_state_dict(_PHI[torch.float64].state_dict())
 
 
-def rows(f):
+def rows(f: torch.Tensor) -> torch.Tensor:
     return _ROWS.to(f.dtype)
 
 
-LOSSES = {
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "triplet_hard": lambda f, y: triplet_loss(f, y),
     "triplet_all_soft_cos": lambda f, y: triplet_loss(
         f, y, 0.1, "all", "cosine", soft_margin=True, scale=3.0
@@ -98,14 +103,16 @@ ZERO = {
 
 @pytest.mark.parametrize("batch", list(EDGE_SIZES))
 @pytest.mark.parametrize("name", list(LOSSES))
-def test_edge_batches_never_nan_and_zero_with_graph_when_nothing_is_valid(make_batch, name, batch):
+def test_edge_batches_never_nan_and_zero_with_graph_when_nothing_is_valid(
+    make_batch: MakeBatch, name: str, batch: str
+) -> None:
     f, y = make_batch(EDGE_SIZES[batch], dim=6)
     f.requires_grad_(True)
     value = LOSSES[name](f, y)
     assert value.dim() == 0 and torch.isfinite(value)
     assert value.requires_grad
     value.backward()
-    assert torch.isfinite(f.grad).all()
+    assert f.grad is not None and torch.isfinite(f.grad).all()
     if name in ZERO.get(batch, set()):
         assert value.item() == 0.0
         assert torch.count_nonzero(f.grad) == 0
@@ -114,7 +121,7 @@ def test_edge_batches_never_nan_and_zero_with_graph_when_nothing_is_valid(make_b
 
 
 @pytest.mark.parametrize("name", sorted(set(LOSSES) - RANDOM))
-def test_invariant_to_batch_order(make_batch, name):
+def test_invariant_to_batch_order(make_batch: MakeBatch, name: str) -> None:
     f, y = make_batch(EDGE_SIZES["unequal"], dim=6, seed=5)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
     assert LOSSES[name](f[perm], y[perm]).item() == pytest.approx(
@@ -123,9 +130,9 @@ def test_invariant_to_batch_order(make_batch, name):
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
-def test_float32_large_scales_stay_finite(make_batch, name):
+def test_float32_large_scales_stay_finite(make_batch: MakeBatch, name: str) -> None:
     f, y = make_batch(EDGE_SIZES["pk"], dim=6)
     f = (f * 50).float().requires_grad_(True)
     value = LOSSES[name](f, y)
     value.backward()
-    assert torch.isfinite(value) and torch.isfinite(f.grad).all()
+    assert f.grad is not None and torch.isfinite(value) and torch.isfinite(f.grad).all()

@@ -1,6 +1,7 @@
-"""NSL, CosFace, ArcFace and class-level circle logits (the plain functions) against element loops."""
+"""NSL, CosFace, ArcFace and class-level circle logits (plain functions) against element loops."""
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from reid.modeling.losses import (
 )
 
 
-def _setup(seed=0):
+def _setup(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     f = torch.randn(5, 4, generator=g, dtype=torch.float64)
     W = torch.randn(6, 4, generator=g, dtype=torch.float64)
@@ -22,11 +23,18 @@ def _setup(seed=0):
     return f, W, y
 
 
-def _cos(a, b):
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b) / (float(a.norm()) * float(b.norm()))
 
 
-def _loop(f, W, y, target_fn, other_fn, scale):
+def _loop(
+    f: torch.Tensor,
+    W: torch.Tensor,
+    y: torch.Tensor,
+    target_fn: Callable[[float], float],
+    other_fn: Callable[[float], float],
+    scale: float,
+) -> torch.Tensor:
     out = torch.zeros(f.shape[0], W.shape[0], dtype=torch.float64)
     for i in range(f.shape[0]):
         for k in range(W.shape[0]):
@@ -35,7 +43,7 @@ def _loop(f, W, y, target_fn, other_fn, scale):
     return out
 
 
-def test_nsl_is_scaled_cosine():
+def test_nsl_is_scaled_cosine() -> None:
     f, W, y = _setup()
     assert torch.allclose(
         normalized_softmax_logits(f, W, 14.0),
@@ -44,34 +52,34 @@ def test_nsl_is_scaled_cosine():
     )
 
 
-def test_cosface_subtracts_the_margin_on_the_true_class():
+def test_cosface_subtracts_the_margin_on_the_true_class() -> None:
     f, W, y = _setup()
     expected = _loop(f, W, y, lambda c: c - 0.35, lambda c: c, 64.0)
     assert torch.allclose(cosface_logits(f, W, y, 64.0, 0.35), expected, rtol=1e-12)
 
 
-def _arc_target(c, m):
+def _arc_target(c: float, m: float) -> float:
     c = max(-1.0, min(1.0, c))  # cos clamped to [-1, 1]
     theta = math.acos(c)
     return math.cos(theta + m) if theta <= math.pi - m else c - m * math.sin(m)
 
 
 @pytest.mark.parametrize("margin", [0.1, 0.5, 1.2])
-def test_arcface_adds_the_angle_with_the_fallback_beyond_pi_minus_m(margin):
+def test_arcface_adds_the_angle_with_the_fallback_beyond_pi_minus_m(margin: float) -> None:
     f, W, y = _setup(1)
     f[1] = -W[3] * 2.0  # theta = pi for sample 1: the fallback branch
     expected = _loop(f, W, y, lambda c: _arc_target(c, margin), lambda c: c, 30.0)
     assert torch.allclose(arcface_logits(f, W, y, 30.0, margin), expected, rtol=1e-9, atol=1e-9)
 
 
-def test_arcface_gradient_is_finite_at_aligned_features():
+def test_arcface_gradient_is_finite_at_aligned_features() -> None:
     _, W, y = _setup()
     f = W[y].clone().requires_grad_(True)  # theta = 0 on every true class
     cross_entropy_loss(arcface_logits(f, W, y), y).backward()
-    assert torch.isfinite(f.grad).all()
+    assert f.grad is not None and torch.isfinite(f.grad).all()
 
 
-def test_circle_logits_use_detached_adaptive_weights():
+def test_circle_logits_use_detached_adaptive_weights() -> None:
     f, W, y = _setup(2)
     m = 0.25
     expected = _loop(
@@ -86,7 +94,7 @@ def test_circle_logits_use_detached_adaptive_weights():
 
 
 @pytest.mark.parametrize("fn", [cosface_logits, arcface_logits])
-def test_margin_logits_gradcheck(fn):
+def test_margin_logits_gradcheck(fn: Callable[..., torch.Tensor]) -> None:
     f, W, y = _setup(3)
     f.requires_grad_(True)
     W.requires_grad_(True)
@@ -95,7 +103,7 @@ def test_margin_logits_gradcheck(fn):
     )
 
 
-def test_margin_logits_validate_labels_and_margin():
+def test_margin_logits_validate_labels_and_margin() -> None:
     f, W, _ = _setup()
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 6\)"):
         cosface_logits(f, W, torch.tensor([0, 1, 2, 3, 6]))

@@ -1,12 +1,12 @@
 """Contrastive, pair-wise circle, center and Proxy-NCA losses against loops, and their modules."""
 
 import math
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
 
-from reid.config import get_cfg
-from reid.config.config import merge_from_list
+from reid.config import ConfigError, InvalidArgument, get_cfg, merge_from_list
 from reid.modeling.losses import (
     CenterLoss,
     CircleLoss,
@@ -18,28 +18,27 @@ from reid.modeling.losses import (
     proxy_nca_loss,
 )
 
+MakeBatch = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
-def _cos(a, b):
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b) / (float(a.norm()) * float(b.norm()))
 
 
-def _lse(values):
+def _lse(values: Sequence[float]) -> float:
     m = max(values)
     return m + math.log(sum(math.exp(v - m) for v in values))
 
 
-def _cfg(*opts):
-    cfg = get_cfg()
-    merge_from_list(cfg, list(opts))
-    return cfg
-
-
 # ---- contrastive -----------------------------------------------------------------------------
-def reference_contrastive(f, y, pm, nm, squared, normalize):
+def reference_contrastive(
+    f: torch.Tensor, y: list[int], pm: float, nm: float, squared: bool, normalize: bool
+) -> float:
     n = len(y)
     if normalize:
         f = f / f.norm(dim=1, keepdim=True)
-    pos, neg = [], []
+    pos: list[float] = []
+    neg: list[float] = []
     for i in range(n):
         for j in range(n):
             if i == j:
@@ -56,7 +55,9 @@ def reference_contrastive(f, y, pm, nm, squared, normalize):
 
 @pytest.mark.parametrize("squared", [False, True])
 @pytest.mark.parametrize("normalize", [False, True])
-def test_contrastive_matches_pair_loop(make_batch, squared, normalize):
+def test_contrastive_matches_pair_loop(
+    make_batch: MakeBatch, squared: bool, normalize: bool
+) -> None:
     f, y = make_batch([3, 1, 2, 4], dim=4)
     margins = (0.1, 1.2) if normalize else (0.5, 3.5)
     value = contrastive_loss(f, y, *margins, squared=squared, normalize=normalize)
@@ -65,34 +66,26 @@ def test_contrastive_matches_pair_loop(make_batch, squared, normalize):
     )
 
 
-def test_contrastive_gradcheck_squared(make_batch):
+def test_contrastive_gradcheck_squared(make_batch: MakeBatch) -> None:
     f, y = make_batch([2, 3], dim=3)
     f.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: contrastive_loss(x, y, 0.0, 10.0, squared=True), (f,))
 
 
-def test_contrastive_module_keys(make_batch):
+def test_contrastive_module(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 3, 2])
-    cfg = _cfg(
-        "MODEL.LOSSES.CONTRASTIVE.POS_MARGIN",
-        0.2,
-        "MODEL.LOSSES.CONTRASTIVE.NEG_MARGIN",
-        1.5,
-        "MODEL.LOSSES.CONTRASTIVE.SQUARED",
-        False,
-        "MODEL.LOSSES.CONTRASTIVE.NORMALIZE",
-        True,
-    )
-    value = ContrastiveLoss(cfg)({"features": f}, y)
+    module = ContrastiveLoss(pos_margin=0.2, neg_margin=1.5, squared=False, normalize=True)
+    value = module({"features": f}, y)
     assert value.item() == pytest.approx(
         reference_contrastive(f, y.tolist(), 0.2, 1.5, False, True), rel=1e-9
     )
-    with pytest.raises(ValueError, match="MODEL.LOSSES.CONTRASTIVE.POS_MARGIN"):
-        ContrastiveLoss(_cfg("MODEL.LOSSES.CONTRASTIVE.POS_MARGIN", -0.1))
+    assert ContrastiveLoss().squared  # the survey's form by default, as the config
+    with pytest.raises(InvalidArgument, match="^pos_margin must be >= 0, got -0.1"):
+        ContrastiveLoss(pos_margin=-0.1)
 
 
 # ---- pair-wise circle ------------------------------------------------------------------------
-def reference_circle(f, y, m, g):
+def reference_circle(f: torch.Tensor, y: list[int], m: float, g: float) -> float:
     n = len(y)
     terms = []
     for a in range(n):
@@ -106,19 +99,20 @@ def reference_circle(f, y, m, g):
     return sum(terms) / len(terms) if terms else 0.0
 
 
-def test_pairwise_circle_matches_anchor_loop(make_batch):
+def test_pairwise_circle_matches_anchor_loop(make_batch: MakeBatch) -> None:
     f, y = make_batch([4, 1, 2, 3], dim=5)
     assert pairwise_circle_loss(f, y, 0.25, 16.0).item() == pytest.approx(
         reference_circle(f, y.tolist(), 0.25, 16.0), rel=1e-9
     )
-    module = CircleLoss(_cfg("MODEL.LOSSES.CIRCLE.MARGIN", 0.3, "MODEL.LOSSES.CIRCLE.GAMMA", 32.0))
+    module = CircleLoss(margin=0.3, gamma=32.0)
     assert module({"features": f}, y).item() == pytest.approx(
         reference_circle(f, y.tolist(), 0.3, 32.0), rel=1e-9
     )
-    assert CircleLoss.cfg_key == "CIRCLE" and CircleLoss.log_name == "loss_circle"
+    assert CircleLoss.config_block.path == "MODEL.LOSSES.CIRCLE"
+    assert CircleLoss.log_name == "loss_circle"
 
 
-def test_pairwise_circle_gradient_treats_alphas_as_constants(make_batch):
+def test_pairwise_circle_gradient_treats_alphas_as_constants(make_batch: MakeBatch) -> None:
     # The alphas are detached, so gradcheck does not apply; compare with autograd through a loop.
     f, y = make_batch([2, 2, 3], dim=3)
     x = f.clone().requires_grad_(True)
@@ -143,11 +137,12 @@ def test_pairwise_circle_gradient_treats_alphas_as_constants(make_batch):
             )
         )
     torch.stack(terms).mean().backward()
+    assert x.grad is not None and ref.grad is not None
     assert torch.allclose(x.grad, ref.grad, rtol=1e-9, atol=1e-12)
 
 
 # ---- center ----------------------------------------------------------------------------------
-def test_center_loss_is_mean_squared_distance_without_half(make_batch):
+def test_center_loss_is_mean_squared_distance_without_half(make_batch: MakeBatch) -> None:
     f, y = make_batch([2, 3, 1], dim=4, contiguous=True)
     centers = torch.randn(5, 4, dtype=torch.float64)
     expected = sum(float(((f[i] - centers[int(y[i])]) ** 2).sum()) for i in range(len(y))) / len(y)
@@ -156,16 +151,8 @@ def test_center_loss_is_mean_squared_distance_without_half(make_batch):
         center_loss(f, y, centers[:2])
 
 
-def test_center_module_owns_centers_with_their_own_group():
-    cfg = _cfg(
-        "MODEL.HEADS.NUM_CLASSES",
-        7,
-        "MODEL.HEADS.EMBEDDING_DIM",
-        16,
-        "MODEL.LOSSES.CENTER.LR",
-        0.25,
-    )
-    module = CenterLoss(cfg)
+def test_center_module_owns_centers_with_their_own_group() -> None:
+    module = CenterLoss(num_classes=7, feat_dim=16, lr=0.25)
     assert module.centers.shape == (7, 16)
     groups = module.param_groups()
     assert len(groups) == 1 and groups[0]["params"][0] is module.centers
@@ -175,38 +162,54 @@ def test_center_module_owns_centers_with_their_own_group():
     value = module({"features": f}, y)
     assert value.item() == pytest.approx(center_loss(f, y, module.centers).item())
     value.backward()
-    assert (
-        module.centers.grad[[1, 3, 4, 5]].abs().sum() == 0
-        and module.centers.grad[6].abs().sum() > 0
-    )
+    grad = module.centers.grad
+    assert grad is not None
+    assert grad[[1, 3, 4, 5]].abs().sum() == 0 and grad[6].abs().sum() > 0
 
 
-def test_center_module_feat_dim_sources_and_errors():
-    # Order: CENTER.FEAT_DIM > the head's output dim passed in > HEADS.EMBEDDING_DIM > BACKBONE.FEAT_DIM.
-    base = ("MODEL.HEADS.NUM_CLASSES", 3, "MODEL.BACKBONE.FEAT_DIM", 2048)
-    assert CenterLoss(_cfg(*base)).centers.shape == (3, 2048)
-    assert CenterLoss(_cfg(*base, "MODEL.HEADS.EMBEDDING_DIM", 64)).centers.shape == (3, 64)
-    assert CenterLoss(_cfg(*base, "MODEL.HEADS.EMBEDDING_DIM", 64), feat_dim=96).centers.shape == (
-        3,
-        96,
-    )
-    assert CenterLoss(
-        _cfg(*base, "MODEL.LOSSES.CENTER.FEAT_DIM", 8), feat_dim=96
-    ).centers.shape == (3, 8)
+@pytest.mark.parametrize(
+    "opts,head_dim,dim",
+    [
+        ([], None, 2048),
+        (["MODEL.HEADS.EMBEDDING_DIM", "64"], None, 64),
+        (["MODEL.HEADS.EMBEDDING_DIM", "64"], 96, 96),
+        (["MODEL.LOSSES.CENTER.FEAT_DIM", "8"], 96, 8),
+    ],
+)
+def test_center_feat_dim_from_a_config(opts: list[str], head_dim: int | None, dim: int) -> None:
+    # Order: CENTER.FEAT_DIM > the head's output dim passed in > HEADS.EMBEDDING_DIM >
+    # BACKBONE.FEAT_DIM.
+    cfg = get_cfg()
+    merge_from_list(cfg, ["MODEL.HEADS.NUM_CLASSES", "3", "MODEL.BACKBONE.FEAT_DIM", "2048", *opts])
+    args = CenterLoss.from_config(cfg, feat_dim=head_dim)
+    assert CenterLoss(**args).centers.shape == (3, dim)
+
+
+def test_center_config_errors_name_the_keys() -> None:
+    cfg = get_cfg()
+    merge_from_list(cfg, ["MODEL.HEADS.NUM_CLASSES", "3", "MODEL.BACKBONE.FEAT_DIM", "0"])
     with pytest.raises(
-        ValueError,
+        ConfigError,
         match="CenterLoss cannot infer the dim of its features: set MODEL.LOSSES.CENTER.FEAT_DIM",
     ):
-        CenterLoss(_cfg("MODEL.HEADS.NUM_CLASSES", 3, "MODEL.BACKBONE.FEAT_DIM", 0))
-    with pytest.raises(ValueError, match="MODEL.HEADS.NUM_CLASSES is 0"):
-        CenterLoss(_cfg("MODEL.BACKBONE.FEAT_DIM", 2048))
-    module = CenterLoss(_cfg("MODEL.HEADS.NUM_CLASSES", 3, "MODEL.LOSSES.CENTER.FEAT_DIM", 8))
-    with pytest.raises(ValueError, match="built for 8-d features"):
+        CenterLoss.from_config(cfg)
+    merge_from_list(cfg, ["MODEL.HEADS.NUM_CLASSES", "0", "MODEL.BACKBONE.FEAT_DIM", "2048"])
+    with pytest.raises(ConfigError, match="MODEL.HEADS.NUM_CLASSES is 0"):
+        CenterLoss.from_config(cfg)
+
+
+def test_center_module_checks_its_arguments_and_the_feature_dim() -> None:
+    with pytest.raises(InvalidArgument, match="^num_classes must be positive, got 0"):
+        CenterLoss(num_classes=0, feat_dim=8)
+    module = CenterLoss(num_classes=3, feat_dim=8)
+    with pytest.raises(ValueError, match="CenterLoss was built for 8-d features .*feat_dim"):
         module({"features": torch.zeros(2, 4)}, torch.tensor([0, 1]))
 
 
 # ---- proxy NCA -------------------------------------------------------------------------------
-def reference_proxy_nca(f, y, proxies, s, exclude):
+def reference_proxy_nca(
+    f: torch.Tensor, y: list[int], proxies: torch.Tensor, s: float, exclude: bool
+) -> float:
     terms = []
     for i in range(len(y)):
         logits = [-s * float(((f[i] / f[i].norm() - p / p.norm()) ** 2).sum()) for p in proxies]
@@ -217,7 +220,7 @@ def reference_proxy_nca(f, y, proxies, s, exclude):
 
 
 @pytest.mark.parametrize("exclude", [False, True])
-def test_proxy_nca_matches_loop_for_both_denominators(make_batch, exclude):
+def test_proxy_nca_matches_loop_for_both_denominators(make_batch: MakeBatch, exclude: bool) -> None:
     f, y = make_batch([2, 3, 1], dim=4, contiguous=True)
     proxies = torch.randn(5, 4, dtype=torch.float64)
     value = proxy_nca_loss(f, y, proxies, scale=3.0, exclude_positive=exclude)
@@ -231,18 +234,8 @@ def test_proxy_nca_matches_loop_for_both_denominators(make_batch, exclude):
     )
 
 
-def test_proxy_nca_module_parameters_and_scale():
-    cfg = _cfg(
-        "MODEL.HEADS.NUM_CLASSES",
-        6,
-        "MODEL.LOSSES.PROXY_NCA.FEAT_DIM",
-        5,
-        "MODEL.LOSSES.PROXY_NCA.SIM_SCALE",
-        4.0,
-        "MODEL.LOSSES.PROXY_NCA.LEARN_SCALE",
-        True,
-    )
-    module = ProxyNCALoss(cfg).double()
+def test_proxy_nca_module_parameters_and_scale() -> None:
+    module = ProxyNCALoss(num_classes=6, feat_dim=5, sim_scale=4.0, learn_scale=True).double()
     assert dict(module.named_parameters()).keys() == {"proxies", "scale.log_scale"}
     f = torch.randn(4, 5, dtype=torch.float64)
     y = torch.tensor([0, 5, 5, 2])
@@ -252,6 +245,11 @@ def test_proxy_nca_module_parameters_and_scale():
     )
     assert value.item() == pytest.approx(expected, rel=1e-9)
     value.backward()
-    assert module.proxies.grad.abs().sum() > 0 and module.scale.log_scale.grad != 0
-    with pytest.raises(ValueError, match="ProxyNCALoss needs the number of training identities"):
-        ProxyNCALoss(_cfg("MODEL.LOSSES.PROXY_NCA.FEAT_DIM", 5))
+    assert module.proxies.grad is not None and module.proxies.grad.abs().sum() > 0
+    assert module.scale.log_scale.grad is not None and module.scale.log_scale.grad != 0
+    with pytest.raises(InvalidArgument, match="^exclude_positive needs at least 2 classes"):
+        ProxyNCALoss(num_classes=1, feat_dim=5)
+    cfg = get_cfg()
+    merge_from_list(cfg, ["MODEL.LOSSES.PROXY_NCA.FEAT_DIM", "5"])
+    with pytest.raises(ConfigError, match="ProxyNCALoss needs the number of training identities"):
+        ProxyNCALoss.from_config(cfg)

@@ -1,13 +1,14 @@
-"""P2S triplet, PN-tuplet and MPN-tuplet (class prototypes of the batch) against per-anchor loops."""
+"""P2S triplet, PN-tuplet and MPN-tuplet (the batch's class prototypes) against per-anchor loops."""
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
-from reid.config import get_cfg
-from reid.config.config import merge_from_list
+from reid.config import InvalidArgument
 from reid.modeling.losses import (
     MPNTupletLoss,
     P2STripletLoss,
@@ -18,21 +19,31 @@ from reid.modeling.losses import (
     pn_tuplet_loss,
 )
 
+MakeBatch = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
-def _cos(a, b):
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b) / (float(a.norm()) * float(b.norm()))
 
 
-def _prototype(refs, y, c, leave_out=None):
+def _prototype(refs: torch.Tensor, y: list[int], c: int, leave_out: int | None = None) -> Any:
+    """The mean of the members of class c but ``leave_out``, None if there is none."""
     members = [i for i in range(len(y)) if y[i] == c and i != leave_out]
     return sum(refs[i] for i in members) / len(members) if members else None
 
 
-def _d(a, b, distance):
+def _d(a: torch.Tensor, b: torch.Tensor, distance: str) -> float:
     return 1 - _cos(a, b) if distance == "cosine" else float((a - b).norm())
 
 
-def reference_p2s(f, y, distance, scale, exclude, negatives=None):
+def reference_p2s(
+    f: torch.Tensor,
+    y: list[int],
+    distance: str,
+    scale: float,
+    exclude: bool,
+    negatives: list[int] | None = None,
+) -> float:
     """``negatives``: the negative class of each anchor (None: the hardest prototype)."""
     classes = sorted(set(y))
     terms = []
@@ -50,7 +61,14 @@ def reference_p2s(f, y, distance, scale, exclude, negatives=None):
     return sum(terms) / len(terms) if terms else 0.0
 
 
-def reference_pn(f, refs, y, scale, exclude, allowed=None):
+def reference_pn(
+    f: torch.Tensor,
+    refs: torch.Tensor,
+    y: list[int],
+    scale: float,
+    exclude: bool,
+    allowed: list[list[int]] | None = None,
+) -> float:
     """``allowed[a]``: the classes in anchor a's softmax (None: every class of the batch)."""
     classes = sorted(set(y))
     terms = []
@@ -68,7 +86,7 @@ def reference_pn(f, refs, y, scale, exclude, allowed=None):
 
 @pytest.mark.parametrize("distance", ["cosine", "euclidean"])
 @pytest.mark.parametrize("exclude", [False, True])
-def test_p2s_hardest_matches_loop(make_batch, distance, exclude):
+def test_p2s_hardest_matches_loop(make_batch: MakeBatch, distance: str, exclude: bool) -> None:
     f, y = make_batch([3, 1, 2, 4], dim=5)
     value = p2s_triplet_loss(f, y, distance, scale=2.5, exclude_anchor=exclude)
     assert value.item() == pytest.approx(
@@ -76,7 +94,7 @@ def test_p2s_hardest_matches_loop(make_batch, distance, exclude):
     )
 
 
-def test_p2s_random_negative_is_one_uniform_other_class(make_batch):
+def test_p2s_random_negative_is_one_uniform_other_class(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 2, 2, 3], dim=5)
     value = p2s_triplet_loss(
         f, y, "cosine", 2.0, negative="random", generator=torch.Generator().manual_seed(4)
@@ -94,14 +112,14 @@ def test_p2s_random_negative_is_one_uniform_other_class(make_batch):
 
 
 @pytest.mark.parametrize("exclude", [False, True])
-def test_pn_all_classes_matches_loop(make_batch, exclude):
+def test_pn_all_classes_matches_loop(make_batch: MakeBatch, exclude: bool) -> None:
     f, y = make_batch([3, 1, 2, 4], dim=5)
     value = pn_tuplet_loss(f, y, None, scale=7.0, exclude_anchor=exclude)
     assert value.item() == pytest.approx(reference_pn(f, f, y.tolist(), 7.0, exclude), rel=1e-9)
     assert pn_tuplet_loss(f, y, 16, 7.0, exclude).item() == pytest.approx(value.item(), rel=1e-12)
 
 
-def test_pn_with_fewer_classes_draws_them_per_anchor(make_batch):
+def test_pn_with_fewer_classes_draws_them_per_anchor(make_batch: MakeBatch) -> None:
     f, y = make_batch([2, 3, 2, 2, 3], dim=5)
     value = pn_tuplet_loss(f, y, 3, scale=5.0, generator=torch.Generator().manual_seed(9))
     classes, inverse = torch.unique(y, return_inverse=True)
@@ -115,7 +133,7 @@ def test_pn_with_fewer_classes_draws_them_per_anchor(make_batch):
     )
 
 
-def test_prototype_losses_gradcheck(make_batch):
+def test_prototype_losses_gradcheck(make_batch: MakeBatch) -> None:
     f, y = make_batch([2, 3, 2], dim=3)
     f.requires_grad_(True)
     assert torch.autograd.gradcheck(
@@ -127,66 +145,49 @@ def test_prototype_losses_gradcheck(make_batch):
     )
 
 
-def test_phi_is_linear_bn_linear_without_activation():
+def test_phi_is_linear_bn_linear_without_activation() -> None:
     phi = build_phi(64, 8)
     kinds = [type(m) for m in phi]
     assert kinds == [nn.Linear, nn.BatchNorm1d, nn.Linear]
     assert (phi[0].in_features, phi[0].out_features, phi[2].out_features) == (64, 8, 64)
     assert phi[0].bias is None and phi[2].bias is None
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(InvalidArgument, match="^reduction \\(8\\) must be a positive divisor of"):
         build_phi(60, 8)
 
 
-def test_mpn_uses_prototypes_of_phi_of_the_features(make_batch):
+def test_mpn_uses_prototypes_of_phi_of_the_features(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 2, 3], dim=16)
     phi = build_phi(16, 8).double()
     value = mpn_tuplet_loss(f, y, phi, None, scale=6.0)
     refs = phi(f).detach()
     assert value.item() == pytest.approx(reference_pn(f, refs, y.tolist(), 6.0, False), rel=1e-9)
     value.backward()
-    assert all(
-        p.grad is not None and p.grad.abs().sum() > 0 for p in (phi[0].weight, phi[2].weight)
-    )
+    first, last = phi[0], phi[2]
+    assert isinstance(first, nn.Linear) and isinstance(last, nn.Linear)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in (first.weight, last.weight))
 
 
-def _cfg(*opts):
-    cfg = get_cfg()
-    merge_from_list(cfg, list(opts))
-    return cfg
-
-
-def test_modules_read_their_blocks(make_batch):
+def test_modules_apply_their_arguments(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 2, 3], dim=16)
     p2s = P2STripletLoss(
-        _cfg(
-            "MODEL.LOSSES.P2S.DISTANCE",
-            "euclidean",
-            "MODEL.LOSSES.P2S.SIM_SCALE",
-            0.5,
-            "MODEL.LOSSES.P2S.LEARN_SCALE",
-            False,
-            "MODEL.LOSSES.P2S.EXCLUDE_ANCHOR",
-            True,
-        )
+        distance="euclidean", sim_scale=0.5, learn_scale=False, exclude_anchor=True
     )
     assert p2s({"features": f}, y).item() == pytest.approx(
         reference_p2s(f, y.tolist(), "euclidean", 0.5, True), rel=1e-9
     )
-    pn = PNTupletLoss(_cfg("MODEL.LOSSES.PN.SIM_SCALE", 9.0, "MODEL.LOSSES.PN.LEARN_SCALE", False))
+    pn = PNTupletLoss(sim_scale=9.0, learn_scale=False)
     assert pn({"features": f}, y).item() == pytest.approx(
         reference_pn(f, f, y.tolist(), 9.0, False), rel=1e-9
     )
-    with pytest.raises(ValueError, match="MODEL.LOSSES.PN.CLASSES_PER_TUPLET must be 0"):
-        PNTupletLoss(_cfg("MODEL.LOSSES.PN.CLASSES_PER_TUPLET", 1))
-    with pytest.raises(ValueError, match="MODEL.LOSSES.P2S.NEGATIVE must be one of"):
-        P2STripletLoss(_cfg("MODEL.LOSSES.P2S.NEGATIVE", "semi"))
+    with pytest.raises(InvalidArgument, match="^classes_per_tuplet must be 0"):
+        PNTupletLoss(classes_per_tuplet=1)
+    with pytest.raises(InvalidArgument, match="^negative must be one of"):
+        P2STripletLoss(negative="semi")
 
 
-def test_mpn_module_owns_phi_and_a_learnable_scale(make_batch):
+def test_mpn_module_owns_phi_and_a_learnable_scale(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 2, 3], dim=16)
-    module = MPNTupletLoss(
-        _cfg("MODEL.LOSSES.MPN.FEAT_DIM", 16, "MODEL.LOSSES.MPN.REDUCTION", 4)
-    ).double()
+    module = MPNTupletLoss(feat_dim=16, reduction=4).double()
     names = {n for n, _ in module.named_parameters()}
     assert names == {
         "phi.0.weight",
@@ -202,17 +203,16 @@ def test_mpn_module_owns_phi_and_a_learnable_scale(make_batch):
         reference_pn(f, refs, y.tolist(), module.scale().item(), False), rel=1e-9
     )
     with pytest.raises(
-        ValueError,
-        match="MODEL.LOSSES.MPN.REDUCTION \\(5\\) must be a positive divisor of the feature dim 16",
+        InvalidArgument, match="^reduction \\(5\\) must be a positive divisor of the feature dim 16"
     ):
-        MPNTupletLoss(_cfg("MODEL.LOSSES.MPN.FEAT_DIM", 16, "MODEL.LOSSES.MPN.REDUCTION", 5))
-    assert (
-        MPNTupletLoss(_cfg("MODEL.LOSSES.MPN.REDUCTION", 8), feat_dim=32).phi[2].out_features == 32
-    )
+        MPNTupletLoss(feat_dim=16, reduction=5)
+    assert MPNTupletLoss(feat_dim=32).phi[2].out_features == 32
 
 
 @pytest.mark.parametrize("exclude", [False, True])
-def test_mpn_class_means_before_phis_last_layer_match_mapping_every_sample(make_batch, exclude):
+def test_mpn_class_means_before_phis_last_layer_match_mapping_every_sample(
+    make_batch: MakeBatch, exclude: bool
+) -> None:
     f, y = make_batch([3, 1, 2, 3], dim=16)
     phi = build_phi(16, 4).double()
     per_sample = nn.Sequential(

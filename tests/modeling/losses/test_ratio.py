@@ -1,16 +1,18 @@
 """Circle-based ratio loss against a per-class loop, and the RatioLoss module."""
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 
-from reid.config import get_cfg
-from reid.config.config import merge_from_list
+from reid.config import InvalidArgument
 from reid.modeling.losses import RatioLoss, ratio_loss
 
+MakeBatch = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
-def _distance(c, kind):
+
+def _distance(c: float, kind: str) -> float:
     if kind == "cosine":
         return 1 - c
     if kind == "chord":
@@ -18,8 +20,8 @@ def _distance(c, kind):
     return math.acos(c)
 
 
-def reference_ratio(f, y, W, eps, kind):
-    def cos(a, b):
+def reference_ratio(f: torch.Tensor, y: list[int], W: torch.Tensor, eps: float, kind: str) -> float:
+    def cos(a: torch.Tensor, b: torch.Tensor) -> float:
         return float(a @ b) / (float(a.norm()) * float(b.norm()))
 
     terms = []
@@ -31,7 +33,9 @@ def reference_ratio(f, y, W, eps, kind):
 
 
 @pytest.mark.parametrize("kind", ["cosine", "chord", "angle"])
-def test_ratio_matches_class_loop_with_all_classes_in_the_minimum(make_batch, kind):
+def test_ratio_matches_class_loop_with_all_classes_in_the_minimum(
+    make_batch: MakeBatch, kind: str
+) -> None:
     f, y = make_batch([3, 1, 2], dim=4, contiguous=True)
     W = torch.randn(
         6, 4, dtype=torch.float64
@@ -40,7 +44,7 @@ def test_ratio_matches_class_loop_with_all_classes_in_the_minimum(make_batch, ki
     assert value.item() == pytest.approx(reference_ratio(f, y.tolist(), W, 0.5, kind), rel=1e-9)
 
 
-def test_ratio_is_invariant_to_batch_order_and_feature_scale(make_batch):
+def test_ratio_is_invariant_to_batch_order_and_feature_scale(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 2, 2], dim=4, contiguous=True)
     W = torch.randn(4, 4, dtype=torch.float64)
     perm = torch.randperm(len(y))
@@ -50,7 +54,7 @@ def test_ratio_is_invariant_to_batch_order_and_feature_scale(make_batch):
     )
 
 
-def test_ratio_gradcheck(make_batch):
+def test_ratio_gradcheck(make_batch: MakeBatch) -> None:
     f, y = make_batch([2, 1, 3], dim=3, contiguous=True)
     W = torch.randn(4, 3, dtype=torch.float64)
     f.requires_grad_(True)
@@ -58,7 +62,7 @@ def test_ratio_gradcheck(make_batch):
     assert torch.autograd.gradcheck(lambda a, b: ratio_loss(a, y, b, 0.5, "cosine"), (f, W))
 
 
-def test_ratio_errors():
+def test_ratio_errors() -> None:
     f = torch.randn(3, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="at least 2 classes"):
         ratio_loss(f, torch.zeros(3, dtype=torch.int64), torch.randn(1, 4))
@@ -68,15 +72,15 @@ def test_ratio_errors():
         ratio_loss(f, torch.tensor([0, 1, 1]), torch.randn(2, 4), distance="euclidean")
 
 
-def test_ratio_module_reads_features_and_classifier_weights():
-    cfg = get_cfg()
-    merge_from_list(cfg, ["MODEL.LOSSES.RATIO.EPS", 0.2, "MODEL.LOSSES.RATIO.DISTANCE", "chord"])
-    module = RatioLoss(cfg)
+def test_ratio_module_reads_features_and_classifier_weights() -> None:
+    module = RatioLoss(eps=0.2, distance="chord")
     assert module.feat_key == "neck_features" and RatioLoss.log_name == "loss_ratio"
     f = torch.randn(5, 4, dtype=torch.float64)
     y = torch.tensor([0, 0, 2, 2, 1])
     W = torch.randn(3, 4, dtype=torch.float64)
     value = module({"neck_features": f, "cls_weight": W}, y)
     assert value.item() == pytest.approx(reference_ratio(f, y.tolist(), W, 0.2, "chord"), rel=1e-9)
-    with pytest.raises(KeyError, match="'cls_weight'"):
+    with pytest.raises(KeyError, match="RatioLoss reads 'cls_weight' from the model outputs"):
         module({"neck_features": f}, y)
+    with pytest.raises(InvalidArgument, match="^eps must be >= 0, got -0.5"):
+        RatioLoss(eps=-0.5)

@@ -1,17 +1,21 @@
-"""SP-H, SP-LH and AdaSP: the golden values of losses.md, a per-class loop, and the AdaSP fork's config."""
+"""SP-H, SP-LH and AdaSP: the golden values of losses.md, a class loop, the AdaSP fork config."""
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 import torch
 
-from reid.config import load_config
+from reid.config import InvalidArgument, load_config
 from reid.modeling.losses import (
     LOSS_REGISTRY,
     SparsePairwiseLoss,
     build_losses,
     sparse_pairwise_loss,
 )
+
+MakeBatch = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 GOLDEN = [
     ((4, 4, 8), 0.04, 0.207674303805, 0.00153389928546, 0.0202264395935),
@@ -22,7 +26,7 @@ GOLDEN = [
 ]
 
 
-def golden_input(p, k, d):
+def golden_input(p: int, k: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
     i = torch.arange(p * k, dtype=torch.float64).unsqueeze(1)
     dd = torch.arange(d, dtype=torch.float64).unsqueeze(0)
     c = torch.div(i, k, rounding_mode="floor")
@@ -31,7 +35,9 @@ def golden_input(p, k, d):
 
 
 @pytest.mark.parametrize("shape,temp,sp_h,sp_lh,adasp", GOLDEN)
-def test_golden_values(shape, temp, sp_h, sp_lh, adasp):
+def test_golden_values(
+    shape: tuple[int, int, int], temp: float, sp_h: float, sp_lh: float, adasp: float
+) -> None:
     x, y = golden_input(*shape)
     for kind, expected in (("sp-h", sp_h), ("sp-lh", sp_lh), ("adasp", adasp)):
         assert sparse_pairwise_loss(x, y, temp, kind).item() == pytest.approx(
@@ -39,12 +45,12 @@ def test_golden_values(shape, temp, sp_h, sp_lh, adasp):
         )
 
 
-def _lse(v):
+def _lse(v: Sequence[float]) -> float:
     m = max(v)
     return m + math.log(sum(math.exp(a - m) for a in v))
 
 
-def reference_sp(f, y, temp, kind):
+def reference_sp(f: torch.Tensor, y: list[int], temp: float, kind: str) -> float:
     s = 1 / temp
     n = len(y)
     S = [
@@ -64,15 +70,15 @@ def reference_sp(f, y, temp, kind):
         elif kind == "sp-lh":
             log_x = log_q
         else:
-            h, l = log_p / s, log_q / s
-            w = 0.0 if h < 0 or h + l == 0 else 2 * h * l / (h + l)
+            h, lh = log_p / s, log_q / s
+            w = 0.0 if h < 0 or h + lh == 0 else 2 * h * lh / (h + lh)
             log_x = w * log_p + (1 - w) * log_q
         terms.append(math.log1p(math.exp(log_n - log_x)))
     return sum(terms) / len(terms) if terms else 0.0
 
 
 @pytest.mark.parametrize("kind", ["sp-h", "sp-lh", "adasp"])
-def test_matches_class_loop_on_unequal_classes(make_batch, kind):
+def test_matches_class_loop_on_unequal_classes(make_batch: MakeBatch, kind: str) -> None:
     f, y = make_batch([4, 1, 2, 3], dim=5)
     f = f + 1.5  # positive similarities, so AdaSP's weight is not always 0
     assert sparse_pairwise_loss(f, y, 0.2, kind).item() == pytest.approx(
@@ -81,8 +87,9 @@ def test_matches_class_loop_on_unequal_classes(make_batch, kind):
 
 
 @pytest.mark.parametrize("kind", ["sp-h", "sp-lh", "adasp"])
-def test_gradcheck(kind):
-    # AdaSP's weight is detached by definition: gradcheck holds where w is locally constant, i.e. w = 0.
+def test_gradcheck(kind: str) -> None:
+    # AdaSP's weight is detached by definition: gradcheck holds where w is locally constant, i.e.
+    # w = 0.
     g = torch.Generator().manual_seed(0)
     base = torch.randn(3, 4, generator=g, dtype=torch.float64)
     noise = 0.1 * torch.randn(3, 4, generator=g, dtype=torch.float64)
@@ -96,7 +103,7 @@ def test_gradcheck(kind):
     assert torch.autograd.gradcheck(lambda x: sparse_pairwise_loss(x, y, 0.5, kind), (f,))
 
 
-def test_adasp_weight_is_detached(make_batch):
+def test_adasp_weight_is_detached(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 3, 2], dim=4)
     f = (f + 2.0).requires_grad_(True)
     sparse_pairwise_loss(f, y, 0.3, "adasp").backward()
@@ -111,17 +118,30 @@ def test_adasp_weight_is_detached(make_batch):
         log_p = -torch.logsumexp((-s * S[m][:, m]).flatten(), 0)
         log_q = torch.logsumexp(-torch.logsumexp(-s * S[m][:, m], 1), 0)
         log_n = torch.logsumexp((s * S[m][:, o]).flatten(), 0)
-        h, l = log_p.item() / s, log_q.item() / s
-        w = 0.0 if h < 0 else 2 * h * l / (h + l)
+        h, lh = log_p.item() / s, log_q.item() / s
+        w = 0.0 if h < 0 else 2 * h * lh / (h + lh)
         terms.append(torch.nn.functional.softplus(log_n - (w * log_p + (1 - w) * log_q)))
     torch.stack(terms).mean().backward()
+    assert f.grad is not None and ref.grad is not None
     assert torch.allclose(f.grad, ref.grad, rtol=1e-9, atol=1e-12)
 
 
-def test_adasp_fork_config_loads_with_its_names(tmp_path):
+def test_module_normalises_the_kind_and_checks_its_arguments() -> None:
+    x, y = golden_input(4, 4, 8)
+    module = SparsePairwiseLoss(temperature=0.05, kind="SP_LH")
+    assert module.kind == "sp-lh"
+    assert module({"features": x}, y).item() == pytest.approx(0.00637131321096, abs=1e-9)
+    with pytest.raises(InvalidArgument, match="^temperature must be positive, got 0"):
+        SparsePairwiseLoss(temperature=0)
+    with pytest.raises(InvalidArgument, match="^kind must be one of"):
+        SparsePairwiseLoss(kind="sp")
+
+
+def test_adasp_fork_config_loads_with_its_names(tmp_path: Any) -> None:
     yml = tmp_path / "mgn_single_adasp.yml"
     yml.write_text(
-        "MODEL:\n  LOSSES:\n    NAME: ('AdaSPLoss',)\n    ADASP:\n      TEMP: 0.05\n      TYPE: 'sp-lh'\n      SCALE: 2.0\n"
+        "MODEL:\n  LOSSES:\n    NAME: ('AdaSPLoss',)\n    ADASP:\n      TEMP: 0.05\n"
+        "      TYPE: 'sp-lh'\n      SCALE: 2.0\n"
     )
     cfg = load_config(str(yml))
     assert cfg.MODEL.LOSSES.SP.TEMP == 0.05 and cfg.MODEL.LOSSES.SP.TYPE == "sp-lh"

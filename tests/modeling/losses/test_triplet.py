@@ -1,16 +1,19 @@
-"""Triplet loss: every mining / margin / distance against a per-anchor loop, and the fastreid keys."""
+"""Triplet loss: every mining / margin / distance against a per-anchor loop; fastreid's keys."""
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 import torch
 
-from reid.config import get_cfg
-from reid.config.config import merge_from_list
+from reid.config import ConfigError, InvalidArgument, get_cfg, merge_from_list
 from reid.modeling.losses import TripletLoss, triplet_loss
 
+MakeBatch = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
-def _dist(a, b, distance, normalize):
+
+def _dist(a: torch.Tensor, b: torch.Tensor, distance: str, normalize: bool) -> float:
     if distance == "cosine":
         return 1 - float(a @ b) / (float(a.norm()) * float(b.norm()))
     if normalize:
@@ -19,21 +22,30 @@ def _dist(a, b, distance, normalize):
     return sq if distance == "sqeuclidean" else math.sqrt(sq)
 
 
-def _term(x, margin, soft, scale):
+def _term(x: float, margin: float, soft: bool, scale: float) -> float:
     return math.log1p(math.exp(scale * x + margin)) if soft else max(x + margin, 0.0)
 
 
-def _softmax(values):
+def _softmax(values: Sequence[float]) -> list[float]:
     m = max(values)
     e = [math.exp(v - m) for v in values]
     return [v / sum(e) for v in e]
 
 
-def reference_triplet(f, y, margin, mining, distance, normalize, soft, scale):
+def reference_triplet(
+    f: torch.Tensor,
+    y: list[int],
+    margin: float,
+    mining: str,
+    distance: str,
+    normalize: bool,
+    soft: bool,
+    scale: float,
+) -> float:
     """Independent loop over anchors (and over positives and negatives for mining "all")."""
     n = len(y)
     d = [[_dist(f[i], f[j], distance, normalize) for j in range(n)] for i in range(n)]
-    terms = []
+    terms: list[float] = []
     for a in range(n):
         pos = [p for p in range(n) if p != a and y[p] == y[a]]
         neg = [q for q in range(n) if y[q] != y[a]]
@@ -53,7 +65,7 @@ def reference_triplet(f, y, margin, mining, distance, normalize, soft, scale):
     return sum(terms) / len(terms) if terms else 0.0
 
 
-CASES = [
+CASES: list[dict[str, Any]] = [
     dict(mining=m, distance=d, normalize=nz, soft=s)
     for m in ("batch_hard", "all", "weighted")
     for d, nz in (
@@ -67,7 +79,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
-def test_triplet_matches_loop_on_unequal_classes(make_batch, case):
+def test_triplet_matches_loop_on_unequal_classes(
+    make_batch: MakeBatch, case: dict[str, Any]
+) -> None:
     f, y = make_batch([4, 1, 2, 3], dim=5)
     scale = 1.7 if case["soft"] else 1.0
     value = triplet_loss(
@@ -80,7 +94,7 @@ def test_triplet_matches_loop_on_unequal_classes(make_batch, case):
 
 
 @pytest.mark.parametrize("mining", ["weighted", "all"])
-def test_triplet_gradcheck_where_smooth(make_batch, mining):
+def test_triplet_gradcheck_where_smooth(make_batch: MakeBatch, mining: str) -> None:
     f, y = make_batch([2, 3, 2], dim=4)
     f.requires_grad_(True)
     assert torch.autograd.gradcheck(
@@ -91,14 +105,14 @@ def test_triplet_gradcheck_where_smooth(make_batch, mining):
     )
 
 
-def test_learnable_scale_gets_gradient(make_batch):
+def test_learnable_scale_gets_gradient(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 3, 2])
     log_s = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
     triplet_loss(f, y, 0.0, "all", "cosine", soft_margin=True, scale=log_s.exp()).backward()
     assert log_s.grad is not None and log_s.grad.item() != 0.0
 
 
-def test_triplet_rejects_bad_arguments(make_batch):
+def test_triplet_rejects_bad_arguments(make_batch: MakeBatch) -> None:
     f, y = make_batch([2, 2])
     with pytest.raises(ValueError, match="mining must be one of"):
         triplet_loss(f, y, mining="semi_hard")
@@ -110,22 +124,19 @@ def test_triplet_rejects_bad_arguments(make_batch):
         triplet_loss(f, y[:3])
 
 
-def _cfg(*opts):
-    cfg = get_cfg()
-    merge_from_list(cfg, list(opts))
-    return cfg
-
-
-def test_module_defaults_are_bag_of_tricks_batch_hard_hinge(make_batch):
+def test_module_defaults_are_bag_of_tricks_batch_hard_hinge(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 3, 2, 2])
-    module = TripletLoss(_cfg())
+    module = TripletLoss()
     expected = reference_triplet(f, y.tolist(), 0.3, "batch_hard", "euclidean", False, False, 1.0)
     assert module({"features": f}, y).item() == pytest.approx(expected, rel=1e-9)
+    assert TripletLoss(get_cfg()).extra_repr() == module.extra_repr()  # the config's defaults
 
 
-def test_fastreid_norm_feat_is_two_minus_two_cos(make_batch):
+def test_fastreid_norm_feat_is_two_minus_two_cos(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 3, 2, 2])
-    module = TripletLoss(_cfg("MODEL.LOSSES.TRI.NORM_FEAT", True, "MODEL.LOSSES.TRI.MARGIN", 0.4))
+    cfg = get_cfg()
+    merge_from_list(cfg, ["MODEL.LOSSES.TRI.NORM_FEAT", "True", "MODEL.LOSSES.TRI.MARGIN", "0.4"])
+    module = TripletLoss(cfg)
     n = len(y)
     cos = [[float(f[i] @ f[j] / (f[i].norm() * f[j].norm())) for j in range(n)] for i in range(n)]
     terms = []
@@ -136,45 +147,42 @@ def test_fastreid_norm_feat_is_two_minus_two_cos(make_batch):
     assert module({"features": f}, y).item() == pytest.approx(sum(terms) / n, rel=1e-9)
 
 
-def test_fastreid_margin_zero_means_soft_margin(make_batch):
+def test_fastreid_margin_zero_means_soft_margin(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 3, 2, 2])
-    module = TripletLoss(_cfg("MODEL.LOSSES.TRI.MARGIN", 0.0))
+    cfg = get_cfg()
+    merge_from_list(cfg, ["MODEL.LOSSES.TRI.MARGIN", "0.0"])
+    module = TripletLoss(cfg)
     assert module.soft_margin
     expected = reference_triplet(f, y.tolist(), 0.0, "batch_hard", "euclidean", False, True, 1.0)
     assert module({"features": f}, y).item() == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("hard,mining", [(True, "batch_hard"), (False, "weighted"), (None, "all")])
-def test_fastreid_hard_mining_selects_the_mining(make_batch, hard, mining):
+def test_fastreid_hard_mining_selects_the_mining(
+    make_batch: MakeBatch, hard: bool | None, mining: str
+) -> None:
     f, y = make_batch([3, 2, 3])
-    opts = ["MODEL.LOSSES.TRI.HARD_MINING", hard]
+    cfg = get_cfg()
+    merge_from_list(cfg, ["MODEL.LOSSES.TRI.HARD_MINING", repr(hard)])
     if hard is None:
-        opts += ["MODEL.LOSSES.TRI.MINING", "all"]
-    module = TripletLoss(_cfg(*opts))
+        merge_from_list(cfg, ["MODEL.LOSSES.TRI.MINING", "all"])
+    module = TripletLoss(cfg)
     assert module.mining == mining
     expected = reference_triplet(f, y.tolist(), 0.3, mining, "euclidean", False, False, 1.0)
     assert module({"features": f}, y).item() == pytest.approx(expected, rel=1e-9)
 
 
-def test_module_cosine_soft_margin_with_learnable_scale_and_feat_key(make_batch):
+def test_module_cosine_soft_margin_with_learnable_scale_and_feat_key(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 3, 2])
-    cfg = _cfg(
-        "MODEL.LOSSES.TRI.DISTANCE",
-        "cosine",
-        "MODEL.LOSSES.TRI.MINING",
-        "all",
-        "MODEL.LOSSES.TRI.SOFT_MARGIN",
-        True,
-        "MODEL.LOSSES.TRI.MARGIN",
-        0.1,
-        "MODEL.LOSSES.TRI.SIM_SCALE",
-        5.0,
-        "MODEL.LOSSES.TRI.LEARN_SCALE",
-        True,
-        "MODEL.LOSSES.TRI.FEAT_KEY",
-        "neck_features",
-    )
-    module = TripletLoss(cfg).double()
+    module = TripletLoss(
+        margin=0.1,
+        mining="all",
+        distance="cosine",
+        soft_margin=True,
+        sim_scale=5.0,
+        learn_scale=True,
+        feat_key="neck_features",
+    ).double()
     assert [n for n, _ in module.named_parameters()] == ["scale.log_scale"]
     assert module.scale.log_scale.item() == pytest.approx(math.log(5.0))
     scale = module.scale().item()  # 5 up to the float32 rounding of log 5 at initialisation
@@ -184,21 +192,39 @@ def test_module_cosine_soft_margin_with_learnable_scale_and_feat_key(make_batch)
         reference_triplet(f, y.tolist(), 0.1, "all", "cosine", False, True, scale), rel=1e-9
     )
     value.backward()
-    assert module.scale.log_scale.grad.item() != 0.0
+    grad = module.scale.log_scale.grad
+    assert grad is not None and grad.item() != 0.0
 
 
-def test_module_config_conflicts_are_errors():
-    with pytest.raises(
-        ValueError,
-        match="MODEL.LOSSES.TRI.NORM_FEAT True .* conflicts with MODEL.LOSSES.TRI.DISTANCE 'cosine'",
-    ):
-        TripletLoss(_cfg("MODEL.LOSSES.TRI.NORM_FEAT", True, "MODEL.LOSSES.TRI.DISTANCE", "cosine"))
-    with pytest.raises(
-        ValueError,
-        match="HARD_MINING True means MINING 'batch_hard' but MODEL.LOSSES.TRI.MINING is 'all'",
-    ):
-        TripletLoss(_cfg("MODEL.LOSSES.TRI.HARD_MINING", True, "MODEL.LOSSES.TRI.MINING", "all"))
-    with pytest.raises(ValueError, match="scale the soft margin only"):
-        TripletLoss(_cfg("MODEL.LOSSES.TRI.LEARN_SCALE", True))
-    with pytest.raises(ValueError, match="MODEL.LOSSES.TRI.MINING must be one of"):
-        TripletLoss(_cfg("MODEL.LOSSES.TRI.MINING", "hard"))
+def test_module_scale_without_soft_margin_is_an_error() -> None:
+    with pytest.raises(InvalidArgument, match="^learn_scale learns the soft margin's scale only"):
+        TripletLoss(learn_scale=True)
+    with pytest.raises(InvalidArgument, match="^sim_scale scales the soft margin only.*got 2.0"):
+        TripletLoss(sim_scale=2.0)
+    with pytest.raises(InvalidArgument, match="^mining must be one of"):
+        TripletLoss(mining="hard")
+
+
+@pytest.mark.parametrize(
+    "opts,message",
+    [
+        (
+            ["MODEL.LOSSES.TRI.NORM_FEAT", "True", "MODEL.LOSSES.TRI.DISTANCE", "cosine"],
+            "MODEL.LOSSES.TRI.NORM_FEAT True .* conflicts with MODEL.LOSSES.TRI.DISTANCE 'cosine'",
+        ),
+        (
+            ["MODEL.LOSSES.TRI.HARD_MINING", "True", "MODEL.LOSSES.TRI.MINING", "all"],
+            "HARD_MINING True means MINING 'batch_hard' but MODEL.LOSSES.TRI.MINING is 'all'",
+        ),
+        (
+            ["MODEL.LOSSES.TRI.LEARN_SCALE", "True"],
+            "^MODEL.LOSSES.TRI.LEARN_SCALE learns the soft margin's scale only; turn the soft "
+            "margin on \\(in a config: SOFT_MARGIN True or MARGIN 0.0\\)",
+        ),
+    ],
+)
+def test_module_config_conflicts_are_errors(opts: list[str], message: str) -> None:
+    cfg = get_cfg()
+    merge_from_list(cfg, opts)
+    with pytest.raises(ConfigError, match=message):
+        TripletLoss(cfg)

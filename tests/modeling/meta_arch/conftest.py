@@ -1,40 +1,43 @@
-"""Two test-only losses with exactly known values, registered for the duration of one test."""
+"""Two test losses with exactly known values, and loss sets made of them.
+
+The meta-architectures take their loss set as an argument, so the tests build them from plain
+arguments with these losses; nothing is registered.
+"""
+
+from collections.abc import Callable
 
 import pytest
-import torch
+import torch.nn.functional as F
+
+from reid.modeling.losses import LossSet
+from reid.modeling.losses.base import FeatureLoss, ReidLoss
+from reid.structures import OutputKeys
 
 
-class LogitsCE(torch.nn.Module):
-    """Test loss reading ``logits`` (cross-entropy), config block CE."""
+class LogitsCE(ReidLoss):
+    """Cross-entropy on ``logits``."""
 
-    cfg_key = "CE"
     log_name = "loss_test_cls"
 
-    def __init__(self, cfg) -> None:
-        super().__init__()
-
     def forward(self, outputs, targets):
-        return torch.nn.functional.cross_entropy(outputs["logits"], targets)
+        return F.cross_entropy(self.read(outputs, OutputKeys.LOGITS), targets)
 
 
-class FeatureEnergy(torch.nn.Module):
-    """Test loss reading ``features`` (mean squared value), config block TRI."""
+class FeatureEnergy(FeatureLoss):
+    """The mean squared value of ``features``."""
 
-    cfg_key = "TRI"
     log_name = "loss_test_feat"
 
-    def __init__(self, cfg) -> None:
-        super().__init__()
-
     def forward(self, outputs, targets):
-        return outputs["features"].pow(2).mean()
+        return self.features(outputs).pow(2).mean()
 
 
 @pytest.fixture
-def test_losses(monkeypatch):
-    """Registers the two test losses for one test only (the real registry is left as it was)."""
-    from reid.modeling.losses import LOSS_REGISTRY
+def test_loss_set() -> Callable[..., LossSet]:
+    """``make(ce=1.0, feat=1.0)``: a loss set of the two test losses with these weights."""
 
-    monkeypatch.setitem(LOSS_REGISTRY._obj_map, "TestLogitsCE", LogitsCE)
-    monkeypatch.setitem(LOSS_REGISTRY._obj_map, "TestFeatureEnergy", FeatureEnergy)
-    return ["TestLogitsCE", "TestFeatureEnergy"]
+    def make(ce: float = 1.0, feat: float = 1.0) -> LossSet:
+        losses = {"TestLogitsCE": LogitsCE(), "TestFeatureEnergy": FeatureEnergy()}
+        return LossSet(losses, weights={"TestLogitsCE": ce, "TestFeatureEnergy": feat})
+
+    return make

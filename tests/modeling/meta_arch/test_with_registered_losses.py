@@ -1,23 +1,18 @@
-"""The networks with the framework's registered losses (the losses package's classes), end to end."""
+"""The networks built from configs with the framework's registered losses, end to end."""
 
 import torch
 import torch.nn.functional as F
 
-from reid.config import get_cfg
+from reid.config import load_config
 from reid.modeling import build_model
 
-
-def _cfg(arch: str, losses, **heads):
-    cfg = get_cfg()
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.META_ARCHITECTURE = arch
-    cfg.MODEL.BACKBONE.DEPTH = "18x"
-    cfg.MODEL.BACKBONE.PRETRAIN = False
-    cfg.MODEL.HEADS.NUM_CLASSES = 4
-    cfg.MODEL.LOSSES.NAME = losses
-    for key, value in heads.items():
-        cfg.MODEL.HEADS[key] = value
-    return cfg
+# A ResNet-18 from scratch on CPU for 4 identities; each test adds its architecture and losses.
+SMALL = [
+    "MODEL.DEVICE", "cpu",
+    "MODEL.BACKBONE.DEPTH", "18x",
+    "MODEL.BACKBONE.PRETRAIN", False,
+    "MODEL.HEADS.NUM_CLASSES", 4,
+]  # fmt: skip
 
 
 def _batch(h: int = 64):
@@ -34,7 +29,8 @@ def _backward_is_finite(model, losses) -> None:
 
 
 def test_baseline_with_ce_triplet_and_center_loss():
-    model = build_model(_cfg("Baseline", ["CrossEntropyLoss", "TripletLoss", "CenterLoss"])).train()
+    losses = ["CrossEntropyLoss", "TripletLoss", "CenterLoss"]
+    model = build_model(load_config(None, SMALL + ["MODEL.LOSSES.NAME", losses])).train()
     batch = _batch()
     out = model(batch)
     losses = model.losses(out, batch["targets"])
@@ -46,14 +42,9 @@ def test_baseline_with_ce_triplet_and_center_loss():
 
 
 def test_ratio_head_with_nsl_and_ratio_loss():
-    cfg = _cfg(
-        "Baseline",
-        ["CrossEntropyLoss", "RatioLoss"],
-        NAME="RatioHead",
-        EMBEDDING_DIM=64,
-        CLS_LAYER="NSL",
-        SCALE=14.0,
-    )
+    opts = ["MODEL.LOSSES.NAME", ["CrossEntropyLoss", "RatioLoss"], "MODEL.HEADS.NAME", "RatioHead"]
+    opts += ["MODEL.HEADS.EMBEDDING_DIM", 64, "MODEL.HEADS.CLS_LAYER", "NSL"]
+    cfg = load_config(None, SMALL + opts + ["MODEL.HEADS.SCALE", 14.0])
     model = build_model(cfg).train()
     batch = _batch()
     out = model(batch)
@@ -65,9 +56,14 @@ def test_ratio_head_with_nsl_and_ratio_loss():
 
 
 def test_mgn_with_ce_on_heads_and_adasp_on_feature_groups():
-    model = build_model(
-        _cfg("MGN", ["CrossEntropyLoss", "AdaSPLoss"], EMBEDDING_DIM=32, NECK_FEAT="after")
-    ).train()
+    opts = [
+        "MODEL.META_ARCHITECTURE",
+        "MGN",
+        "MODEL.LOSSES.NAME",
+        ["CrossEntropyLoss", "AdaSPLoss"],
+    ]
+    opts += ["MODEL.HEADS.EMBEDDING_DIM", 32, "MODEL.HEADS.NECK_FEAT", "after"]
+    model = build_model(load_config(None, SMALL + opts)).train()
     batch = _batch(96)
     out = model(batch)
     losses = model.losses(out, batch["targets"])

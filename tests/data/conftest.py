@@ -1,9 +1,12 @@
-"""Fixture trees in the official layouts, written by the tests with tiny images."""
+"""Fixtures of the data tests: dataset trees in the official layouts, written with tiny images."""
+
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable, Iterable, Optional, Tuple
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -13,8 +16,10 @@ from yacs.config import CfgNode
 from reid.config import get_cfg
 from reid.data.datasets.bases import DatasetCountWarning
 
+T = TypeVar("T")
 
-def _write_image(path: str, value: int = 128, size: Tuple[int, int] = (8, 4)) -> str:
+
+def _write_image(path: str, value: int = 128, size: tuple[int, int] = (8, 4)) -> str:
     """A tiny JPEG (or PNG, by extension) of one grey value."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     assert cv2.imwrite(path, np.full((size[0], size[1], 3), value, np.uint8))
@@ -28,18 +33,19 @@ def _write_text(path: str, lines: Iterable[str]) -> str:
     return path
 
 
-def _quietly(build: Callable[[], object]) -> object:
-    """Build a dataset while ignoring its count warnings (fixtures are far smaller than the originals)."""
+def _quietly(build: Callable[[], T]) -> T:
+    """Build a dataset, ignoring its count warnings (the fixtures are far smaller than the
+    originals)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetCountWarning)
         return build()
 
 
 @pytest.fixture
-def cfg_for(tmp_path) -> Callable[..., CfgNode]:
+def cfg_for(tmp_path: Path) -> Callable[..., CfgNode]:
     """A config whose DATASETS.ROOT is ``root`` (default: tmp_path), plus KEY VALUE overrides."""
 
-    def make(root: Optional[str] = None, **overrides: object) -> CfgNode:
+    def make(root: str | None = None, **overrides: object) -> CfgNode:
         cfg = get_cfg()
         cfg.DATASETS.ROOT = str(root if root is not None else tmp_path)
         for key, value in overrides.items():
@@ -77,10 +83,14 @@ MARKET_FILES = {
 
 
 @pytest.fixture
-def make_market(tmp_path) -> Callable[..., str]:
+def make_market(tmp_path: Path) -> Callable[..., str]:
     """Writes a tiny Market-1501 tree; returns the dataset folder."""
 
-    def make(parent: Optional[str] = None, folder: str = "Market-1501-v15.09.15", files=None) -> str:
+    def make(
+        parent: str | None = None,
+        folder: str = "Market-1501-v15.09.15",
+        files: dict[str, list[str]] | None = None,
+    ) -> str:
         base = os.path.join(str(parent or tmp_path), folder)
         for sub, names in (files or MARKET_FILES).items():
             os.makedirs(os.path.join(base, sub), exist_ok=True)
@@ -92,7 +102,7 @@ def make_market(tmp_path) -> Callable[..., str]:
 
 
 @pytest.fixture
-def market_files() -> dict:
+def market_files() -> dict[str, list[str]]:
     """A fresh copy of MARKET_FILES to edit."""
     return {k: list(v) for k, v in MARKET_FILES.items()}
 
@@ -108,5 +118,24 @@ def write_text() -> Callable[..., str]:
 
 
 @pytest.fixture
-def quietly() -> Callable[[Callable[[], object]], object]:
+def quietly() -> Callable[[Callable[[], T]], T]:
     return _quietly
+
+
+DUKE_FILES = {
+    "bounding_box_train": ["0005_c2_f0046182.jpg", "0001_c8_f0000001.jpg", "0005_c1_f0046999.jpg"],
+    "query": ["0003_c1_f0000100.jpg"],
+    "bounding_box_test": ["0003_c2_f0000200.jpg", "0009_c3_f0000300.jpg"],
+}
+
+
+@pytest.fixture
+def two_datasets(
+    make_market: Callable[..., str], write_image: Callable[..., str], tmp_path: Path
+) -> str:
+    """The tiny Market-1501 tree and a tiny DukeMTMC-reID tree under tmp_path; returns tmp_path."""
+    make_market()
+    for sub, names in DUKE_FILES.items():
+        for name in names:
+            write_image(os.path.join(str(tmp_path), "DukeMTMC-reID", sub, name))
+    return str(tmp_path)

@@ -1,0 +1,258 @@
+"""The training loop on a toy model: hook order, failures, hook state, accumulation, plan state."""
+
+import logging
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from reid.engine.train_loop import HookBase, SimpleTrainer, StepOptions, TrainerBase, split_batch
+from reid.utils.events import EventStorage
+
+
+class _Recorder(HookBase):
+    def __init__(self, name, log, fail_at=None):
+        self.name, self.log, self.fail_at = name, log, fail_at
+
+    def _record(self, event):
+        self.log.append((self.name, event, self.trainer.epoch, self.trainer.iter))
+
+    def before_train(self):
+        self._record("before_train")
+
+    def after_train(self):
+        self._record("after_train")
+
+    def before_epoch(self):
+        self._record("before_epoch")
+
+    def after_epoch(self):
+        self._record("after_epoch")
+
+    def before_step(self):
+        self._record("before_step")
+
+    def after_step(self):
+        self._record("after_step")
+        if self.trainer.iter == self.fail_at:
+            raise RuntimeError("boom")
+
+
+class _Other(_Recorder):
+    pass
+
+
+class _CountingTrainer(TrainerBase):
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def run_step(self):
+        self.steps.append((self.epoch, self.iter))
+
+
+def test_hooks_run_in_registration_order_around_epochs_and_steps():
+    log = []
+    trainer = _CountingTrainer()
+    trainer.register_hooks([_Recorder("a", log), None, _Other("b", log)])
+    trainer.train(start_epoch=1, max_epoch=3, iters_per_epoch=2)
+
+    assert trainer.steps == [(1, 2), (1, 3), (2, 4), (2, 5)]
+    expected = [("before_train", 1, 2)]
+    for epoch in (1, 2):
+        expected.append(("before_epoch", epoch, 2 * epoch))
+        for it in (2 * epoch, 2 * epoch + 1):
+            expected += [("before_step", epoch, it), ("after_step", epoch, it)]
+        expected.append(("after_epoch", epoch, 2 * epoch + 2))
+    expected.append(("after_train", 2, 6))
+    interleaved = [(name, *event) for event in expected for name in ("a", "b")]
+    assert log == interleaved
+    assert trainer.error is None
+
+
+def test_after_train_runs_when_training_fails_and_the_error_is_logged(caplog):
+    log = []
+    trainer = _CountingTrainer()
+    trainer.register_hooks([_Recorder("a", log, fail_at=3), _Other("b", log)])
+    with caplog.at_level(logging.ERROR, logger="reid"), pytest.raises(RuntimeError, match="boom"):
+        trainer.train(start_epoch=0, max_epoch=5, iters_per_epoch=2)
+
+    assert [e for e in log if e[1] == "after_train"] == [("a", "after_train", 1, 3)] + [
+        ("b", "after_train", 1, 3)
+    ]
+    # b's after_step of the failing iteration never ran: a raised first.
+    assert ("b", "after_step", 1, 3) not in log
+    assert isinstance(trainer.error, RuntimeError)
+    assert "Training stopped in epoch 2 at iteration 4: RuntimeError: boom" in caplog.text
+
+
+def test_a_second_hook_of_one_class_is_refused():
+    trainer = _CountingTrainer()
+    trainer.register_hooks([_Recorder("a", [])])
+    with pytest.raises(ValueError, match="_Recorder is already registered"):
+        trainer.register_hooks([_Recorder("b", [])])
+
+
+class _Stateful(HookBase):
+    def __init__(self):
+        self.value = 0
+
+    def state_dict(self):
+        return {"value": self.value}
+
+    def load_state_dict(self, state):
+        self.value = state["value"]
+
+
+def test_hook_states_are_keyed_by_class_name_and_stateless_hooks_are_left_out():
+    trainer = _CountingTrainer()
+    stateful = _Stateful()
+    stateful.value = 7
+    trainer.register_hooks([stateful, _Recorder("a", [])])
+    assert trainer.hooks_state_dict() == {"_Stateful": {"value": 7}}
+
+    other = _CountingTrainer()
+    restored = _Stateful()
+    other.register_hooks([restored])
+    other.load_hooks_state_dict({"_Stateful": {"value": 7}, "Unknown": {"x": 1}})
+    assert restored.value == 7
+
+
+class _EpochSampler(Sampler):
+    def __init__(self, size):
+        self.size, self.epochs = size, []
+
+    def set_epoch(self, epoch):
+        self.epochs.append(epoch)
+
+    def __iter__(self):
+        return iter(range(self.size))
+
+    def __len__(self):
+        return self.size
+
+
+class _ToyData(torch.utils.data.Dataset):
+    def __init__(self, n=8):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+        self.y = torch.arange(n) % 2
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"images": self.x[i], "targets": self.y[i]}
+
+
+class _ToyModel(nn.Module):
+    """A linear model whose loss set computes one mean-squared error and one bias penalty."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.norm = nn.BatchNorm1d(3).double()
+        self.linear = nn.Linear(3, 2).double()
+        self.poison_at = None
+        self.seen_weights = []
+        self.norm_training = []
+        self.iteration = 0
+
+    def forward(self, batch):
+        self.norm_training.append(self.norm.training)
+        return {"features": self.linear(self.norm(batch["images"]))}
+
+    def losses(self, outputs, targets, weights=None):
+        self.seen_weights.append(weights)
+        weights = weights or {"mse": 1.0, "bias": 1.0}
+        onehot = nn.functional.one_hot(targets, 2).double()
+        values = {}
+        if weights.get("mse"):
+            values["loss_mse"] = weights["mse"] * (outputs["features"] - onehot).pow(2).mean()
+        if weights.get("bias"):
+            values["loss_bias"] = weights["bias"] * self.linear.bias.pow(2).sum()
+        if self.poison_at is not None and self.iteration >= self.poison_at:
+            values["loss_bias"] = values["loss_bias"] * math.nan
+        return values
+
+
+def _toy_trainer(batch_size=8, accum=1):
+    model = _ToyModel()
+    loader = DataLoader(_ToyData(), batch_size=batch_size, sampler=_EpochSampler(8))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = SimpleTrainer(
+        model, loader, optimizer, seed=0, options=StepOptions(accum_steps=accum)
+    )
+
+    class _Tick(HookBase):
+        def after_step(self):
+            model.iteration += 1
+
+    trainer.register_hooks([_Tick()])
+    return trainer
+
+
+def test_the_sampler_is_reseeded_every_epoch_and_losses_are_logged_by_name():
+    trainer = _toy_trainer()
+    trainer.train(0, 3, 1)
+    assert trainer.data_loader.sampler.epochs == [0, 1, 2]
+    latest = trainer.storage.latest()
+    assert {"loss_mse", "loss_bias", "total_loss", "time", "data_time"} <= set(latest)
+    assert latest["total_loss"][0] == pytest.approx(latest["loss_mse"][0] + latest["loss_bias"][0])
+
+
+def test_gradient_accumulation_equals_the_whole_batch_step():
+    whole, halves = _toy_trainer(accum=1), _toy_trainer(accum=2)
+    for trainer in (whole, halves):
+        trainer.model.norm.eval()  # batch statistics differ between a batch and its halves
+        trainer.set_training_state(None, frozen_modules=[trainer.model.norm])
+        trainer.train(0, 2, 1)
+    for a, b in zip(whole.model.parameters(), halves.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert len(halves.model.seen_weights) == 2 * len(whole.model.seen_weights)
+
+
+def test_a_non_finite_loss_stops_naming_the_term_epoch_and_iteration():
+    trainer = _toy_trainer()
+    trainer.model.poison_at = 2
+    with pytest.raises(FloatingPointError, match=r"'loss_bias' became nan at epoch 3, iteration 3"):
+        trainer.train(0, 5, 1)
+    assert trainer.iter == 2 and isinstance(trainer.error, FloatingPointError)
+
+
+def test_the_training_state_sets_loss_weights_and_frozen_modules_for_the_steps():
+    trainer = _toy_trainer()
+    trainer.set_training_state({"mse": 2.0}, frozen_modules=[trainer.model.norm])
+    running_mean = trainer.model.norm.running_mean.clone()
+    trainer.train(0, 1, 1)
+    assert trainer.model.seen_weights == [{"mse": 2.0}]
+    assert trainer.model.norm_training == [False]
+    assert torch.equal(trainer.model.norm.running_mean, running_mean)
+    assert (
+        set(trainer.storage.latest()) >= {"loss_mse"}
+        and "loss_bias" not in trainer.storage.latest()
+    )
+
+    trainer.set_training_state(None)
+    trainer.train(1, 2, 1)
+    assert trainer.model.seen_weights[-1] is None and trainer.model.norm_training[-1] is True
+
+
+def test_event_storage_starts_at_the_resumed_iteration():
+    trainer = _CountingTrainer()
+    trainer.train(start_epoch=2, max_epoch=3, iters_per_epoch=4)
+    assert isinstance(trainer.storage, EventStorage) and trainer.storage.iter == 11
+
+
+def test_split_batch_is_contiguous_and_checks_divisibility():
+    batch = {
+        "images": torch.arange(8).view(8, 1),
+        "targets": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]),
+        "img_paths": list("abcdefgh"),
+    }
+    parts = split_batch(batch, 2)
+    assert parts[0]["targets"].tolist() == [0, 0, 1, 1] and parts[1]["img_paths"] == list("efgh")
+    with pytest.raises(ValueError, match="cannot be split into 3"):
+        split_batch(batch, 3)
