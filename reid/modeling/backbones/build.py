@@ -22,15 +22,15 @@ BACKBONE_CONFIG = declare(
                 "Registered backbone builder (BACKBONE registry), named as in fastreid.",
             ),
             "FEAT_DIM": Key(
-                0,
+                2048,
                 (
                     "Channels of the backbone's feature map (2048 for ResNet-50/101, 512 for "
-                    "18/34); 0 = taken from the backbone. A non-zero value must match it."
+                    "18/34); must match the backbone (0 = take it from the backbone)."
                 ),
             ),
             "NORM": Key("BN", 'Normalisation layer: "BN", "syncBN", "FrozenBN", "GN".'),
             "PRETRAIN": Key(
-                True,
+                False,
                 (
                     "Load ImageNet weights: PRETRAIN_PATH if given, else the published file "
                     "(torchvision's resnet*.pth, IBN-Net's resnet*_ibn_a-*.pth with WITH_IBN) from "
