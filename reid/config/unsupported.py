@@ -35,16 +35,19 @@ UNSUPPORTED_CONFIG = declare(
                 8192, f"fastreid: size of {_MOCO}. Not supported: must stay 8192."
             ),
             "KD.MODEL_CONFIG": Key(
-                [], "fastreid: the teachers' config files for knowledge distillation. Not "
-                "supported: must stay []."
+                [],
+                "fastreid: the teachers' config files for knowledge distillation. Not "
+                "supported: must stay [].",
             ),
             "KD.MODEL_WEIGHTS": Key(
-                [], "fastreid: the teachers' weights for knowledge distillation. Not supported: "
-                "must stay []."
+                [],
+                "fastreid: the teachers' weights for knowledge distillation. Not supported: "
+                "must stay [].",
             ),
             "KD.EMA.ENABLED": Key(
-                False, "fastreid: an EMA of the student as distillation teacher. Not supported: "
-                "must stay False."
+                False,
+                "fastreid: an EMA of the student as distillation teacher. Not supported: "
+                "must stay False.",
             ),
             "KD.EMA.MOMENTUM": Key(
                 0.999, "fastreid: momentum of that EMA teacher. Not supported: must stay 0.999."

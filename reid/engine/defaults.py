@@ -135,7 +135,7 @@ STEP_CONFIG = declare(
             "CLIP_GRADIENTS.CLIP_TYPE": Key(
                 "norm",
                 (
-                    '"norm" (fastreid\'s: rescale each parameter\'s gradient so that its norm is '
+                    "\"norm\" (fastreid's: rescale each parameter's gradient so that its norm is "
                     'at most CLIP_VALUE), "total_norm" (rescale all gradients together so that '
                     'their joint norm is at most CLIP_VALUE) or "value" (clamp each element to '
                     "+-CLIP_VALUE)."

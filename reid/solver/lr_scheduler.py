@@ -444,7 +444,9 @@ class CosineSchedule(MainSchedule):
         return [(self.delay_iters, "cosine decay starts"), (mid, "cosine decay half-way")]
 
     def summary(self) -> str:
-        every = "" if self.update_period == 1 else f", updated every {self.update_period} iterations"
+        every = (
+            "" if self.update_period == 1 else f", updated every {self.update_period} iterations"
+        )
         return (
             f"CosineAnnealingLR (constant for {self.delay_iters} iterations, then cosine down to "
             f"{self.min_factor:g} x base at iteration {self.max_iters}{every})"

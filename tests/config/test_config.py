@@ -125,7 +125,8 @@ def test_odd_number_of_overrides_is_an_error():
 
 @pytest.mark.parametrize("loss", ["TripletLoss", "CircleLoss", "NTupletLoss"])
 def test_a_loss_that_needs_positive_pairs_refuses_one_image_per_identity(loss):
-    opts = ["DATALOADER.NUM_INSTANCE", "1", "SOLVER.IMS_PER_BATCH", "16"]
+    opts = ["DATALOADER.SAMPLER_TRAIN", "NaiveIdentitySampler", "DATALOADER.NUM_INSTANCE", "1"]
+    opts += ["SOLVER.IMS_PER_BATCH", "16"]
     with pytest.raises(
         ConfigError,
         match=rf"DATALOADER.NUM_INSTANCE is 1.*{loss} \(in MODEL.LOSSES.NAME\) would be exactly 0",
@@ -135,7 +136,8 @@ def test_a_loss_that_needs_positive_pairs_refuses_one_image_per_identity(loss):
 
 def test_one_image_per_identity_is_fine_without_such_losses_or_with_random_batches():
     opts = ["DATALOADER.NUM_INSTANCE", "1", "SOLVER.IMS_PER_BATCH", "16"]
-    load_config(None, [*opts, "MODEL.LOSSES.NAME", "('CrossEntropyLoss', 'ContrastiveLoss')"])
+    pk = ["DATALOADER.SAMPLER_TRAIN", "NaiveIdentitySampler"]
+    load_config(None, [*opts, *pk, "MODEL.LOSSES.NAME", "('CrossEntropyLoss', 'ContrastiveLoss')"])
     load_config(
         None,
         [

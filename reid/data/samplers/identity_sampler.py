@@ -25,8 +25,8 @@ IDENTITY_SAMPLER_CONFIG = ConfigBlock(
         "EPOCH_LENGTH": Key(
             "images",
             'Length of an epoch: "images" = one pass over the images as fastreid counts it, '
-            "#images // IMS_PER_BATCH batches; \"images_ceil\" = ceil(#images / IMS_PER_BATCH) "
-            "batches and at least one pass over the identities; \"identities\" = every identity "
+            '#images // IMS_PER_BATCH batches; "images_ceil" = ceil(#images / IMS_PER_BATCH) '
+            'batches and at least one pass over the identities; "identities" = every identity '
             "once, ceil(#ids / P) batches. The PK sampler supports all three, TrainingSampler "
             '"images".',
         ),
@@ -62,7 +62,8 @@ class NaiveIdentitySampler(TrainSampler):
         seed: Seed of the order.
         rank: The process this sampler serves.
         world_size: The number of training processes; must divide P.
-        epoch_length: "images", "images_ceil" or "identities" (DATALOADER.EPOCH_LENGTH).
+        epoch_length: "images", "images_ceil" or "identities" (DATALOADER.EPOCH_LENGTH, whose
+            default is fastreid's "images").
     """
 
     config_block = IDENTITY_SAMPLER_CONFIG
@@ -78,7 +79,7 @@ class NaiveIdentitySampler(TrainSampler):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        epoch_length: str = "images",
+        epoch_length: str = "identities",
     ) -> None:
         super().__init__(seed, rank, world_size)
         if epoch_length not in EPOCH_LENGTHS:

@@ -40,7 +40,8 @@ BACKBONE_CONFIG = declare(
             ),
             "PRETRAIN_PATH": Key(
                 "",
-                'A local file of ImageNet weights to load instead; "" = the published file.',
+                'A local file of ImageNet weights to load instead (with PRETRAIN True); "" = the '
+                "published file.",
             ),
         },
     )
@@ -66,9 +67,17 @@ def build_backbone(cfg: CfgNode) -> nn.Module:
 
     Raises:
         RegistryKeyError: The name is not registered (the message names the key).
-        ConfigError: MODEL.BACKBONE.FEAT_DIM is set and differs from the backbone's channels.
+        ConfigError: MODEL.BACKBONE.FEAT_DIM is set and differs from the backbone's channels, or
+            PRETRAIN_PATH is set without PRETRAIN.
     """
     name = BACKBONE_CONFIG.value(cfg, "NAME")
+    path = BACKBONE_CONFIG.value(cfg, "PRETRAIN_PATH")
+    if path and not BACKBONE_CONFIG.value(cfg, "PRETRAIN"):
+        raise ConfigError(
+            f"{BACKBONE_CONFIG.full_key('PRETRAIN_PATH')} is {path} but "
+            f"{BACKBONE_CONFIG.full_key('PRETRAIN')} is False: nothing would load it; set "
+            f"PRETRAIN True (fastreid's default is False) or clear the path"
+        )
     try:
         builder = BACKBONE_REGISTRY.get(name)
     except RegistryKeyError as e:
