@@ -1,4 +1,4 @@
-"""fastreid's keys of features reid does not have: accepted at fastreid's defaults, errors otherwise.
+"""fastreid's keys of features reid does not have: accepted at fastreid's defaults, else errors.
 
 fastreid's ``config/defaults.py`` names a few features that reid does not implement (knowledge
 distillation, the MoCo memory of its projects). Their keys are declared here with fastreid's

@@ -288,7 +288,8 @@ def test_config_errors_name_the_keys() -> None:
     cfg.SOLVER.SCHED_CLOCK = "fastreid"
     with pytest.raises(
         ConfigError,
-        match=r"^SOLVER.SCHED_CLOCK must be one of \['after_warmup', 'from_start'\], got 'fastreid'",
+        match=r"^SOLVER.SCHED_CLOCK must be one of \['after_warmup', 'from_start'\], "
+        r"got 'fastreid'",
     ):
         describe_schedule(cfg, 10)
     cfg = _valid_config()

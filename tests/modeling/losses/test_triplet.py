@@ -129,7 +129,7 @@ def test_module_defaults_are_bag_of_tricks_batch_hard_hinge(make_batch: MakeBatc
     module = TripletLoss()
     expected = reference_triplet(f, y.tolist(), 0.3, "batch_hard", "euclidean", False, False, 1.0)
     assert module({"features": f}, y).item() == pytest.approx(expected, rel=1e-9)
-    # The config's defaults are fastreid's: the same loss but for weighted mining (HARD_MINING False)
+    # The config's defaults are fastreid's: the same loss but weighted mining (HARD_MINING False)
     from_config = TripletLoss(get_cfg())
     assert from_config.extra_repr() == module.extra_repr().replace("batch_hard", "weighted")
 
