@@ -231,6 +231,7 @@ def test_file_loads_with_fastreids_values(rel_path):
     assert different == {}, f"{rel_path}: key: (fastreid's value, reid's)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rel_path", FILES)
 def test_file_matches_fastreids_own_loader(rel_path):
     """The same, against the config fastreid 1.4.0 itself loads (where fastreid is installed)."""

@@ -149,6 +149,7 @@ def _assert_same_lrs(ours: list[float], theirs: list[float], what: str) -> None:
     assert different == [], (what, different[:5])
 
 
+@pytest.mark.slow
 @needs_fastreid
 @quiet
 @pytest.mark.parametrize("rel_path", _distinct_schedules() if _FASTREID else [])
@@ -181,6 +182,7 @@ COSINE_SOLVERS = {
 }
 
 
+@pytest.mark.slow
 @needs_fastreid
 @quiet
 @pytest.mark.parametrize("name", sorted(COSINE_SOLVERS))
