@@ -225,6 +225,9 @@ def _same(a: Any, b: Any) -> bool:
 REMOVED_KEYS: dict[str, str] = {
     "MODEL.LOSSES.TRI.HARD_MINING": "an alias of MINING now; TripletLoss's mining argument",
 }
+# Arguments added since (a path into the facts, e.g. ("model", "backbone", "stem_pool")) -> the
+# value every config must build with to train as before; any other new argument fails the test.
+ADDED_ARGUMENTS: dict[tuple[str, ...], Any] = {}
 # (key, value before as JSON) -> the value that means the same now.
 RENAMED_VALUES: dict[tuple[str, str], Any] = {
     # "images" was ceil(#images / batch) batches and at least one identity pass; it is now
@@ -298,6 +301,12 @@ def test_config_trains_what_it_trained_before(reference, path):
         if key not in config or not _same(value, config[key])
     }
     assert changed == {}, f"{path}: key: (before, now)"
+    for where, value in ADDED_ARGUMENTS.items():
+        node = actual
+        for step in where[:-1]:
+            node = node.get(step, {})
+        if where[-1] in node:
+            assert _same(node.pop(where[-1]), value), (path, where)
     for part in ("schedule", "optimizer", "model"):
         assert _same(expected[part], actual[part]), (path, part, expected[part], actual[part])
 
