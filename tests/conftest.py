@@ -11,7 +11,9 @@ from reid.config import load_config
 # Tests run tiny tensors and images, for which one thread is several times faster than two.
 torch.set_num_threads(1)
 
-# A run small enough for CPU tests: a 6-identity synthetic set at 32x16, ResNet-18, P=2 x K=4.
+# A run small enough for CPU tests: a 6-identity synthetic set at 32x16, ResNet-18, P=2 x K=4,
+# with reid's choices where fastreid's defaults differ (PK sampler, identity epochs, BN neck,
+# batch-hard triplet, Adam 3.5e-4 without warm-up, the schedule counted from the start).
 TINY_OPTS = [
     "DATASETS.NAMES",
     "('Synthetic',)",
@@ -41,12 +43,20 @@ TINY_OPTS = [
     "('CrossEntropyLoss', 'TripletLoss')",
     "MODEL.LOSSES.CE.EPSILON",
     "0.1",
+    "MODEL.LOSSES.TRI.MINING",
+    "batch_hard",
+    "MODEL.HEADS.WITH_BNNECK",
+    "True",
     "INPUT.SIZE_TRAIN",
     "[32, 16]",
     "INPUT.SIZE_TEST",
     "[32, 16]",
     "INPUT.FLIP.ENABLED",
     "True",
+    "DATALOADER.SAMPLER_TRAIN",
+    "NaiveIdentitySampler",
+    "DATALOADER.EPOCH_LENGTH",
+    "identities",
     "DATALOADER.NUM_INSTANCE",
     "4",
     "DATALOADER.NUM_WORKERS",
@@ -55,8 +65,14 @@ TINY_OPTS = [
     "8",
     "SOLVER.MAX_EPOCH",
     "2",
+    "SOLVER.BASE_LR",
+    "0.00035",
+    "SOLVER.SCHED_CLOCK",
+    "from_start",
     "SOLVER.STEPS",
     "[1]",
+    "SOLVER.WARMUP_ITERS",
+    "0",
     "SOLVER.CHECKPOINT_PERIOD",
     "1",
     "TEST.EVAL_PERIOD",

@@ -11,6 +11,7 @@ from .config import (
 )
 from .schema import (
     SCHEMA,
+    Alias,
     ConfigArgs,
     ConfigBlock,
     ConfigError,
@@ -22,6 +23,7 @@ from .schema import (
 
 __all__ = [
     "SCHEMA",
+    "Alias",
     "ConfigArgs",
     "ConfigBlock",
     "ConfigError",

@@ -1,8 +1,10 @@
 """Loading configs: `_BASE_` inheritance, command-line overrides, key and type validation.
 
 yacs holds the schema; this module replaces its merge so that errors name the file, the key and
-the closest valid key, ints are accepted where a float is expected, and fastreid's spellings of a
-few keys are mapped onto ours.
+the closest valid key, ints are accepted where a float is expected, and other spellings of a few
+keys are mapped onto ours: renamed groups (``KEY_ALIASES``) and the aliases config blocks declare
+(:class:`~reid.config.schema.Alias`, e.g. fastreid's ``MODEL.LOSSES.TRI.HARD_MINING``), each file
+translated on its own before it is merged over its bases.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 from yacs.config import CfgNode
 
 from .schema import SCHEMA, ConfigError
+from .unsupported import check_unsupported
 
 BASE_KEY = "_BASE_"
 
@@ -69,6 +72,62 @@ def _apply_alias(key: str) -> str:
     return key
 
 
+def _alias_value(key: str, value: Any, values: Mapping[Any, Any], source: str) -> Any:
+    """The target's value for alias ``key`` set to ``value`` (types must match: 1 is not True)."""
+    if isinstance(value, str):
+        value = parse_literal(value)
+    for alias_value, target_value in values.items():
+        if type(alias_value) is type(value) and alias_value == value:
+            return target_value
+    raise ConfigError(
+        f"{source}: {key} must be one of {list(values)}, got {value!r} of type "
+        f"{type(value).__name__}"
+    )
+
+
+def translate_aliases(items: Sequence[tuple[str, Any]], source: str) -> list[tuple[str, str, Any]]:
+    """(key as written, canonical key, value) for each (key, value) pair of one source.
+
+    Renamed groups (``KEY_ALIASES``) get their new names; a declared alias becomes the key it sets,
+    with the translated value.
+
+    Raises:
+        ConfigError: An alias has a value it does not map, or the source also sets the alias's
+            target to something else.
+    """
+    canonical = [(raw, _apply_alias(raw), value) for raw, value in items]
+    direct = {key: value for _, key, value in canonical if key not in SCHEMA.aliases}
+    out = []
+    for raw, key, value in canonical:
+        if key in SCHEMA.aliases:
+            target, values = SCHEMA.aliases[key]
+            translated = _alias_value(key, value, values, source)
+            if target in direct and direct[target] != translated:
+                raise ConfigError(
+                    f"{source}: {key} {value!r} means {target} {translated!r}, but {target} is "
+                    f"also set, to {direct[target]!r}; set only one of them"
+                )
+            key, value = target, translated
+        out.append((raw, key, value))
+    return out
+
+
+def _translate_file(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """A file's nested mapping with its aliases translated (so bases and children override the
+    same key)."""
+    items = flatten_keys(data)
+    if not any(_apply_alias(key) in SCHEMA.aliases for key, _ in items):
+        return data
+    nested: dict[str, Any] = {}
+    for _, key, value in translate_aliases(items, source):
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     """Check ``value`` against the default's type.
 
@@ -116,8 +175,7 @@ def flatten_keys(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, A
 
 def merge_dict_into(cfg: CfgNode, data: Mapping[str, Any], source: str) -> None:
     """Merge a nested dict of overrides into ``cfg``, validating every key and type."""
-    for raw_key, value in flatten_keys(data):
-        key = _apply_alias(raw_key)
+    for raw_key, key, value in translate_aliases(flatten_keys(data), source):
         node: Any = cfg
         parts = key.split(".")
         for i, part in enumerate(parts):
@@ -163,6 +221,7 @@ def load_yaml_with_base(path: str, _stack: tuple[str, ...] = ()) -> dict[str, An
             f"{path}: a config file must be a mapping of keys, got {type(data).__name__}"
         )
     bases = data.pop(BASE_KEY, None)
+    data = _translate_file(data, path)
     if bases is None:
         return data
     if isinstance(bases, str):
@@ -238,8 +297,17 @@ def check_config(cfg: CfgNode) -> None:
     from reid.data.samplers import sampler_class  # the samplers import reid.config
     from reid.modeling.losses import LOSS_REGISTRY
 
+    check_unsupported(cfg)
+
+    sampler = sampler_class(cfg.DATALOADER.SAMPLER_TRAIN)
+    if cfg.DATALOADER.EPOCH_LENGTH not in sampler.epoch_lengths:
+        raise ConfigError(
+            f"DATALOADER.EPOCH_LENGTH is {cfg.DATALOADER.EPOCH_LENGTH!r}, which "
+            f"{cfg.DATALOADER.SAMPLER_TRAIN} (DATALOADER.SAMPLER_TRAIN) does not support; it "
+            f"supports {list(sampler.epoch_lengths)}"
+        )
     k = cfg.DATALOADER.NUM_INSTANCE
-    if sampler_class(cfg.DATALOADER.SAMPLER_TRAIN).identity_batches and k == 1:
+    if sampler.identity_batches and k == 1:
         needing = [
             name
             for name in cfg.MODEL.LOSSES.NAME

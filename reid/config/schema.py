@@ -28,6 +28,7 @@ from typing import Any
 from yacs.config import CfgNode
 
 __all__ = [
+    "Alias",
     "ConfigArgs",
     "ConfigBlock",
     "ConfigError",
@@ -64,11 +65,34 @@ class Key:
     doc: str
 
 
+@dataclass(frozen=True)
+class Alias:
+    """Another spelling of a key of the same block, e.g. fastreid's, translated on loading.
+
+    A file or override that sets the alias sets ``target`` to ``values[value]`` instead; the
+    alias is not a key of the config, so one key stays the only source of truth. A value outside
+    ``values``, or a source setting both spellings to different things, is an error.
+
+    Attributes:
+        target: The key (name in the block) the alias sets.
+        values: Alias value -> the target's value.
+    """
+
+    target: str
+    values: Mapping[Any, Any]
+
+
 class ConfigBlock:
     """Keys under one dotted path of the schema; a key name may itself be dotted
-    ("CROP.ENABLED")."""
+    ("CROP.ENABLED"). ``aliases``: other spellings of its keys (:class:`Alias`)."""
 
-    def __init__(self, path: str, doc: str, keys: Mapping[str, Key]) -> None:
+    def __init__(
+        self,
+        path: str,
+        doc: str,
+        keys: Mapping[str, Key],
+        aliases: Mapping[str, Alias] | None = None,
+    ) -> None:
         if path and any(not part for part in path.split(".")):
             raise ValueError(
                 "a config block's path is dotted ('MODEL.LOSSES.TRI') or '' (top level), "
@@ -81,9 +105,16 @@ class ConfigBlock:
                 )
             if not key.doc.strip():
                 raise ValueError(f"{path}.{name}: every key needs a doc saying what it means")
+        for name, alias in (aliases or {}).items():
+            if name in keys or alias.target not in keys:
+                raise ValueError(
+                    f"{path}.{name}: an alias must not be a key of its block and must name one "
+                    f"(target {alias.target!r})"
+                )
         self.path = path
         self.doc = doc
         self.keys = dict(keys)
+        self.aliases = dict(aliases or {})
         self.owner = ""
 
     def full_key(self, name: str) -> str:
@@ -159,6 +190,8 @@ class Schema:
         self.root = CfgNode()
         self.blocks: list[ConfigBlock] = []
         self._owner: dict[str, ConfigBlock] = {}
+        # full alias key -> (full target key, alias value -> target value)
+        self.aliases: dict[str, tuple[str, Mapping[Any, Any]]] = {}
 
     def declare(self, block: ConfigBlock, owner: str = "") -> ConfigBlock:
         if any(b is block for b in self.blocks):
@@ -166,6 +199,8 @@ class Schema:
         block.owner = block.owner or owner
         for name, key in block.keys.items():
             full = block.full_key(name)
+            if full in self.aliases:
+                raise ConfigError(f"config key {full} of {block.owner or block.path} is an alias")
             if full in self._owner:
                 other = self._owner[full]
                 raise ConfigError(
@@ -186,6 +221,11 @@ class Schema:
                 raise ConfigError(f"{full} is a group of keys and cannot be declared as a value")
             node[parts[-1]] = _copy_default(key.default)
             self._owner[full] = block
+        for name, alias in block.aliases.items():
+            full = block.full_key(name)
+            if full in self._owner or full in self.aliases:
+                raise ConfigError(f"config alias {full} of {block.owner or block.path} is taken")
+            self.aliases[full] = (block.full_key(alias.target), dict(alias.values))
         self.blocks.append(block)
         return block
 

@@ -30,12 +30,12 @@ LOADER_CONFIG = declare(
         "Batch sizes and loader processes.",
         {
             "DATALOADER.NUM_WORKERS": Key(
-                4, "Loader processes per training process; 0 = load in the main process."
+                8, "Loader processes per training process; 0 = load in the main process."
             ),
             "SOLVER.IMS_PER_BATCH": Key(
                 64, "Training images per batch over all processes (P * K for the PK sampler)."
             ),
-            "TEST.IMS_PER_BATCH": Key(128, "Test images per batch over all processes."),
+            "TEST.IMS_PER_BATCH": Key(64, "Test images per batch over all processes."),
         },
     )
 )

@@ -135,8 +135,10 @@ STEP_CONFIG = declare(
             "CLIP_GRADIENTS.CLIP_TYPE": Key(
                 "norm",
                 (
-                    '"norm" (rescale so the total norm is at most CLIP_VALUE) or "value" (clamp '
-                    "each element to +-CLIP_VALUE)."
+                    "\"norm\" (fastreid's: rescale each parameter's gradient so that its norm is "
+                    'at most CLIP_VALUE), "total_norm" (rescale all gradients together so that '
+                    'their joint norm is at most CLIP_VALUE) or "value" (clamp each element to '
+                    "+-CLIP_VALUE)."
                 ),
             ),
             "CLIP_GRADIENTS.CLIP_VALUE": Key(
@@ -145,7 +147,7 @@ STEP_CONFIG = declare(
             ),
             "CLIP_GRADIENTS.NORM_TYPE": Key(
                 2.0,
-                'p of the p-norm for CLIP_TYPE "norm".',
+                'p of the p-norm for CLIP_TYPE "norm" and "total_norm".',
             ),
             "EMA.ENABLED": Key(
                 False,
@@ -512,6 +514,22 @@ def _legacy_hook_states(states: Mapping[str, Any]) -> dict[str, Any]:
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def clip_grad_norm_per_parameter(
+    params: list[torch.Tensor], max_norm: float, norm_type: float = 2.0
+) -> None:
+    """Rescale each parameter's gradient on its own so that its norm is at most ``max_norm``
+    (fastreid's CLIP_TYPE "norm", a per-parameter clipper).
+
+    >>> a, b = torch.zeros(2, requires_grad=True), torch.zeros(1, requires_grad=True)
+    >>> a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.5])
+    >>> clip_grad_norm_per_parameter([a, b], max_norm=1.0)
+    >>> [round(g, 4) for g in a.grad.tolist()], b.grad.tolist()
+    ([0.6, 0.8], [0.5])
+    """
+    for p in params:
+        torch.nn.utils.clip_grad_norm_(p, max_norm=max_norm, norm_type=norm_type)
+
+
 def build_step_options(cfg: CfgNode, model: nn.Module) -> StepOptions:
     """AMP, gradient scaler, clipping, accumulation and channels-last from cfg.SOLVER."""
     s = cfg.SOLVER
@@ -536,13 +554,18 @@ def build_step_options(cfg: CfgNode, model: nn.Module) -> StepOptions:
     if c.ENABLED:
         if c.CLIP_TYPE == "norm":
             clip = functools.partial(
+                clip_grad_norm_per_parameter, max_norm=c.CLIP_VALUE, norm_type=c.NORM_TYPE
+            )
+        elif c.CLIP_TYPE == "total_norm":
+            clip = functools.partial(
                 torch.nn.utils.clip_grad_norm_, max_norm=c.CLIP_VALUE, norm_type=c.NORM_TYPE
             )
         elif c.CLIP_TYPE == "value":
             clip = functools.partial(torch.nn.utils.clip_grad_value_, clip_value=c.CLIP_VALUE)
         else:
             raise ValueError(
-                f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'norm' or 'value', got {c.CLIP_TYPE!r}"
+                f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'norm', 'total_norm' or 'value', got "
+                f"{c.CLIP_TYPE!r}"
             )
 
     accum = s.GRAD_ACCUM_STEPS

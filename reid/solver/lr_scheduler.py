@@ -13,19 +13,37 @@ warm-up, with ``f = WARMUP_FACTOR`` and ``W = WARMUP_ITERS`` or ``WARMUP_EPOCHS 
     constant:  f
     exp:       f ** (1 - i / W)
 
-main schedule (SOLVER.SCHED), both clocks counted from iteration 0 whatever the warm-up:
+The main schedule (SOLVER.SCHED) runs on one of two clocks (SOLVER.SCHED_CLOCK):
+
+"after_warmup" (fastreid's, the default) - the main schedule advances once per epoch, at the end of
+each epoch from the first one that ends past both the warm-up and DELAY_EPOCHS on: with
+``e0 = max(ceil(W / E) - 1, DELAY_EPOCHS)``, epoch ``e`` runs at position ``k(e) = max(0, e - e0)``
+of the main schedule (what fastreid's LRScheduler hook does with its WarmupLR and torch's
+schedulers, stepped after every iteration of the warm-up and after every later epoch):
+
+    MultiStepLR:        GAMMA ** (number of s in STEPS with s <= k(e))
+                        (the LR drops at epoch e0 + s; STEPS are whole numbers >= 1)
+    CosineAnnealingLR:  T = MAX_EPOCH - max(ceil(W / E), DELAY_EPOCHS), r = ETA_MIN_LR / BASE_LR;
+                        r + (1 - r) * (1 + cos(pi * k(e) / T)) / 2, constant within an epoch
+
+"from_start" (reid's own clock) - the main schedule is a function of the iteration counted from
+iteration 0, whatever the warm-up:
 
     MultiStepLR:        GAMMA ** (number of s in STEPS with s * E <= i)
                         (STEPS are epochs completed before each decay)
     CosineAnnealingLR:  D = DELAY_EPOCHS * E, M = MAX_EPOCH * E, r = ETA_MIN_LR / BASE_LR;
                         1 for i < D,
                         else r + (1 - r) * (1 + cos(pi * min(1, (i - D) / (M - D)))) / 2
-                        (BASE_LR reaches ETA_MIN_LR at i = M; every group keeps its ratio to
-                        BASE_LR)
+                        (BASE_LR reaches ETA_MIN_LR at i = M)
 
-The warm-up factor multiplies the main schedule's factor (fastreid's convention), so a step that
-falls inside the warm-up lowers the warm-up's target. Example, the ratio paper: BASE_LR 1e-3,
-WARMUP_FACTOR 0.01, WARMUP_EPOCHS 20, linear: 1e-5 at iteration 0, 1e-3 from epoch 20 on.
+On both clocks every group keeps its ratio to BASE_LR (a group with another base LR ends at
+ETA_MIN_LR * its base / BASE_LR; fastreid's torch scheduler sends every group to ETA_MIN_LR itself).
+The warm-up factor multiplies the main schedule's factor, so on the "from_start" clock a step that
+falls inside the warm-up lowers the warm-up's target (on the "after_warmup" clock none can).
+Example, fastreid's bag of tricks on Market-1501: E = 12936 // 64 = 202, W = 2000, so e0 = 9 and
+STEPS [40, 90] drop the LR at epochs 49 and 99 (0-based). The ratio paper, on the "from_start"
+clock: BASE_LR 1e-3, WARMUP_FACTOR 0.01, WARMUP_EPOCHS 20, linear: 1e-5 at iteration 0, 1e-3 from
+epoch 20 on.
 
 The schedules are built from plain arguments (``LRSchedule(MultiStepSchedule([40, 90], 0.1,
 iters_per_epoch=100), iters_per_epoch=100, max_iters=12000)``) or from SOLVER
@@ -38,6 +56,7 @@ import bisect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -61,12 +80,14 @@ __all__ = [
     "WARMUP_REGISTRY",
     "CosineSchedule",
     "LRSchedule",
+    "MainClock",
     "MainSchedule",
     "MultiStepSchedule",
     "Schedule",
     "WarmupLRScheduler",
     "build_lr_schedule",
     "describe_schedule",
+    "main_clock",
     "merge_events",
     "schedule_table",
 ]
@@ -81,12 +102,25 @@ SCHEDULE_CONFIG = declare(
                 "Length of training in epochs (DATALOADER.EPOCH_LENGTH says what one epoch is).",
             ),
             "SCHED": Key("MultiStepLR", 'The main schedule: "MultiStepLR" or "CosineAnnealingLR".'),
+            "SCHED_CLOCK": Key(
+                "after_warmup",
+                'What the main schedule counts (reid/solver/lr_scheduler.py): "after_warmup" '
+                "(fastreid's) = epochs completed after the warm-up and DELAY_EPOCHS, the LR "
+                'changing at epoch boundaries; "from_start" = iterations from the start of '
+                "training, warm-up included (reid's Base-*.yml files use it).",
+            ),
             "STEPS": Key(
-                [40, 90],
-                "Epochs (counted from epoch 0) after which MultiStepLR multiplies the LR by GAMMA.",
+                [30, 55],
+                "MultiStepLR multiplies the LR by GAMMA after each of these epochs, counted as "
+                'SCHED_CLOCK says ("after_warmup": main-schedule epochs, the first ending after '
+                'the warm-up; "from_start": epochs from epoch 0).',
             ),
             "GAMMA": Key(0.1, "MultiStepLR's factor at each of STEPS."),
-            "DELAY_EPOCHS": Key(0, "Constant-LR epochs before the cosine decay starts."),
+            "DELAY_EPOCHS": Key(
+                0,
+                "Epochs at the base LR before the main schedule starts (fastreid's cosine delay; "
+                'on the "from_start" clock it delays only the cosine decay).',
+            ),
             "ETA_MIN_LR": Key(
                 1e-7,
                 "LR the cosine decay reaches at the end of MAX_EPOCH, for BASE_LR (a group with "
@@ -101,12 +135,12 @@ SCHEDULE_CONFIG = declare(
                 "main schedule.",
             ),
             "WARMUP_ITERS": Key(
-                0, "Warm-up length in iterations; 0 = no warm-up (unless WARMUP_EPOCHS is set)."
+                1000, "Warm-up length in iterations; 0 = no warm-up (unless WARMUP_EPOCHS is set)."
             ),
             "WARMUP_EPOCHS": Key(
                 0,
                 "Warm-up length in epochs (converted with the iterations per epoch); set this or "
-                "WARMUP_ITERS, not both.",
+                "WARMUP_ITERS, not both (set WARMUP_ITERS to 0 with it).",
             ),
             "WARMUP_METHOD": Key("linear", 'The warm-up: "linear", "constant" or "exp".'),
         },
@@ -195,6 +229,51 @@ class MainSchedule(ABC):
         """One line for the log."""
 
 
+SCHED_CLOCKS = ("after_warmup", "from_start")
+
+
+@dataclass(frozen=True)
+class MainClock:
+    """Where the main schedule's clock starts (see the module docstring).
+
+    Attributes:
+        after_warmup: fastreid's clock (SOLVER.SCHED_CLOCK "after_warmup").
+        start_epoch: ``e0``: the main schedule's first step happens at the end of this epoch
+            (0-based); 0 on the "from_start" clock.
+        warmup_epochs: ``ceil(W / E)``, the epochs the warm-up touches.
+    """
+
+    after_warmup: bool
+    start_epoch: int
+    warmup_epochs: int
+
+
+def main_clock(cfg: CfgNode, iters_per_epoch: int) -> MainClock:
+    """The clock SOLVER.SCHED_CLOCK describes for ``iters_per_epoch`` iterations per epoch.
+
+    >>> from reid.config import get_cfg
+    >>> cfg = get_cfg()  # fastreid's defaults: WARMUP_ITERS 1000, DELAY_EPOCHS 0
+    >>> main_clock(cfg, iters_per_epoch=202)
+    MainClock(after_warmup=True, start_epoch=4, warmup_epochs=5)
+
+    Raises:
+        ConfigError: An unknown clock or a negative DELAY_EPOCHS.
+    """
+    _check_iters_per_epoch(iters_per_epoch)
+    s = cfg.SOLVER
+    key = SCHEDULE_CONFIG.full_key
+    if s.SCHED_CLOCK not in SCHED_CLOCKS:
+        raise ConfigError(
+            f"{key('SCHED_CLOCK')} must be one of {list(SCHED_CLOCKS)}, got {s.SCHED_CLOCK!r}"
+        )
+    if s.DELAY_EPOCHS < 0:
+        raise ConfigError(f"{key('DELAY_EPOCHS')} must be >= 0, got {s.DELAY_EPOCHS}")
+    warmup_epochs = math.ceil(_warmup_iters(cfg, iters_per_epoch) / iters_per_epoch)
+    if s.SCHED_CLOCK == "from_start":
+        return MainClock(False, 0, warmup_epochs)
+    return MainClock(True, max(warmup_epochs - 1, int(s.DELAY_EPOCHS), 0), warmup_epochs)
+
+
 @LR_SCHEDULER_REGISTRY.register(name="MultiStepLR")
 class MultiStepSchedule(MainSchedule):
     """``gamma ** (steps passed)``: the LR drops by ``gamma`` after each of ``step_epochs``.
@@ -204,14 +283,24 @@ class MultiStepSchedule(MainSchedule):
             increasing.
         gamma: The factor of each step, > 0.
         iters_per_epoch: Iterations per epoch.
+        offset_epochs: Epochs before the schedule's clock starts: the drops happen after epochs
+            ``offset_epochs + s`` (fastreid's clock counts the steps from the end of the warm-up).
 
     >>> schedule = MultiStepSchedule([1, 2], gamma=0.5, iters_per_epoch=10)
     >>> [schedule.factor(i) for i in (0, 9, 10, 19, 20)]
     [1.0, 1.0, 0.5, 0.5, 0.25]
+    >>> MultiStepSchedule([40, 90], gamma=0.1, iters_per_epoch=202, offset_epochs=9).milestones
+    [9898, 19998]
     """
 
     @configurable
-    def __init__(self, step_epochs: Sequence[int], gamma: float, iters_per_epoch: int) -> None:
+    def __init__(
+        self,
+        step_epochs: Sequence[int],
+        gamma: float,
+        iters_per_epoch: int,
+        offset_epochs: int = 0,
+    ) -> None:
         steps = list(step_epochs)
         if any(int(s) != s or s < 0 for s in steps) or steps != sorted(steps):
             raise InvalidArgument(
@@ -219,16 +308,32 @@ class MultiStepSchedule(MainSchedule):
             )
         if gamma <= 0:
             raise InvalidArgument("gamma", f"must be > 0, got {gamma}")
+        if offset_epochs < 0:
+            raise InvalidArgument("offset_epochs", f"must be >= 0, got {offset_epochs}")
         self.step_epochs = [int(s) for s in steps]
-        self.milestones = [s * iters_per_epoch for s in self.step_epochs]
+        self.offset_epochs = int(offset_epochs)
+        self.milestones = [(s + self.offset_epochs) * iters_per_epoch for s in self.step_epochs]
         self.gamma = float(gamma)
 
     @classmethod
     def from_config(cls, cfg: CfgNode, iters_per_epoch: int) -> ConfigArgs:
-        """SOLVER.STEPS and SOLVER.GAMMA."""
+        """SOLVER.STEPS and SOLVER.GAMMA, on the clock of SOLVER.SCHED_CLOCK.
+
+        Raises:
+            ConfigError: A step of 0 on the "after_warmup" clock (its first step ends an epoch).
+        """
         key = SCHEDULE_CONFIG.full_key
-        args = ConfigArgs().set("step_epochs", list(cfg.SOLVER.STEPS), key("STEPS"))
+        clock = main_clock(cfg, iters_per_epoch)
+        steps = list(cfg.SOLVER.STEPS)
+        if clock.after_warmup and any(s < 1 for s in steps):
+            raise ConfigError(
+                f"{key('STEPS')} {steps}: on the 'after_warmup' clock ({key('SCHED_CLOCK')}) "
+                f"steps count the epochs completed after the warm-up and must be >= 1; count from "
+                f"epoch 0 with {key('SCHED_CLOCK')} 'from_start'"
+            )
+        args = ConfigArgs().set("step_epochs", steps, key("STEPS"))
         args.set("gamma", cfg.SOLVER.GAMMA, key("GAMMA"))
+        args.set("offset_epochs", clock.start_epoch)
         return args.set("iters_per_epoch", iters_per_epoch)
 
     def factor(self, i: int) -> float:
@@ -236,12 +341,18 @@ class MultiStepSchedule(MainSchedule):
 
     def events(self) -> list[tuple[int, str]]:
         return [
-            (m, f"step x{self.gamma:g} (epoch {s})")
+            (m, f"step x{self.gamma:g} (epoch {s + self.offset_epochs})")
             for m, s in zip(self.milestones, self.step_epochs)
         ]
 
     def summary(self) -> str:
-        return f"MultiStepLR (x{self.gamma:g} at epochs {self.step_epochs})"
+        at = [s + self.offset_epochs for s in self.step_epochs]
+        if not self.offset_epochs:
+            return f"MultiStepLR (x{self.gamma:g} at epochs {at})"
+        return (
+            f"MultiStepLR (x{self.gamma:g} after {self.step_epochs} epochs of the main schedule, "
+            f"whose clock starts at the end of epoch {self.offset_epochs}: at epochs {at})"
+        )
 
 
 @LR_SCHEDULER_REGISTRY.register(name="CosineAnnealingLR")
@@ -252,47 +363,75 @@ class CosineSchedule(MainSchedule):
         delay_iters: Iterations at factor 1 before the decay, in [0, max_iters).
         max_iters: The iteration at which the factor reaches ``min_factor`` (and stays).
         min_factor: The final factor, in [0, 1].
+        update_period: The factor changes every ``update_period`` iterations, at multiples of
+            it (1 = every iteration; the iterations per epoch = at epoch starts, as fastreid's
+            scheduler stepped once per epoch).
 
     >>> schedule = CosineSchedule(delay_iters=2, max_iters=6, min_factor=0.0)
     >>> [round(schedule.factor(i), 4) for i in range(7)]
     [1.0, 1.0, 1.0, 0.8536, 0.5, 0.1464, 0.0]
+    >>> schedule = CosineSchedule(delay_iters=2, max_iters=6, min_factor=0.0, update_period=2)
+    >>> [round(schedule.factor(i), 4) for i in range(7)]
+    [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.0]
     """
 
     @configurable
-    def __init__(self, delay_iters: int, max_iters: int, min_factor: float) -> None:
+    def __init__(
+        self, delay_iters: int, max_iters: int, min_factor: float, update_period: int = 1
+    ) -> None:
         if not 0 <= delay_iters < max_iters:
             raise InvalidArgument(
                 "delay_iters", f"must lie in [0, max_iters = {max_iters}), got {delay_iters}"
             )
         if not 0.0 <= min_factor <= 1.0:
             raise InvalidArgument("min_factor", f"must lie in [0, 1], got {min_factor}")
+        if update_period < 1:
+            raise InvalidArgument("update_period", f"must be >= 1, got {update_period}")
         self.delay_iters = delay_iters
         self.max_iters = max_iters
         self.min_factor = float(min_factor)
+        self.update_period = int(update_period)
 
     @classmethod
     def from_config(cls, cfg: CfgNode, iters_per_epoch: int) -> ConfigArgs:
-        """From SOLVER.DELAY_EPOCHS, MAX_EPOCH and ETA_MIN_LR / BASE_LR.
+        """From SOLVER.DELAY_EPOCHS, MAX_EPOCH and ETA_MIN_LR / BASE_LR, on the clock of
+        SOLVER.SCHED_CLOCK (fastreid's: T = MAX_EPOCH - max(ceil(W / E), DELAY_EPOCHS) epochs
+        from the end of epoch e0, the factor changing at epoch starts).
 
         Raises:
-            ConfigError: DELAY_EPOCHS does not leave epochs to decay over, or ETA_MIN_LR is not
-                in [0, BASE_LR].
+            ConfigError: The warm-up and DELAY_EPOCHS leave no epochs to decay over, or
+                ETA_MIN_LR is not in [0, BASE_LR].
         """
         s = cfg.SOLVER
-        if not 0 <= s.DELAY_EPOCHS < s.MAX_EPOCH:
-            raise ConfigError(
-                f"SOLVER.DELAY_EPOCHS ({s.DELAY_EPOCHS}) must be >= 0 and smaller than "
-                f"SOLVER.MAX_EPOCH ({s.MAX_EPOCH}) for the cosine decay to run"
-            )
+        key = SCHEDULE_CONFIG.full_key
         if not 0 <= s.ETA_MIN_LR <= s.BASE_LR:
             raise ConfigError(
-                f"SOLVER.ETA_MIN_LR ({s.ETA_MIN_LR}) must lie in [0, SOLVER.BASE_LR ({s.BASE_LR})]"
+                f"{key('ETA_MIN_LR')} ({s.ETA_MIN_LR}) must lie in [0, SOLVER.BASE_LR "
+                f"({s.BASE_LR})]"
             )
-        args = ConfigArgs().set("delay_iters", s.DELAY_EPOCHS * iters_per_epoch)
-        args.set("max_iters", s.MAX_EPOCH * iters_per_epoch)
-        return args.set("min_factor", s.ETA_MIN_LR / s.BASE_LR)
+        clock = main_clock(cfg, iters_per_epoch)
+        args = ConfigArgs().set("min_factor", s.ETA_MIN_LR / s.BASE_LR)
+        if not clock.after_warmup:
+            if not s.DELAY_EPOCHS < s.MAX_EPOCH:
+                raise ConfigError(
+                    f"{key('DELAY_EPOCHS')} ({s.DELAY_EPOCHS}) must be smaller than "
+                    f"{key('MAX_EPOCH')} ({s.MAX_EPOCH}) for the cosine decay to run"
+                )
+            args.set("delay_iters", s.DELAY_EPOCHS * iters_per_epoch)
+            return args.set("max_iters", s.MAX_EPOCH * iters_per_epoch)
+        decay_epochs = s.MAX_EPOCH - max(clock.warmup_epochs, s.DELAY_EPOCHS)
+        if decay_epochs < 1:
+            raise ConfigError(
+                f"{key('MAX_EPOCH')} ({s.MAX_EPOCH}) leaves no epoch for the cosine decay after "
+                f"the warm-up ({clock.warmup_epochs} epochs) and {key('DELAY_EPOCHS')} "
+                f"({s.DELAY_EPOCHS})"
+            )
+        args.set("delay_iters", clock.start_epoch * iters_per_epoch)
+        args.set("max_iters", (clock.start_epoch + decay_epochs) * iters_per_epoch)
+        return args.set("update_period", iters_per_epoch)
 
     def factor(self, i: int) -> float:
+        i -= i % self.update_period
         if i < self.delay_iters:
             return 1.0
         progress = min(1.0, (i - self.delay_iters) / (self.max_iters - self.delay_iters))
@@ -305,9 +444,12 @@ class CosineSchedule(MainSchedule):
         return [(self.delay_iters, "cosine decay starts"), (mid, "cosine decay half-way")]
 
     def summary(self) -> str:
+        every = (
+            "" if self.update_period == 1 else f", updated every {self.update_period} iterations"
+        )
         return (
             f"CosineAnnealingLR (constant for {self.delay_iters} iterations, then cosine down to "
-            f"{self.min_factor:g} x base at iteration {self.max_iters})"
+            f"{self.min_factor:g} x base at iteration {self.max_iters}{every})"
         )
 
 
@@ -443,7 +585,8 @@ def _warmup_iters(cfg: CfgNode, iters_per_epoch: int) -> int:
     if s.WARMUP_ITERS > 0 and s.WARMUP_EPOCHS > 0:
         raise ConfigError(
             f"set SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) or SOLVER.WARMUP_EPOCHS "
-            f"({s.WARMUP_EPOCHS}), not both (set the other to 0)"
+            f"({s.WARMUP_EPOCHS}), not both (set the other to 0; WARMUP_ITERS defaults to "
+            f"fastreid's 1000)"
         )
     return int(s.WARMUP_ITERS) if s.WARMUP_ITERS > 0 else int(s.WARMUP_EPOCHS) * iters_per_epoch
 

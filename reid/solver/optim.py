@@ -15,13 +15,14 @@ group                  learning rate                    weight decay
 ``body/weight``        BASE_LR                          WEIGHT_DECAY
 ``body/bias``          BASE_LR * BIAS_LR_FACTOR         WEIGHT_DECAY_BIAS
 ``body/norm_weight``   BASE_LR                          WEIGHT_DECAY_NORM
-``body/norm_bias``     BASE_LR * BIAS_LR_FACTOR         WEIGHT_DECAY_NORM
+``body/norm_bias``     BASE_LR * BIAS_LR_FACTOR         WEIGHT_DECAY_BIAS
 ``heads/<same>``       the same times HEADS_LR_FACTOR   the same
 =====================  ===============================  ==================
 
 "norm" = the weight and bias of normalisation layers (batch, instance, group, layer norm);
 "bias" = any other parameter whose attribute name is ``bias``; "heads" = parameters under the
-model's top-level child module named ``heads`` (after an optional DDP ``module.`` prefix).
+model's top-level child module named ``heads`` (after an optional DDP ``module.`` prefix). As in
+fastreid, every bias, a normalisation layer's included, has WEIGHT_DECAY_BIAS.
 
 Modules may also define their own groups: any module inside the model with a method
 ``param_groups(self) -> List[dict]`` (torch param-group dicts, e.g. center-loss centers with their
@@ -57,17 +58,17 @@ OPTIMIZER_CONFIG = declare(
         {
             "OPT": Key("Adam", 'The optimizer: "Adam", "AdamW" or "SGD".'),
             "BASE_LR": Key(
-                3.5e-4, "Learning rate of the main parameter groups once the warm-up is over."
+                3e-4, "Learning rate of the main parameter groups once the warm-up is over."
             ),
             "BIAS_LR_FACTOR": Key(1.0, "LR multiplier of bias parameters."),
             "HEADS_LR_FACTOR": Key(1.0, "LR multiplier of the head's parameters."),
             "MOMENTUM": Key(0.9, "SGD's momentum (Adam and AdamW use their betas)."),
             "NESTEROV": Key(False, "Nesterov momentum for SGD."),
             "WEIGHT_DECAY": Key(0.0005, "Weight decay of the weights of non-normalisation layers."),
-            "WEIGHT_DECAY_NORM": Key(
-                0.0005, "Weight decay of normalisation layers' weights and biases."
+            "WEIGHT_DECAY_NORM": Key(0.0005, "Weight decay of normalisation layers' weights."),
+            "WEIGHT_DECAY_BIAS": Key(
+                0.0005, "Weight decay of every bias, normalisation layers' included (fastreid's)."
             ),
-            "WEIGHT_DECAY_BIAS": Key(0.0005, "Weight decay of the other layers' biases."),
         },
     )
 )
@@ -193,19 +194,22 @@ def get_param_groups(
     Args:
         model: The model; modules with ``param_groups()`` declare their own groups first.
         base_lr, bias_lr_factor, heads_lr_factor: The groups' LRs.
-        weight_decay, weight_decay_norm, weight_decay_bias: The groups' weight decays.
+        weight_decay, weight_decay_norm, weight_decay_bias: The groups' weight decays: of weights,
+            of normalisation layers' weights and of every bias.
 
     Returns:
         The declared groups, then one default group per kind of parameter present.
 
     >>> model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
-    >>> groups = get_param_groups(model, base_lr=0.1, bias_lr_factor=2.0, weight_decay_norm=0.0)
+    >>> groups = get_param_groups(
+    ...     model, base_lr=0.1, bias_lr_factor=2.0, weight_decay_norm=0.0, weight_decay_bias=0.001
+    ... )
     >>> for group in groups:
     ...     print(group["name"], len(group["params"]), group["lr"], group["weight_decay"])
     body/weight 1 0.1 0.0005
-    body/bias 1 0.2 0.0005
+    body/bias 1 0.2 0.001
     body/norm_weight 1 0.1 0.0
-    body/norm_bias 1 0.2 0.0
+    body/norm_bias 1 0.2 0.001
     """
     groups = _custom_groups(model)
     seen: set[int] = {id(p) for g in groups for p in g["params"]}
@@ -223,12 +227,8 @@ def get_param_groups(
                 lr *= bias_lr_factor
             if in_heads:
                 lr *= heads_lr_factor
-            if is_norm:
-                kind, decay = "norm", weight_decay_norm
-            elif is_bias:
-                kind, decay = "bias", weight_decay_bias
-            else:
-                kind, decay = "weight", weight_decay
+            kind = "norm" if is_norm else "bias" if is_bias else "weight"
+            decay = weight_decay_bias if is_bias else weight_decay_norm if is_norm else weight_decay
             name = f"{'heads' if in_heads else 'body'}/{kind}"
             if is_norm:
                 name += "_bias" if is_bias else "_weight"
@@ -260,7 +260,7 @@ def make_optimizer(
         bias_lr_factor, heads_lr_factor: LR multipliers of biases and of the heads' parameters.
         momentum, nesterov: SGD's momentum.
         weight_decay: Of the weights; also of declared groups that set none.
-        weight_decay_norm, weight_decay_bias: Of normalisation layers and of other biases.
+        weight_decay_norm, weight_decay_bias: Of normalisation layers' weights and of every bias.
 
     Raises:
         InvalidArgument: ``opt`` is not registered, the LR is not positive, a weight decay is

@@ -23,8 +23,9 @@ A stage is one item of the list SOLVER.STAGES:
   names of the model (``backbone.layer4.0.conv1.weight``, ``heads.classifier.weight``,
   ``loss_set.losses.MPNTupletLoss.phi.0.weight``); every other parameter is frozen and the
   normalisation layers of frozen parts keep their running statistics. Left out: everything trains.
-- SOLVER: schedule keys (BASE_LR, SCHED, STEPS, GAMMA, WARMUP_*, DELAY_EPOCHS, ETA_MIN_LR) for a
-  schedule of the stage's own, counted from its first epoch (MAX_EPOCH = the stage's EPOCHS).
+- SOLVER: schedule keys (BASE_LR, SCHED, SCHED_CLOCK, STEPS, GAMMA, WARMUP_*, DELAY_EPOCHS,
+  ETA_MIN_LR) for a schedule of the stage's own, counted from its first epoch (MAX_EPOCH = the
+  stage's EPOCHS).
   Left out: the run's global schedule simply continues through the stage.
 With SOLVER.STAGES empty the run is one stage covering MAX_EPOCH with the config as it is.
 """
@@ -74,6 +75,7 @@ STAGE_KEYS = ("NAME", "EPOCHS", "LOSSES", "TRAINABLE", "SOLVER")
 SCHEDULE_KEYS = (
     "BASE_LR",
     "SCHED",
+    "SCHED_CLOCK",
     "STEPS",
     "GAMMA",
     "DELAY_EPOCHS",

@@ -125,7 +125,8 @@ def test_odd_number_of_overrides_is_an_error():
 
 @pytest.mark.parametrize("loss", ["TripletLoss", "CircleLoss", "NTupletLoss"])
 def test_a_loss_that_needs_positive_pairs_refuses_one_image_per_identity(loss):
-    opts = ["DATALOADER.NUM_INSTANCE", "1", "SOLVER.IMS_PER_BATCH", "16"]
+    opts = ["DATALOADER.SAMPLER_TRAIN", "NaiveIdentitySampler", "DATALOADER.NUM_INSTANCE", "1"]
+    opts += ["SOLVER.IMS_PER_BATCH", "16"]
     with pytest.raises(
         ConfigError,
         match=rf"DATALOADER.NUM_INSTANCE is 1.*{loss} \(in MODEL.LOSSES.NAME\) would be exactly 0",
@@ -135,7 +136,8 @@ def test_a_loss_that_needs_positive_pairs_refuses_one_image_per_identity(loss):
 
 def test_one_image_per_identity_is_fine_without_such_losses_or_with_random_batches():
     opts = ["DATALOADER.NUM_INSTANCE", "1", "SOLVER.IMS_PER_BATCH", "16"]
-    load_config(None, [*opts, "MODEL.LOSSES.NAME", "('CrossEntropyLoss', 'ContrastiveLoss')"])
+    pk = ["DATALOADER.SAMPLER_TRAIN", "NaiveIdentitySampler"]
+    load_config(None, [*opts, *pk, "MODEL.LOSSES.NAME", "('CrossEntropyLoss', 'ContrastiveLoss')"])
     load_config(
         None,
         [
@@ -158,3 +160,96 @@ def test_merged_config_round_trips_through_dump(tmp_path):
     path.write_text(cfg.dump())
     again = load_config(str(path))
     assert again == cfg
+
+
+def _tri(mining_keys: dict) -> dict:
+    return {"MODEL": {"LOSSES": {"TRI": mining_keys}}}
+
+
+def test_an_alias_is_translated_per_file_so_children_override_bases(tmp_path):
+    """fastreid's HARD_MINING sets MINING; a file overrides its base whichever spelling each
+    uses, and MINING stays the one key that decides."""
+    base = _write(tmp_path / "base.yml", _tri({"MINING": "batch_hard"}))
+    child = _write(tmp_path / "child.yml", {"_BASE_": base, **_tri({"HARD_MINING": False})})
+    cfg = load_config(child)
+    assert cfg.MODEL.LOSSES.TRI.MINING == "weighted" and "HARD_MINING" not in cfg.MODEL.LOSSES.TRI
+    hard = _write(tmp_path / "hard.yml", _tri({"HARD_MINING": True}))
+    over = _write(tmp_path / "all.yml", {"_BASE_": hard, **_tri({"MINING": "all"})})
+    assert load_config(hard).MODEL.LOSSES.TRI.MINING == "batch_hard"
+    assert load_config(over).MODEL.LOSSES.TRI.MINING == "all"
+    agree = _write(tmp_path / "agree.yml", _tri({"HARD_MINING": True, "MINING": "batch_hard"}))
+    assert load_config(agree).MODEL.LOSSES.TRI.MINING == "batch_hard"
+    assert load_config(None, ["MODEL.LOSSES.TRI.HARD_MINING", "True"]).MODEL.LOSSES.TRI.MINING == (
+        "batch_hard"
+    )
+
+
+def test_an_alias_and_its_key_disagreeing_in_one_file_is_an_error(tmp_path):
+    path = _write(tmp_path / "both.yml", _tri({"HARD_MINING": True, "MINING": "all"}))
+    with pytest.raises(
+        ConfigError,
+        match=r"both.yml: MODEL.LOSSES.TRI.HARD_MINING True means MODEL.LOSSES.TRI.MINING "
+        r"'batch_hard', but MODEL.LOSSES.TRI.MINING is also set, to 'all'; set only one of them",
+    ):
+        load_config(path)
+
+
+@pytest.mark.parametrize("value", ["None", "1", "'yes'"])
+def test_an_alias_value_outside_its_map_is_an_error(value):
+    with pytest.raises(
+        ConfigError,
+        match=r"^command line: MODEL.LOSSES.TRI.HARD_MINING must be one of \[True, False\], got",
+    ):
+        load_config(None, ["MODEL.LOSSES.TRI.HARD_MINING", value])
+
+
+def test_alias_declarations_are_checked():
+    from reid.config import Alias, ConfigBlock, Key
+    from reid.config.schema import Schema
+
+    with pytest.raises(ValueError, match="an alias must not be a key of its block and must name"):
+        ConfigBlock("X", "x", {"A": Key(1, "a")}, aliases={"B": Alias("C", {True: 1})})
+    with pytest.raises(ValueError, match="an alias must not be a key of its block"):
+        ConfigBlock("X", "x", {"A": Key(1, "a")}, aliases={"A": Alias("A", {True: 1})})
+    schema = Schema()
+    schema.declare(ConfigBlock("X", "x", {"A": Key(1, "a")}, aliases={"B": Alias("A", {True: 2})}))
+    with pytest.raises(ConfigError, match="config key X.B of .* is an alias"):
+        schema.declare(ConfigBlock("X", "x", {"B": Key(1, "b")}))
+    with pytest.raises(ConfigError, match="config alias X.B of .* is taken"):
+        schema.declare(ConfigBlock("X", "y", {"C": Key(1, "c")}, aliases={"B": Alias("C", {})}))
+
+
+@pytest.mark.parametrize(
+    "key, value, feature",
+    [
+        ("MODEL.QUEUE_SIZE", "4096", "the MoCo memory queue"),
+        ("KD.MODEL_CONFIG", "['teacher.yml']", "knowledge distillation"),
+        ("KD.MODEL_WEIGHTS", "['teacher.pth']", "knowledge distillation"),
+        ("KD.EMA.ENABLED", "True", "the EMA teacher of knowledge distillation"),
+        ("KD.EMA.MOMENTUM", "0.99", "the EMA teacher of knowledge distillation"),
+    ],
+)
+def test_fastreid_keys_of_missing_features_accept_only_their_defaults(key, value, feature):
+    cfg = load_config(None, [])  # fastreid's defaults load
+    assert cfg.MODEL.QUEUE_SIZE == 8192 and cfg.KD.MODEL_CONFIG == [] and not cfg.KD.EMA.ENABLED
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{key} is .*: it configures {feature}.*, which reid does not have; leave it at "
+        r"fastreid's default",
+    ):
+        load_config(None, [key, value])
+
+
+def test_the_epoch_length_must_be_one_the_sampler_honours():
+    load_config(None, ["DATALOADER.EPOCH_LENGTH", "images"])  # TrainingSampler's only epoch
+    for length in ("identities", "images_ceil"):
+        load_config(
+            None,
+            ["DATALOADER.SAMPLER_TRAIN", "NaiveIdentitySampler", "DATALOADER.EPOCH_LENGTH", length],
+        )
+        with pytest.raises(
+            ConfigError,
+            match=rf"^DATALOADER.EPOCH_LENGTH is '{length}', which TrainingSampler "
+            r"\(DATALOADER.SAMPLER_TRAIN\) does not support; it supports \['images'\]",
+        ):
+            load_config(None, ["DATALOADER.EPOCH_LENGTH", length])

@@ -132,6 +132,7 @@ def test_train_loader_from_config(
 ) -> None:
     make_market()
     cfg = cfg_for(DATASETS__NAMES=["Market1501"], INPUT__SIZE_TRAIN=list(SIZE), SEED=3)
+    cfg.DATALOADER.SAMPLER_TRAIN = "NaiveIdentitySampler"
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE = 4, 2
     cfg.DATALOADER.NUM_WORKERS = 0
     with warnings.catch_warnings():

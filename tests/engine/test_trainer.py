@@ -324,3 +324,26 @@ def test_bfloat16_autocast_runs_without_a_scaler(tiny_cfg):
         DefaultTrainer(
             default_setup(tiny_cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "half"))
         )
+
+
+@pytest.mark.parametrize(
+    "clip_type, expected",
+    [
+        # fastreid's "norm": each parameter's gradient on its own, |(3, 4)| = 5 -> 1, |0.5| stays
+        ("norm", ([0.6, 0.8], [0.5])),
+        # the joint norm sqrt(3^2 + 4^2 + 0.5^2) is brought to 1: every gradient scaled alike
+        ("total_norm", ([3 / 25.25**0.5, 4 / 25.25**0.5], [0.5 / 25.25**0.5])),
+        ("value", ([1.0, 1.0], [0.5])),
+    ],
+)
+def test_gradient_clipping_types(clip_type, expected):
+    from reid.config import load_config
+    from reid.engine.defaults import build_step_options
+
+    opts = ["SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "1.0"]
+    cfg = load_config(None, opts + ["SOLVER.CLIP_GRADIENTS.CLIP_TYPE", clip_type])
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.5])
+    build_step_options(cfg, torch.nn.Linear(1, 1)).clip_gradients([a, b])
+    assert a.grad.tolist() == pytest.approx(expected[0], rel=1e-5)
+    assert b.grad.tolist() == pytest.approx(expected[1], rel=1e-5)

@@ -89,11 +89,13 @@ def test_warmup_multiplies_a_step_inside_it() -> None:
 
 
 def _ratio_paper_config():
-    """1e-5 -> 1e-3 linearly over 20 epochs, x0.1 at epochs 90 and 130, 150 epochs."""
+    """1e-5 -> 1e-3 linearly over 20 epochs, x0.1 at epochs 90 and 130 (counted from epoch 0),
+    150 epochs."""
     cfg = get_cfg()
     s = cfg.SOLVER
     s.BASE_LR, s.MAX_EPOCH, s.SCHED, s.STEPS, s.GAMMA = 1e-3, 150, "MultiStepLR", [90, 130], 0.1
     s.WARMUP_METHOD, s.WARMUP_FACTOR, s.WARMUP_EPOCHS = "linear", 0.01, 20
+    s.WARMUP_ITERS, s.SCHED_CLOCK = 0, "from_start"
     return cfg
 
 
@@ -123,9 +125,11 @@ def test_config_maps_the_cosine_keys() -> None:
         6,
     )
     s.WARMUP_ITERS, s.WARMUP_FACTOR, s.WARMUP_METHOD = 3, 0.5, "exp"
+    s.SCHED_CLOCK = "from_start"
     schedule = LRSchedule(cfg, iters_per_epoch=10)
     assert isinstance(schedule.main, CosineSchedule)
     assert (schedule.main.delay_iters, schedule.main.max_iters) == (20, 60)
+    assert schedule.main.update_period == 1
     assert schedule.main.min_factor == pytest.approx(0.1, rel=1e-12)
     assert (schedule.warmup_iters, schedule.warmup_factor, schedule.warmup_method) == (
         3,
@@ -271,8 +275,31 @@ def test_config_errors_name_the_keys() -> None:
             describe_schedule(cfg, 10)
     cfg = _valid_config()
     cfg.SOLVER.SCHED, cfg.SOLVER.DELAY_EPOCHS = "CosineAnnealingLR", 10
+    cfg.SOLVER.SCHED_CLOCK = "from_start"
     with pytest.raises(ConfigError, match=r"SOLVER.DELAY_EPOCHS \(10\) .* SOLVER.MAX_EPOCH \(10\)"):
         describe_schedule(cfg, 10)
+    cfg.SOLVER.SCHED_CLOCK = "after_warmup"
+    with pytest.raises(
+        ConfigError,
+        match=r"^SOLVER.MAX_EPOCH \(10\) leaves no epoch for the cosine decay after the warm-up "
+        r"\(1 epochs\) and SOLVER.DELAY_EPOCHS \(10\)",
+    ):
+        describe_schedule(cfg, 10)
+    cfg.SOLVER.SCHED_CLOCK = "fastreid"
+    with pytest.raises(
+        ConfigError,
+        match=r"^SOLVER.SCHED_CLOCK must be one of \['after_warmup', 'from_start'\], "
+        r"got 'fastreid'",
+    ):
+        describe_schedule(cfg, 10)
+    cfg = _valid_config()
+    cfg.SOLVER.STEPS = [0, 3]
+    with pytest.raises(
+        ConfigError, match=r"^SOLVER.STEPS \[0, 3\]: on the 'after_warmup' clock .* must be >= 1"
+    ):
+        describe_schedule(cfg, 10)
+    cfg.SOLVER.SCHED_CLOCK = "from_start"  # counted from epoch 0, a step at 0 is allowed
+    assert "step x0.1 (epoch 0)" in describe_schedule(cfg, 10)
     cfg = _valid_config()
     cfg.SOLVER.SCHED, cfg.SOLVER.ETA_MIN_LR = "CosineAnnealingLR", 2.0
     with pytest.raises(ConfigError, match="SOLVER.ETA_MIN_LR"):

@@ -69,17 +69,18 @@ def test_group_membership_lr_and_decay() -> None:
     groups = _group_of(opt)
     assert set(groups) == {id(p) for p in model.parameters()}
     conv, bn, gn = model.backbone[0], model.backbone[1], model.backbone[3]
+    # as in fastreid, a normalisation layer's bias has the bias decay, its weight the norm decay
     expected = {
         conv.weight: ("body/weight", 0.1, 1e-3),
         conv.bias: ("body/bias", 0.2, 5e-4),
         bn.weight: ("body/norm_weight", 0.1, 0.0),
-        bn.bias: ("body/norm_bias", 0.2, 0.0),
+        bn.bias: ("body/norm_bias", 0.2, 5e-4),
         gn.weight: ("body/norm_weight", 0.1, 0.0),
-        gn.bias: ("body/norm_bias", 0.2, 0.0),
+        gn.bias: ("body/norm_bias", 0.2, 5e-4),
         model.heads.classifier.weight: ("heads/weight", 1.0, 1e-3),
         model.heads.classifier.bias: ("heads/bias", 2.0, 5e-4),
         model.heads.bnneck.weight: ("heads/norm_weight", 1.0, 0.0),
-        model.heads.bnneck.bias: ("heads/norm_bias", 2.0, 0.0),
+        model.heads.bnneck.bias: ("heads/norm_bias", 2.0, 5e-4),
         model.loss_set["center"].centers: ("centers", 0.5, 0.0),
     }
     for param, (name, lr, wd) in expected.items():

@@ -23,7 +23,7 @@ def _staged_config():
     cfg = get_cfg()
     s = cfg.SOLVER
     s.MAX_EPOCH, s.BASE_LR, s.SCHED, s.STEPS, s.GAMMA = 3, 1.0, "MultiStepLR", [1], 0.1
-    s.STAGES = STAGES
+    s.WARMUP_ITERS, s.STAGES = 0, STAGES
     return cfg
 
 

@@ -25,6 +25,8 @@ class TrainSampler(Sampler[int]):
         identity_batches: Whether every batch is identity-complete: P identities x K images, K
             being the instance's ``num_instance`` (what config checks and gradient accumulation
             rely on), instead of images in any order.
+        epoch_lengths: The values of DATALOADER.EPOCH_LENGTH the sampler honours; "images" (one
+            pass over the images, #images // IMS_PER_BATCH batches) by default.
 
     Args:
         seed: Seed of the order (>= 0).
@@ -33,6 +35,7 @@ class TrainSampler(Sampler[int]):
     """
 
     identity_batches: ClassVar[bool] = False
+    epoch_lengths: ClassVar[tuple[str, ...]] = ("images",)
     batch_size: int
 
     def __init__(self, seed: int, rank: int, world_size: int) -> None:

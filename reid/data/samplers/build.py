@@ -18,9 +18,9 @@ SAMPLER_CONFIG = declare(
         "The training sampler.",
         {
             "SAMPLER_TRAIN": Key(
-                "NaiveIdentitySampler",
-                'A registered sampler: "NaiveIdentitySampler" (P identities x NUM_INSTANCE '
-                'images per batch) or "TrainingSampler" (shuffled images).',
+                "TrainingSampler",
+                'A registered sampler: "TrainingSampler" (shuffled images) or '
+                '"NaiveIdentitySampler" (P identities x NUM_INSTANCE images per batch).',
             ),
         },
     )

@@ -15,7 +15,7 @@ from reid.config.schema import ConfigArgs, ConfigBlock, InvalidArgument, Key, co
 from .base import TrainSampler
 from .build import SAMPLER_REGISTRY
 
-EPOCH_LENGTHS = ("identities", "images")
+EPOCH_LENGTHS = ("images", "images_ceil", "identities")
 
 IDENTITY_SAMPLER_CONFIG = ConfigBlock(
     "DATALOADER",
@@ -23,11 +23,12 @@ IDENTITY_SAMPLER_CONFIG = ConfigBlock(
     {
         "NUM_INSTANCE": Key(4, "K of the PK sampler: images per identity in a batch."),
         "EPOCH_LENGTH": Key(
-            "identities",
-            'Length of a PK epoch: "identities" = every identity once, ceil(#ids / P) batches; '
-            '"images" = one pass over the images, ceil(#images / IMS_PER_BATCH) batches '
-            "(fastreid's and torchreid's epoch, the unit of the papers' epoch counts), "
-            "identities recurring as needed.",
+            "images",
+            'Length of an epoch: "images" = one pass over the images as fastreid counts it, '
+            '#images // IMS_PER_BATCH batches; "images_ceil" = ceil(#images / IMS_PER_BATCH) '
+            'batches and at least one pass over the identities; "identities" = every identity '
+            "once, ceil(#ids / P) batches. The PK sampler supports all three, TrainingSampler "
+            '"images".',
         ),
     },
 )
@@ -37,16 +38,18 @@ IDENTITY_SAMPLER_CONFIG = ConfigBlock(
 class NaiveIdentitySampler(TrainSampler):
     """P = batch_size / num_instance identities x K = num_instance images per (global) batch.
 
-    One epoch: the identities are shuffled and cut into groups of P; the last group, if short, is
-    topped up with identities drawn at random from those not in it, so every batch is full and
-    every identity appears in exactly one batch (the top-up ones in a second). Each identity
-    contributes K images: K distinct ones drawn at random when it has at least K, otherwise all of
-    its images plus K - n drawn with replacement. The epoch has ceil(#identities / P) batches.
+    An identity pass: the identities are shuffled and cut into groups of P; the last group, if
+    short, is topped up with identities drawn at random from those not in it, so every batch is
+    full and every identity appears in exactly one batch (the top-up ones in a second). Each
+    identity contributes K images: K distinct ones drawn at random when it has at least K,
+    otherwise all of its images plus K - n drawn with replacement. An epoch chains such passes,
+    freshly shuffled, and cuts the last one short at its length (``epoch_length``):
 
-    ``epoch_length="images"`` makes an epoch as long as one pass over the images,
-    ceil(#images / (P K)) batches as in fastreid and torchreid (the unit the papers' epoch counts
-    use), by chaining such identity passes, freshly shuffled, and cutting the last one short;
-    every identity is still visited at least once per epoch.
+    - "images": #images // (P K) batches, the iterations per epoch of fastreid (whose sampler is
+      an endless stream of such passes). An epoch shorter than an identity pass leaves some
+      identities for later epochs.
+    - "images_ceil": ceil(#images / (P K)) batches, and at least one identity pass.
+    - "identities": one identity pass, ceil(#identities / P) batches.
 
     With ``world_size`` ranks, each global batch's P identities are split into ``world_size``
     consecutive shares of P / world_size whole identities; rank r yields share r of every batch,
@@ -59,11 +62,13 @@ class NaiveIdentitySampler(TrainSampler):
         seed: Seed of the order.
         rank: The process this sampler serves.
         world_size: The number of training processes; must divide P.
-        epoch_length: "identities" or "images" (DATALOADER.EPOCH_LENGTH).
+        epoch_length: "images", "images_ceil" or "identities" (DATALOADER.EPOCH_LENGTH, whose
+            default is fastreid's "images").
     """
 
     config_block = IDENTITY_SAMPLER_CONFIG
     identity_batches = True
+    epoch_lengths = EPOCH_LENGTHS
 
     @configurable
     def __init__(
@@ -79,7 +84,7 @@ class NaiveIdentitySampler(TrainSampler):
         super().__init__(seed, rank, world_size)
         if epoch_length not in EPOCH_LENGTHS:
             raise InvalidArgument(
-                "epoch_length", f"must be 'identities' or 'images', got {epoch_length!r}"
+                "epoch_length", f"must be one of {list(EPOCH_LENGTHS)}, got {epoch_length!r}"
             )
         if len(pids) == 0:
             raise ValueError("NaiveIdentitySampler: the training set is empty")
@@ -102,8 +107,17 @@ class NaiveIdentitySampler(TrainSampler):
             )
         self.batches_per_pass = math.ceil(len(self.pids) / self.num_pids_per_batch)
         self.num_batches = self.batches_per_pass
-        if epoch_length == "images":
+        if epoch_length == "images_ceil":
             self.num_batches = max(self.batches_per_pass, math.ceil(len(pids) / batch_size))
+        elif epoch_length == "images":
+            self.num_batches = len(pids) // batch_size
+            if self.num_batches == 0:
+                raise InvalidArgument(
+                    "epoch_length",
+                    f"'images' gives #images // batch size = {len(pids)} // {batch_size} = 0 "
+                    f"batches per epoch: the training set is smaller than one batch; lower "
+                    f"SOLVER.IMS_PER_BATCH or use 'images_ceil' or 'identities'",
+                )
 
     @staticmethod
     def _check_batch_shape(batch_size: int, num_instance: int, world_size: int) -> None:

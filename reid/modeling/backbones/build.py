@@ -22,15 +22,15 @@ BACKBONE_CONFIG = declare(
                 "Registered backbone builder (BACKBONE registry), named as in fastreid.",
             ),
             "FEAT_DIM": Key(
-                0,
+                2048,
                 (
                     "Channels of the backbone's feature map (2048 for ResNet-50/101, 512 for "
-                    "18/34); 0 = taken from the backbone. A non-zero value must match it."
+                    "18/34); must match the backbone (0 = take it from the backbone)."
                 ),
             ),
             "NORM": Key("BN", 'Normalisation layer: "BN", "syncBN", "FrozenBN", "GN".'),
             "PRETRAIN": Key(
-                True,
+                False,
                 (
                     "Load ImageNet weights: PRETRAIN_PATH if given, else the published file "
                     "(torchvision's resnet*.pth, IBN-Net's resnet*_ibn_a-*.pth with WITH_IBN) from "
@@ -40,7 +40,8 @@ BACKBONE_CONFIG = declare(
             ),
             "PRETRAIN_PATH": Key(
                 "",
-                'A local file of ImageNet weights to load instead; "" = the published file.',
+                'A local file of ImageNet weights to load instead (with PRETRAIN True); "" = the '
+                "published file.",
             ),
         },
     )
@@ -66,9 +67,17 @@ def build_backbone(cfg: CfgNode) -> nn.Module:
 
     Raises:
         RegistryKeyError: The name is not registered (the message names the key).
-        ConfigError: MODEL.BACKBONE.FEAT_DIM is set and differs from the backbone's channels.
+        ConfigError: MODEL.BACKBONE.FEAT_DIM is set and differs from the backbone's channels, or
+            PRETRAIN_PATH is set without PRETRAIN.
     """
     name = BACKBONE_CONFIG.value(cfg, "NAME")
+    path = BACKBONE_CONFIG.value(cfg, "PRETRAIN_PATH")
+    if path and not BACKBONE_CONFIG.value(cfg, "PRETRAIN"):
+        raise ConfigError(
+            f"{BACKBONE_CONFIG.full_key('PRETRAIN_PATH')} is {path} but "
+            f"{BACKBONE_CONFIG.full_key('PRETRAIN')} is False: nothing would load it; set "
+            f"PRETRAIN True (fastreid's default is False) or clear the path"
+        )
     try:
         builder = BACKBONE_REGISTRY.get(name)
     except RegistryKeyError as e:

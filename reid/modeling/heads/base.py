@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from reid.config.schema import ConfigArgs, InvalidArgument
+from reid.config.schema import ConfigArgs, ConfigError, InvalidArgument
 from reid.modeling.layers import build_classifier, build_pooling
 from reid.modeling.layers.pooling import GlobalAvgPool
 from reid.structures import OutputKeys
@@ -43,8 +44,8 @@ class ReidHead(nn.Module):
     """
 
     config_block = HEADS_CONFIG
-    # Keys of the block the head has no argument for.
-    ignored_keys: ClassVar[tuple[str, ...]] = ()
+    # Keys of the block the head has no argument for -> why; they must keep their defaults.
+    ignored_keys: ClassVar[Mapping[str, str]] = {}
     out_dim: int
     classifier: nn.Module
 
@@ -64,7 +65,18 @@ class ReidHead(nn.Module):
         Args:
             cfg: The whole config.
             in_channels: The channels of the backbone's feature map.
+
+        Raises:
+            ConfigError: A key the head has no option for is set to something else than its
+                default (which the head could not honour).
         """
+        for name, why in cls.ignored_keys.items():
+            value, default = HEADS_CONFIG.value(cfg, name), HEADS_CONFIG.keys[name].default
+            if value != default:
+                raise ConfigError(
+                    f"{HEADS_CONFIG.full_key(name)} is {value!r}, which {cls.__name__} cannot "
+                    f"honour: {why}; leave it at {default!r} (the key is EmbeddingHead's)"
+                )
         args = HEADS_CONFIG.arguments(cfg, skip=("NAME", *cls.ignored_keys))
         args.set("in_channels", in_channels)
         args.set("pooling", build_pooling(cfg))

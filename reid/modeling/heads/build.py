@@ -36,7 +36,7 @@ HEADS_CONFIG = declare(
                 ),
             ),
             "WITH_BNNECK": Key(
-                True,
+                False,
                 (
                     "EmbeddingHead: a BN neck (BatchNorm with a frozen bias) between the features "
                     "and the classifier."

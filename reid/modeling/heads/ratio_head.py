@@ -39,7 +39,13 @@ class RatioHead(ReidHead):
         classifier: Builds the classifier from (feature dim, num_classes).
     """
 
-    ignored_keys = ("WITH_BNNECK", "NECK_FEAT")
+    ignored_keys = {
+        "WITH_BNNECK": "its two BN layers are part of the paper's GAP-BN-FC-BN-L2 structure",
+        "NECK_FEAT": (
+            'its "features" are always the embedding before L2 normalisation and its '
+            '"neck_features" the normalised embedding'
+        ),
+    }
 
     @configurable
     def __init__(

@@ -37,7 +37,10 @@ class UnifiedHead(ReidHead):
         classifier: Builds the classifier from (feature dim, num_classes).
     """
 
-    ignored_keys = ("WITH_BNNECK", "NECK_FEAT")
+    ignored_keys = {
+        "WITH_BNNECK": "its BN after the reduction layer is part of the paper's structure",
+        "NECK_FEAT": 'its "features" and "neck_features" are both the ReID feature x',
+    }
 
     @configurable
     def __init__(

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode
 
-from reid.config.schema import ConfigArgs, ConfigBlock, Key, configurable
+from reid.config.schema import ConfigArgs, ConfigBlock, ConfigError, Key, configurable
 from reid.modeling.losses.utils import check_positive
 from reid.utils.registry import Registry, RegistryKeyError
 
@@ -128,10 +128,20 @@ def build_pooling(cfg: CfgNode) -> nn.Module:
 
     Raises:
         RegistryKeyError: The name is not registered (the message names the key).
+        ConfigError: MODEL.HEADS.GEM_P is set for a layer without a power p.
     """
     name = POOLING_CONFIG.value(cfg, "POOL_LAYER")
     try:
         cls = POOLING_REGISTRY.get(name)
     except RegistryKeyError as e:
         raise RegistryKeyError(f"{POOLING_CONFIG.full_key('POOL_LAYER')}: {e}") from None
-    return cls(cfg) if hasattr(cls, "from_config") else cls()
+    if hasattr(cls, "from_config"):
+        return cls(cfg)
+    gem_p, default = POOLING_CONFIG.value(cfg, "GEM_P"), POOLING_CONFIG.keys["GEM_P"].default
+    if gem_p != default:
+        raise ConfigError(
+            f"{POOLING_CONFIG.full_key('GEM_P')} is {gem_p}, but {name} "
+            f"({POOLING_CONFIG.full_key('POOL_LAYER')}) has no power p; leave it at {default} or "
+            f"use GeneralizedMeanPooling(P)"
+        )
+    return cls()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode
 
 from reid.config.schema import (
+    Alias,
     ConfigArgs,
     ConfigBlock,
     ConfigError,
@@ -42,9 +43,11 @@ TRI_CONFIG = ConfigBlock(
             0.3, "Hinge margin m: [d_ap - d_an + m]_+. 0.0 = soft margin (fastreid meaning)."
         ),
         "MINING": Key(
-            "batch_hard",
-            '"batch_hard" (hardest positive / negative per anchor), "all" (every triplet) or '
-            '"weighted" (softmax-weighted positives and negatives).',
+            "weighted",
+            '"weighted" (softmax-weighted positives and negatives), "batch_hard" (hardest '
+            'positive / negative per anchor) or "all" (every triplet). fastreid\'s HARD_MINING '
+            "is accepted as its spelling: True = batch_hard, False = weighted (fastreid's "
+            "default).",
         ),
         "DISTANCE": Key("euclidean", '"euclidean", "sqeuclidean" or "cosine" (1 - cos).'),
         "NORMALIZE": Key(False, "L2-normalise the features before a (sq)euclidean distance."),
@@ -60,14 +63,10 @@ TRI_CONFIG = ConfigBlock(
         "LEARN_SCALE": Key(
             False, "Learn the soft margin's scale as a parameter log s, initialised from SIM_SCALE."
         ),
-        "HARD_MINING": Key(
-            None,
-            "fastreid compatibility: True = MINING batch_hard, False = MINING weighted; "
-            "None = use MINING.",
-        ),
         "FEAT_KEY": FEAT_KEY,
         "SCALE": WEIGHT,
     },
+    aliases={"HARD_MINING": Alias("MINING", {True: "batch_hard", False: "weighted"})},
 )
 
 
@@ -166,9 +165,9 @@ class TripletLoss(FeatureLoss):
         learn_scale: Learn ``s`` as a parameter ``log s`` (soft margin only).
         feat_key: The outputs key of the features.
 
-    From a config, fastreid's keys keep their meaning: HARD_MINING True/False = MINING
-    batch_hard/weighted (None: MINING decides), NORM_FEAT True = distance 2 - 2cos on normalised
-    features, MARGIN 0.0 = soft margin.
+    From a config, fastreid's keys keep their meaning: HARD_MINING True/False (an alias) = MINING
+    batch_hard/weighted, NORM_FEAT True = distance 2 - 2cos on normalised features, MARGIN 0.0 =
+    soft margin.
     """
 
     config_block = TRI_CONFIG
@@ -210,8 +209,7 @@ class TripletLoss(FeatureLoss):
     @classmethod
     def from_config(cls, cfg: CfgNode, feat_dim: int | None = None) -> ConfigArgs:
         block = cls.config_block.read(cfg)
-        args = cls.config_block.arguments(cfg, skip=("SCALE", "HARD_MINING", "NORM_FEAT"))
-        args.set("mining", cls._fastreid_mining(block), cls.config_block.full_key("MINING"))
+        args = cls.config_block.arguments(cfg, skip=("SCALE", "NORM_FEAT"))
         args["soft_margin"] = bool(block.SOFT_MARGIN) or float(block.MARGIN) == 0.0
         if block.NORM_FEAT:
             if block.DISTANCE != "euclidean":
@@ -222,23 +220,6 @@ class TripletLoss(FeatureLoss):
                 )
             args["distance"], args["normalize"] = "sqeuclidean", True
         return args
-
-    @classmethod
-    def _fastreid_mining(cls, block: CfgNode) -> str:
-        key = cls.config_block.full_key
-        if block.HARD_MINING is None:
-            return str(block.MINING)
-        if not isinstance(block.HARD_MINING, bool):
-            raise ConfigError(
-                f"{key('HARD_MINING')} must be True, False or None, got {block.HARD_MINING!r}"
-            )
-        implied = "batch_hard" if block.HARD_MINING else "weighted"
-        if block.MINING not in ("batch_hard", implied):
-            raise ConfigError(
-                f"{key('HARD_MINING')} {block.HARD_MINING} means MINING {implied!r} but "
-                f"{key('MINING')} is {block.MINING!r}; set only one of them"
-            )
-        return implied
 
     def forward(self, outputs: Mapping[str, Any], targets: torch.Tensor) -> torch.Tensor:
         return triplet_loss(

@@ -23,10 +23,11 @@ MODEL_CONFIG = declare(
         "The model: architecture, device, trained weights, pixel normalisation.",
         {
             "DEVICE": Key(
-                "auto",
+                "cuda",
                 (
-                    '"auto" = "cuda" when available, else "cpu"; or any torch device string '
-                    '("cuda:1").'
+                    'A torch device string ("cuda", "cuda:1", "cpu"; fastreid\'s default "cuda" is '
+                    'an error where no GPU is visible), or "auto" = "cuda" when available, else '
+                    '"cpu" (what reid\'s own configs use).'
                 ),
             ),
             "META_ARCHITECTURE": Key(

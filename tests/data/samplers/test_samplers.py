@@ -181,12 +181,12 @@ def test_build_train_sampler_from_config() -> None:
     records = [Rec(f"{i}.jpg", pid, 0, "Synthetic") for i, pid in enumerate(_pids())]
     cfg = get_cfg()
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE = 8, 2
+    t = build_train_sampler(cfg, records, rank=0, world_size=1, seed=4)  # fastreid's default
+    assert isinstance(t, TrainingSampler) and len(t) == len(records)
+    cfg.DATALOADER.SAMPLER_TRAIN = "NaiveIdentitySampler"
     s = build_train_sampler(cfg, records, rank=1, world_size=2, seed=4)
     assert isinstance(s, NaiveIdentitySampler)
     assert (s.num_pids_per_batch, s.batch_size, s.rank, s.seed) == (4, 4, 1, 4)
-    cfg.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
-    t = build_train_sampler(cfg, records, rank=0, world_size=1, seed=4)
-    assert isinstance(t, TrainingSampler) and len(t) == len(records)
     cfg.DATALOADER.SAMPLER_TRAIN = "RandomIdentity"
     with pytest.raises(
         ConfigError,
@@ -196,47 +196,64 @@ def test_build_train_sampler_from_config() -> None:
         build_train_sampler(cfg, records, 0, 1, 0)
 
 
-def test_images_epoch_length_chains_identity_passes() -> None:
+def test_images_ceil_epoch_length_chains_identity_passes() -> None:
     pids = _pids()  # 42 images of 10 identities
-    s = NaiveIdentitySampler(pids, batch_size=8, num_instance=4, seed=1, epoch_length="images")
+    s = NaiveIdentitySampler(pids, batch_size=8, num_instance=4, seed=1, epoch_length="images_ceil")
     assert s.batches_per_pass == 5 and s.num_batches == 6 == -(-len(pids) // 8)
     batches = [[pids[c[0]] for c in _chunks(b, 4)] for b in _chunks(list(s), 8)]
     assert len(batches) == 6
     first_pass = [pid for b in batches[:5] for pid in b]
     assert set(first_pass) == set(COUNTS)  # every identity visited in the first pass
     assert all(len(set(b)) == 2 for b in batches)
-    with pytest.raises(ValueError, match="^epoch_length must be 'identities' or 'images'"):
+    one_of = r"must be one of \['images', 'images_ceil', 'identities'\], got 'steps'"
+    with pytest.raises(ValueError, match=f"^epoch_length {one_of}"):
         NaiveIdentitySampler(pids, batch_size=8, num_instance=4, epoch_length="steps")
     cfg = get_cfg()
+    cfg.DATALOADER.SAMPLER_TRAIN = "NaiveIdentitySampler"
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.EPOCH_LENGTH = 8, "steps"
     records = [Rec(f"{i}.jpg", pid, 0, "Synthetic") for i, pid in enumerate(pids)]
-    with pytest.raises(ConfigError, match="EPOCH_LENGTH must be 'identities' or 'images'"):
+    with pytest.raises(ConfigError, match=f"^DATALOADER.EPOCH_LENGTH {one_of}"):
         build_train_sampler(cfg, records, rank=0, world_size=1, seed=0)
 
 
-def test_images_epoch_length_never_shorter_than_one_identity_pass() -> None:
-    pids = list(
-        range(20)
-    )  # 20 identities of one image: 20 images, 5 batches by images, 10 by identities
-    s = NaiveIdentitySampler(pids, batch_size=4, num_instance=2, epoch_length="images")
-    assert s.num_batches == s.batches_per_pass == 10
+def test_epoch_lengths_when_an_identity_pass_is_longer_than_an_image_pass() -> None:
+    # 20 identities of one image, P = 2: 10 batches per identity pass, 20 // 4 = 5 per image pass
+    pids = list(range(20))
+    images = NaiveIdentitySampler(pids, batch_size=4, num_instance=2, epoch_length="images")
+    assert (images.num_batches, images.batches_per_pass, len(images)) == (5, 10, 20)
+    batches = list(_chunks(list(images), 4))
+    assert len(batches) == 5 and all(len({pids[i] for i in b}) == 2 for b in batches)
+    # fastreid's count leaves the other half of the identities to later epochs
+    assert len({pids[i] for i in images}) == 10
+    ceil = NaiveIdentitySampler(pids, batch_size=4, num_instance=2, epoch_length="images_ceil")
+    assert ceil.num_batches == ceil.batches_per_pass == 10
+
+
+def test_images_epoch_length_is_fastreids_floor_division() -> None:
+    pids = _pids()  # 42 images of 10 identities: 42 // 8 = 5 batches
+    s = NaiveIdentitySampler(pids, batch_size=8, num_instance=4, seed=1, epoch_length="images")
+    assert s.num_batches == 5 and len(s) == 40
+    with pytest.raises(ValueError, match=r"^epoch_length 'images' gives #images // batch size ="):
+        NaiveIdentitySampler(pids[:12], batch_size=16, num_instance=4, epoch_length="images")
 
 
 def test_config_maps_every_sampler_key() -> None:
     records = [Rec(f"{i}.jpg", pid, 0, "Synthetic") for i, pid in enumerate(_pids())]
     cfg = get_cfg()
+    cfg.DATALOADER.SAMPLER_TRAIN = "NaiveIdentitySampler"
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE = 8, 4
-    cfg.DATALOADER.EPOCH_LENGTH = "images"
+    assert cfg.DATALOADER.EPOCH_LENGTH == "images"  # fastreid's epoch by default
     s = build_train_sampler(cfg, records, rank=0, world_size=1, seed=9)
     assert isinstance(s, NaiveIdentitySampler)
     assert (s.num_instance, s.num_pids_per_batch, s.batch_size, s.seed) == (4, 2, 8, 9)
-    assert s.num_batches == 6  # 42 images / 8 per batch, rounded up: the "images" epoch
+    assert s.num_batches == 5  # 42 images // 8 per batch: the "images" epoch
     assert list(s) == list(NaiveIdentitySampler(_pids(), 8, 4, 9, epoch_length="images"))
 
 
 def test_config_errors_name_the_keys() -> None:
     records = [Rec(f"{i}.jpg", pid, 0, "Synthetic") for i, pid in enumerate(_pids())]
     cfg = get_cfg()
+    cfg.DATALOADER.SAMPLER_TRAIN = "NaiveIdentitySampler"
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE = 10, 4
     with pytest.raises(
         ValueError, match=r"\(10, SOLVER.IMS_PER_BATCH\) .* \(4, DATALOADER.NUM_INSTANCE\)"

@@ -79,9 +79,10 @@ def test_local_torchvision_file_loads_every_tensor_and_reports_the_classifier(
     path = tmp_path / "r18.pth"
     torch.save(state, path)
     with caplog.at_level(logging.INFO, logger="reid"):
-        # MODEL.BACKBONE.PRETRAIN is True by default
         cfg = load_config(
-            None, ["MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.PRETRAIN_PATH", str(path)]
+            None,
+            ["MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM", "512"]
+            + ["MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", str(path)],
         )
         backbone = build_backbone(cfg)
     _assert_loaded(backbone, state)
@@ -216,6 +217,22 @@ def test_no_network_gives_a_clear_message(hub_dir, no_download):
 def test_bad_files_are_clear_errors(tmp_path):
     with pytest.raises(
         ConfigError, match="^MODEL.BACKBONE.PRETRAIN_PATH is not a file: /nowhere/w.pth"
+    ):
+        build_backbone(
+            load_config(
+                None,
+                [
+                    "MODEL.BACKBONE.PRETRAIN",
+                    "True",
+                    "MODEL.BACKBONE.PRETRAIN_PATH",
+                    "/nowhere/w.pth",
+                ],
+            )
+        )
+    with pytest.raises(
+        ConfigError,
+        match=r"^MODEL.BACKBONE.PRETRAIN_PATH is /nowhere/w.pth but MODEL.BACKBONE.PRETRAIN is "
+        r"False: nothing would load it",
     ):
         build_backbone(load_config(None, ["MODEL.BACKBONE.PRETRAIN_PATH", "/nowhere/w.pth"]))
     unsafe = tmp_path / "unsafe.pth"

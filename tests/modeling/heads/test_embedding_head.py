@@ -149,6 +149,12 @@ def test_config_maps_the_keys():
     assert type(head.classifier) is CosFace and head.classifier.weight.shape == (N_CLASSES, 3)
     assert head.classifier.margin == 0.2 and head.classifier.logit_scale() == 16.0
     cfg = load_config(None, ["MODEL.HEADS.NUM_CLASSES", N_CLASSES, "MODEL.HEADS.NORM", "FrozenBN"])
+    assert type(EmbeddingHead(cfg, C_IN).bottleneck) is nn.Identity  # fastreid: no neck default
+    cfg = load_config(
+        None,
+        ["MODEL.HEADS.NUM_CLASSES", N_CLASSES, "MODEL.HEADS.NORM", "FrozenBN"]
+        + ["MODEL.HEADS.WITH_BNNECK", "True"],
+    )
     assert type(EmbeddingHead(cfg, C_IN).bottleneck) is FrozenBatchNorm
 
 
@@ -171,6 +177,8 @@ def test_config_errors_name_the_keys():
     ):
         build_heads(cfg, C_IN)
     cfg.MODEL.HEADS.NAME = "EmbeddingHead"
+    assert build_heads(cfg).classifier.weight.shape == (N_CLASSES, 2048)  # fastreid's FEAT_DIM
+    cfg.MODEL.BACKBONE.FEAT_DIM = 0
     with pytest.raises(ConfigError, match="MODEL.BACKBONE.FEAT_DIM"):
         build_heads(cfg)
     cfg.MODEL.BACKBONE.FEAT_DIM = C_IN

@@ -92,3 +92,16 @@ def test_config_builds_the_paper_heads():
     assert type(unified) is UnifiedHead and unified.classifier.weight.shape == (N_CLASSES, 8)
     with pytest.raises(ConfigError, match="^MODEL.HEADS.EMBEDDING_DIM must be >= 0"):
         build_heads(load_config(None, opts + ["MODEL.HEADS.EMBEDDING_DIM", -1]), C_IN)
+
+
+@pytest.mark.parametrize("head", ["RatioHead", "UnifiedHead"])
+@pytest.mark.parametrize("key, value", [("WITH_BNNECK", "True"), ("NECK_FEAT", "after")])
+def test_a_key_the_paper_heads_cannot_honour_is_an_error(head, key, value):
+    opts = ["MODEL.HEADS.NUM_CLASSES", N_CLASSES, "MODEL.HEADS.NAME", head]
+    build_heads(load_config(None, opts), C_IN)  # the keys at their defaults: no option asked for
+    with pytest.raises(
+        ConfigError,
+        match=rf"^MODEL.HEADS.{key} is '?{value}'?, which {head} cannot honour: .*; leave it at "
+        r".* \(the key is EmbeddingHead's\)",
+    ):
+        build_heads(load_config(None, opts + [f"MODEL.HEADS.{key}", value]), C_IN)

@@ -91,6 +91,13 @@ def test_pooling_errors():
     cfg.MODEL.HEADS.GEM_P = 0.0
     with pytest.raises(ConfigError, match="^MODEL.HEADS.GEM_P must be positive, got 0.0"):
         build_pooling(cfg)
+    cfg.MODEL.HEADS.POOL_LAYER, cfg.MODEL.HEADS.GEM_P = "GlobalAvgPool", 4.0
+    with pytest.raises(
+        ConfigError,
+        match=r"^MODEL.HEADS.GEM_P is 4.0, but GlobalAvgPool \(MODEL.HEADS.POOL_LAYER\) has no "
+        r"power p",
+    ):
+        build_pooling(cfg)
     assert {
         "GlobalAvgPool",
         "GlobalMaxPool",

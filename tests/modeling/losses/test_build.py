@@ -201,7 +201,7 @@ ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"temperature": 0.05, "kind": "sp-lh", "feat_key": "neck_features"},
     ),
 }
-FASTREID_KEYS = {"TripletLoss": {"HARD_MINING", "NORM_FEAT"}}
+FASTREID_KEYS = {"TripletLoss": {"NORM_FEAT"}}
 
 
 def _outputs(
@@ -332,7 +332,7 @@ def test_scale_weights_the_loss_and_stage_weights_replace_it() -> None:
     outputs, y = _outputs()
     values = losses(outputs, y)
     ce = torch.nn.functional.cross_entropy(outputs["logits"], y)
-    tri = triplet_loss(outputs["features"], y, 0.3)
+    tri = triplet_loss(outputs["features"], y, 0.3, mining="weighted")  # fastreid's default
     assert values["loss_cls"].item() == pytest.approx(0.5 * ce.item(), rel=1e-6)
     assert values["loss_triplet"].item() == pytest.approx(3.0 * tri.item(), rel=1e-6)
     staged = losses(outputs, y, weights={"TripletLoss": 2.0, "CrossEntropyLoss": 0})
@@ -379,6 +379,9 @@ def test_feat_dim_from_the_meta_architecture_sizes_the_parameters() -> None:
     assert losses.losses["ProxyNCALoss"].proxies.shape == (5, 24)
     mpn = losses.losses["MPNTupletLoss"]
     assert isinstance(mpn, MPNTupletLoss) and mpn.phi[0].in_features == 24
+    # without the head's dim: MODEL.BACKBONE.FEAT_DIM (fastreid's 2048), and no guess when it is 0
+    assert build_losses(cfg).losses["CenterLoss"].centers.shape == (5, 2048)
+    merge_from_list(cfg, ["MODEL.BACKBONE.FEAT_DIM", "0"])
     with pytest.raises(ValueError, match="build_losses\\(cfg, feat_dim=<the head's output dim>\\)"):
         build_losses(cfg)
 

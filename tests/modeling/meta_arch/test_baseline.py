@@ -117,6 +117,7 @@ def test_input_errors(test_loss_set):
 SMALL = [
     "MODEL.DEVICE", "cpu",
     "MODEL.BACKBONE.DEPTH", "18x",
+    "MODEL.BACKBONE.FEAT_DIM", 512,
     "MODEL.BACKBONE.PRETRAIN", False,
     "MODEL.HEADS.NUM_CLASSES", N_CLASSES,
     "MODEL.LOSSES.NAME", ["CrossEntropyLoss", "TripletLoss"],

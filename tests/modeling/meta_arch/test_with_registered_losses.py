@@ -10,6 +10,7 @@ from reid.modeling import build_model
 SMALL = [
     "MODEL.DEVICE", "cpu",
     "MODEL.BACKBONE.DEPTH", "18x",
+    "MODEL.BACKBONE.FEAT_DIM", 512,
     "MODEL.BACKBONE.PRETRAIN", False,
     "MODEL.HEADS.NUM_CLASSES", 4,
 ]  # fmt: skip
