@@ -29,6 +29,7 @@ components in this package (``autoaugment.py``, ``random_resized_crop.py``, ``co
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -257,7 +258,7 @@ class TrainTransform(v2.Compose):
         if c.REA.ENABLED:
             keys.update(erasing_prob="REA.PROB", erasing_value="REA.VALUE")
         args = _input_arguments(cfg, keys)
-        components = {
+        components: dict[str, Any] = {
             "autoaugment": AutoAugment,
             "random_resized_crop": RandomResizedCrop,
             "color_jitter": ColorJitter,
