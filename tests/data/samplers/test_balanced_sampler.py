@@ -61,7 +61,7 @@ CAMS = [0, 0, 1, 1, 1, 4, 4, 5, 2, 3, 2, 3]
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_chunks_follow_fastreids_rule_exactly_in_distribution(k: int) -> None:
-    epochs = 3000
+    epochs = 2000
     seen: dict[int, Counter] = {pid: Counter() for pid in set(PIDS)}
     s = BalancedIdentitySampler(PIDS, CAMS, batch_size=4 * k, num_instance=k, seed=11)
     for epoch in range(epochs):

@@ -51,7 +51,7 @@ def test_batches_draw_the_set_weights_in_proportion_to_images() -> None:
     first: Counter = Counter()
     joint: Counter = Counter()
     n = 0
-    for epoch in range(3000):
+    for epoch in range(1000):
         s.set_epoch(epoch)
         for batch in _chunks(list(s), 6):
             ids = [PIDS[c[0]] for c in _chunks(batch, 2)]

@@ -30,7 +30,7 @@ def reference_patch_size(height: int, width: int) -> tuple[int, int] | None:
 def test_patch_size_follows_fastreids_rule() -> None:
     step = RandomPatch()
     sizes = []
-    for seed in range(300):
+    for seed in range(120):
         torch.manual_seed(seed)
         size = step.patch_size(32, 16)
         torch.manual_seed(seed)
