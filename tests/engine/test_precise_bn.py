@@ -2,6 +2,10 @@
 modes, momenta and counters are kept; the hook runs before every evaluation."""
 
 import copy
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -176,3 +180,51 @@ def test_batches_come_from_the_dataset_training_loader_config() -> None:
     out = precise_bn_config(cfg)
     assert list(out.DATASETS.NAMES) == ["VeRi"] and out.DATALOADER.NUM_WORKERS == 0
     assert list(cfg.DATASETS.NAMES) == ["Market1501", "DukeMTMC"]  # the run's config untouched
+
+
+SCRIPT = """
+import importlib.util, os, sys
+sys.path.insert(0, {root!r})
+import torch
+import torch.distributed as dist
+from reid.engine.precise_bn import update_bn_stats
+
+spec = importlib.util.spec_from_file_location("precise_bn_tests", {this!r})
+tests = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tests)
+
+
+def main(rank, port, out):
+    url = "tcp://127.0.0.1:%d" % port
+    dist.init_process_group("gloo", init_method=url, rank=rank, world_size=2)
+    torch.manual_seed(0)
+    net = tests.Net().double()
+    batches = tests._batches(4)[2 * rank : 2 * rank + 2]  # rank 0: batches 0, 1; rank 1: 2, 3
+    update_bn_stats(net, iter(batches), 2)
+    state = {{name: value.clone() for name, value in net.state_dict().items()}}
+    torch.save(state, os.path.join(out, "rank%d.pt" % rank))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    torch.multiprocessing.spawn(main, args=(int(sys.argv[1]), sys.argv[2]), nprocs=2)
+"""
+
+
+@pytest.mark.slow  # two processes
+def test_statistics_are_averaged_over_the_processes(tmp_path) -> None:
+    this = os.path.abspath(__file__)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(this)))
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(root=root, this=this))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([sys.executable, str(script), str(port), str(tmp_path)], check=True, timeout=300)
+    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    torch.manual_seed(0)
+    expected = reference_stats(Net().double(), _batches(4))  # all four batches in one process
+    for name in ("bn1", "bn2", "bn3"):
+        for state in states:  # both ranks hold the average over all the batches
+            torch.testing.assert_close(state[f"{name}.running_mean"], expected[name][0])
+            torch.testing.assert_close(state[f"{name}.running_var"], expected[name][1])
