@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from torchvision.transforms import v2
 from yacs.config import CfgNode
 
-from reid.config.schema import ConfigArgs, ConfigBlock, Key, configurable, declare
+from reid.config.schema import ConfigArgs, ConfigBlock, InvalidArgument, Key, configurable, declare
 
 from .common import probability
 
@@ -55,13 +55,17 @@ class AutoAugment(v2.RandomApply):
     @configurable
     def __init__(self, prob: float = 0.1, fill: Sequence[int] = FILL) -> None:
         p = probability(prob, "prob", allow_zero=False)
+        if len(fill) not in (1, 3) or any(int(v) != v or not 0 <= v <= 255 for v in fill):
+            raise InvalidArgument(
+                "fill", f"must be 1 or 3 whole values in 0..255, got {list(fill)}"
+            )
+        self.fill = [int(v) for v in fill]
         augment = v2.AutoAugment(
             v2.AutoAugmentPolicy.IMAGENET,
             interpolation=v2.InterpolationMode.BILINEAR,
-            fill=[int(v) for v in fill],
+            fill=self.fill,
         )
         super().__init__([augment], p=p)
-        self.fill = [int(v) for v in fill]
 
     def __repr__(self) -> str:
         return (

@@ -116,3 +116,5 @@ def test_disabled_by_default_and_prob_zero_is_an_error(input_cfg: Callable[..., 
         build_transforms(input_cfg("INPUT.AUTOAUG.ENABLED", "True"), is_train=True)
     with pytest.raises(ValueError, match=r"^prob must be a probability in \(0, 1\].*got 1.5"):
         AutoAugment(prob=1.5)
+    with pytest.raises(ValueError, match=r"^fill must be 1 or 3 whole values in 0..255"):
+        AutoAugment(fill=(128, 300, 0))
