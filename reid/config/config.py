@@ -149,7 +149,7 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
             return value
     elif isinstance(default, (list, tuple)):
         if isinstance(value, (list, tuple)):
-            return list(value)
+            return _as_floats_like(list(value), default)
     elif isinstance(default, str):
         if isinstance(value, str):
             return value
@@ -159,6 +159,13 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         f"{source}: {key} expects a value of type {type(default).__name__} "
         f"(default {default!r}), got {value!r} of type {type(value).__name__}"
     )
+
+
+def _as_floats_like(values: list[Any], default: Sequence[Any]) -> list[Any]:
+    """Whole numbers become floats in a list whose default holds floats ([0.16, 1] -> [0.16, 1.0])."""
+    if default and all(isinstance(d, float) for d in default):
+        return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values]
+    return values
 
 
 def flatten_keys(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

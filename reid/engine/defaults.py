@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from reid.config import load_config
-from reid.config.schema import ConfigBlock, Key, declare
+from reid.config.schema import ConfigBlock, ConfigError, Key, declare
 from reid.data.build import build_reid_test_loader, build_reid_train_loader
 from reid.data.datasets import build_train_records
 from reid.data.samplers import sampler_class
@@ -44,6 +44,7 @@ from reid.utils.file_io import atomic_write_json, atomic_write_text
 from reid.utils.logger import setup_logger
 
 from . import hooks
+from .precise_bn import PreciseBN, batchnorm_layers, precise_bn_config
 from .train_loop import HookBase, ModelWithLoss, SimpleTrainer, StepOptions
 
 logger = logging.getLogger(__name__)
@@ -462,12 +463,38 @@ class DefaultTrainer(SimpleTrainer):
             ),
             hooks.LRScheduler(self.optimizer, self.scheduler),
             hooks.EMA(self.ema_model, self.model) if self.ema_model is not None else None,
+            self.build_precise_bn(cfg),
             hooks.EvalHook(cfg.TEST.EVAL_PERIOD, evaluate),
             hooks.BestCheckpointer(self.checkpointer, f"{first_test_set}/metric"),
             hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD),
             hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD) if main else None,
             hooks.ProgressBar() if main else None,
         ]
+
+    def build_precise_bn(self, cfg: CfgNode) -> PreciseBN | None:
+        """TEST.PRECISE_BN's hook, None when off: recomputes the BatchNorm statistics of the
+        evaluated model (the moving average with SOLVER.EMA) before every evaluation, over
+        batches of the training loader of TEST.PRECISE_BN.DATASET.
+
+        Raises:
+            ConfigError: The model has no BatchNorm layer, or a TEST.PRECISE_BN value is invalid.
+        """
+        if not cfg.TEST.PRECISE_BN.ENABLED:
+            return None
+        if not batchnorm_layers(self.model):
+            raise ConfigError(
+                "TEST.PRECISE_BN.ENABLED is True but the model has no BatchNorm layer with "
+                "running statistics to recompute"
+            )
+        loader, _ = self.build_train_loader(precise_bn_config(cfg))
+        target = self.ema_model.module if self.ema_model is not None else self.model
+        return PreciseBN(
+            target,
+            loader,
+            num_iter=cfg.TEST.PRECISE_BN.NUM_ITER,
+            period=cfg.TEST.EVAL_PERIOD,
+            reference=self.model,
+        )
 
     @classmethod
     def test(

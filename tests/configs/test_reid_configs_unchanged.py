@@ -224,6 +224,10 @@ def _same(a: Any, b: Any) -> bool:
 # Keys of the reference that no longer exist, each with where its effect is now checked.
 REMOVED_KEYS: dict[str, str] = {
     "MODEL.LOSSES.TRI.HARD_MINING": "an alias of MINING now; TripletLoss's mining argument",
+    # reid's resize-then-crop moved to INPUT.RESIZE_THEN_CROP (INPUT.CROP is fastreid's random
+    # resized crop now); tests/configs/test_paper_transforms.py checks those pipelines step by step.
+    "INPUT.CROP.ENABLED": "reid's resize-then-crop is INPUT.RESIZE_THEN_CROP.ENABLED now",
+    "INPUT.CROP.RESIZE": "reid's resize-then-crop is INPUT.RESIZE_THEN_CROP.RESIZE now",
 }
 # Arguments added since (a path into the facts, e.g. ("model", "backbone", "stem_pool")) -> the
 # value every config must build with to train as before; any other new argument fails the test.

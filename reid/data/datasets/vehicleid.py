@@ -1,4 +1,5 @@
-"""PKU VehicleID (Liu et al., CVPR 2016) with its small / medium / large test sets."""
+"""PKU VehicleID (Liu et al., CVPR 2016): the training set with the whole test list, and the
+small / medium / large test sets."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .build import DATASET_REGISTRY
 
 VEHICLEID_CONFIG = ConfigBlock(
     "DATASETS.VEHICLEID",
-    "VehicleID (Small / Medium / LargeVehicleID): the query / gallery draw.",
+    "VehicleID (and Small / Medium / LargeVehicleID): the query / gallery draw.",
     {
         "REPEAT": Key(
             0,
@@ -42,8 +43,11 @@ def _layouts(test_size: int) -> tuple[Layout, ...]:
     )
 
 
+@DATASET_REGISTRY.register()
 class VehicleID(ImageDataset):
-    """Base of the three VehicleID test sizes; the subclasses fix ``test_size``.
+    """VehicleID: the training list and the whole 13,164-vehicle test list (fastreid's
+    ``VehicleID``, the name its configs train on); the subclasses test on the 800 / 1,600 /
+    2,400-vehicle lists of the paper.
 
     Lists hold ``<image id> <vehicle id>`` per line; the image is ``image/<image id>.jpg``. Test
     protocol: for every test vehicle one image is drawn into the gallery and the others go to the
@@ -57,13 +61,15 @@ class VehicleID(ImageDataset):
 
     config_block = VEHICLEID_CONFIG
 
-    test_size: ClassVar[int] = 0
+    name = "VehicleID"
+    test_size: ClassVar[int] = 13164
+    layouts = _layouts(13164)
     layout_help = """\
 <root>/VehicleID_V1.0/
     image/0000001.jpg ...
     train_test_split/
         train_list.txt          (lines "<image id> <vehicle id>", e.g. "0004286 0002")
-        test_list_800.txt   test_list_1600.txt   test_list_2400.txt"""
+        test_list_800.txt   test_list_1600.txt   test_list_2400.txt   test_list_13164.txt"""
 
     @configurable
     def __init__(self, root: str, repeat: int = 0) -> None:

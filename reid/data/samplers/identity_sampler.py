@@ -87,7 +87,7 @@ class NaiveIdentitySampler(TrainSampler):
                 "epoch_length", f"must be one of {list(EPOCH_LENGTHS)}, got {epoch_length!r}"
             )
         if len(pids) == 0:
-            raise ValueError("NaiveIdentitySampler: the training set is empty")
+            raise ValueError(f"{type(self).__name__}: the training set is empty")
         self._check_batch_shape(batch_size, num_instance, world_size)
         self.num_instance = num_instance
         self.num_pids_per_batch = batch_size // num_instance
@@ -101,11 +101,11 @@ class NaiveIdentitySampler(TrainSampler):
         self._indices = [np.asarray(index_by_pid[pid], dtype=np.int64) for pid in self.pids]
         if len(self.pids) < self.num_pids_per_batch:
             raise ValueError(
-                f"NaiveIdentitySampler: a batch needs P = {self.num_pids_per_batch} distinct "
+                f"{type(self).__name__}: a batch needs P = {self.num_pids_per_batch} distinct "
                 f"identities but the training set has only {len(self.pids)}; lower "
                 f"SOLVER.IMS_PER_BATCH or raise DATALOADER.NUM_INSTANCE"
             )
-        self.batches_per_pass = math.ceil(len(self.pids) / self.num_pids_per_batch)
+        self.batches_per_pass = self._batches_per_pass()
         self.num_batches = self.batches_per_pass
         if epoch_length == "images_ceil":
             self.num_batches = max(self.batches_per_pass, math.ceil(len(pids) / batch_size))
@@ -119,22 +119,25 @@ class NaiveIdentitySampler(TrainSampler):
                     f"SOLVER.IMS_PER_BATCH or use 'images_ceil' or 'identities'",
                 )
 
-    @staticmethod
-    def _check_batch_shape(batch_size: int, num_instance: int, world_size: int) -> None:
+    def _check_batch_shape(self, batch_size: int, num_instance: int, world_size: int) -> None:
         """P x K must fill the batch, and the world size must divide P (whole identities)."""
         if num_instance < 1 or batch_size < 1 or batch_size % num_instance != 0:
             raise ValueError(
-                f"NaiveIdentitySampler: batch size ({batch_size}, SOLVER.IMS_PER_BATCH) must be a "
+                f"{type(self).__name__}: batch size ({batch_size}, SOLVER.IMS_PER_BATCH) must be a "
                 f"positive multiple of the images per identity ({num_instance}, "
                 f"DATALOADER.NUM_INSTANCE)"
             )
         p = batch_size // num_instance
         if p % world_size != 0:
             raise ValueError(
-                f"NaiveIdentitySampler: P = {p} identities per batch (SOLVER.IMS_PER_BATCH "
+                f"{type(self).__name__}: P = {p} identities per batch (SOLVER.IMS_PER_BATCH "
                 f"{batch_size} / DATALOADER.NUM_INSTANCE {num_instance}) must be divisible by the "
                 f"world size {world_size}, so that every rank gets whole identities"
             )
+
+    def _batches_per_pass(self) -> int:
+        """Batches of one identity pass: the last group is topped up, so ceil(#ids / P)."""
+        return math.ceil(len(self.pids) / self.num_pids_per_batch)
 
     @classmethod
     def from_config(
@@ -164,6 +167,10 @@ class NaiveIdentitySampler(TrainSampler):
         extra = rng.choice(indices, size=k - len(indices), replace=True)
         return np.concatenate([rng.permutation(indices), extra])
 
+    def _draw_identity(self, rng: np.random.Generator, identity: int) -> np.ndarray:
+        """K dataset indices of ``self.pids[identity]``."""
+        return self._draw(rng, self._indices[identity])
+
     def _identity_pass(self, rng: np.random.Generator) -> list[np.ndarray]:
         """Every identity once, shuffled, in groups of P (the last topped up from the others)."""
         n, p = len(self.pids), self.num_pids_per_batch
@@ -184,7 +191,7 @@ class NaiveIdentitySampler(TrainSampler):
         while len(groups) < self.num_batches:
             groups.extend(self._identity_pass(rng))
         return [
-            [int(i) for g in group for i in self._draw(rng, self._indices[g])]
+            [int(i) for g in group for i in self._draw_identity(rng, int(g))]
             for group in groups[: self.num_batches]
         ]
 

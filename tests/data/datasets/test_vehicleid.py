@@ -11,7 +11,12 @@ from yacs.config import CfgNode
 from reid.config import ConfigError
 from reid.data.datasets import build_dataset
 from reid.data.datasets.bases import DatasetCountWarning, DatasetFormatError, DatasetNotFoundError
-from reid.data.datasets.vehicleid import LargeVehicleID, MediumVehicleID, SmallVehicleID
+from reid.data.datasets.vehicleid import (
+    LargeVehicleID,
+    MediumVehicleID,
+    SmallVehicleID,
+    VehicleID,
+)
 
 TRAIN = ["0000004 0002", "0000001 0001", "0000002 0001", "0000007 0002", "0000009 0005"]
 # vehicle 11 has 5 images, 12 has 3, 13 has 1 (lines deliberately unsorted)
@@ -32,7 +37,7 @@ def make(
     root: str,
     write_image: Callable[..., str],
     write_text: Callable[..., str],
-    sizes: tuple[int, ...] = (800, 1600, 2400),
+    sizes: tuple[int, ...] = (800, 1600, 2400, 13164),
 ) -> str:
     base = os.path.join(root, "VehicleID_V1.0")
     write_text(os.path.join(base, "train_test_split", "train_list.txt"), TRAIN)
@@ -167,3 +172,36 @@ def test_negative_repeat_rejected(tmp_path: Path, cfg_for: Callable[..., CfgNode
         SmallVehicleID(str(tmp_path), repeat=-1)
     with pytest.raises(ConfigError, match=r"^DATASETS\.VEHICLEID\.REPEAT must be >= 0, got -1$"):
         build_dataset("SmallVehicleID", cfg_for(DATASETS__VEHICLEID__REPEAT=-1))
+
+
+def test_vehicleid_trains_on_the_training_list_and_tests_on_the_whole_test_list(
+    tmp_path: Path,
+    write_image: Callable[..., str],
+    write_text: Callable[..., str],
+    quietly: Callable[..., Any],
+    cfg_for: Callable[..., CfgNode],
+) -> None:
+    # fastreid's configs train on "VehicleID" and test on Small/Medium/LargeVehicleID
+    base = make(str(tmp_path), write_image, write_text)
+    whole = TEST + ["0000501 0015", "0000502 0015"]
+    write_text(os.path.join(base, "train_test_split", "test_list_13164.txt"), whole)
+    for line in ("0000501", "0000502"):
+        write_image(os.path.join(base, "image", line + ".jpg"))
+    ds = quietly(lambda: build_dataset("VehicleID", cfg_for(DATASETS__VEHICLEID__REPEAT=4)))
+    assert isinstance(ds, VehicleID) and ds.name == "VehicleID" and ds.repeat == 4
+    small = quietly(lambda: SmallVehicleID(str(tmp_path)))
+    assert [(r.path, r.pid, r.camid) for r in ds.train] == [
+        (r.path, r.pid, r.camid) for r in small.train
+    ]
+    assert {r.dataset for r in ds.train} == {"VehicleID"}
+    assert sorted(r.pid for r in ds.gallery) == [11, 12, 13, 15]
+    assert len(ds.query) == len(whole) - 4
+    assert ds.official_counts() == {"train": (13164, 113346), "gallery": (13164, 13164)}
+
+
+def test_vehicleid_needs_the_whole_test_list(
+    tmp_path: Path, write_image: Callable[..., str], write_text: Callable[..., str]
+) -> None:
+    make(str(tmp_path), write_image, write_text, sizes=(800, 1600, 2400))
+    with pytest.raises(DatasetNotFoundError, match=r"missing .*test_list_13164\.txt"):
+        VehicleID(str(tmp_path))

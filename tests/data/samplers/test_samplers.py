@@ -191,7 +191,7 @@ def test_build_train_sampler_from_config() -> None:
     with pytest.raises(
         ConfigError,
         match=r"DATALOADER.SAMPLER_TRAIN: .*'RandomIdentity'"
-        r".*NaiveIdentitySampler, TrainingSampler",
+        r".*BalancedIdentitySampler, NaiveIdentitySampler, SetReWeightSampler, TrainingSampler",
     ):
         build_train_sampler(cfg, records, 0, 1, 0)
 

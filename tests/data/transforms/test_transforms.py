@@ -72,10 +72,10 @@ def test_padding_and_random_crop_keep_size_and_shift_the_content() -> None:
     assert any(not torch.equal(o, plain) for o in outs)
 
 
-def test_crop_resizes_then_crops_to_the_train_size() -> None:
+def test_resize_then_crops_then_crops_to_the_train_size() -> None:
     img = _image(3)
     big = EvalTransform(size=(36, 18))(img)
-    t = TrainTransform(size=(H, W), crop_resize=(36, 18))
+    t = TrainTransform(size=(H, W), resize_then_crop=(36, 18))
     outs = [t(img) for _ in range(6)]
     assert all(o.shape == (3, H, W) and _windows(big, o) for o in outs)
     assert len({tuple(o.flatten().tolist()) for o in outs}) > 1
@@ -102,8 +102,15 @@ def test_config_maps_every_input_key() -> None:
     merge_from_list(
         cfg,
         ["INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[30, 14]"]
-        + ["INPUT.INTERPOLATION", "bilinear", "INPUT.CROP.ENABLED", "True"]
-        + ["INPUT.CROP.RESIZE", "[36, 18]", "INPUT.FLIP.ENABLED", "True", "INPUT.FLIP.PROB", "0.3"]
+        + ["INPUT.INTERPOLATION", "bilinear", "INPUT.RESIZE_THEN_CROP.ENABLED", "True"]
+        + [
+            "INPUT.RESIZE_THEN_CROP.RESIZE",
+            "[36, 18]",
+            "INPUT.FLIP.ENABLED",
+            "True",
+            "INPUT.FLIP.PROB",
+            "0.3",
+        ]
         + ["INPUT.PADDING.ENABLED", "True", "INPUT.PADDING.SIZE", "5"]
         + ["INPUT.PADDING.MODE", "edge", "INPUT.REA.ENABLED", "True", "INPUT.REA.PROB", "0.7"]
         + ["INPUT.REA.VALUE", "[1.0, 2.0, 3.0]"],
@@ -111,7 +118,7 @@ def test_config_maps_every_input_key() -> None:
     train = TrainTransform(
         size=(32, 16),
         interpolation="bilinear",
-        crop_resize=(36, 18),
+        resize_then_crop=(36, 18),
         flip_prob=0.3,
         padding=5,
         padding_mode="edge",
@@ -144,9 +151,10 @@ def test_disabled_steps_are_left_out_whatever_their_other_keys() -> None:
             "INPUT.PADDING.MODE must be one of",
         ),
         (
-            ["INPUT.CROP.ENABLED", "True", "INPUT.CROP.RESIZE", "[30, 20]"],
+            ["INPUT.RESIZE_THEN_CROP.ENABLED", "True", "INPUT.RESIZE_THEN_CROP.RESIZE", "[30, 20]"],
             True,
-            r"INPUT.CROP.RESIZE \[30, 20\] must be at least INPUT.SIZE_TRAIN \[32, 16\]",
+            r"INPUT.RESIZE_THEN_CROP.RESIZE \[30, 20\] must be at least INPUT.SIZE_TRAIN "
+            r"\[32, 16\]",
         ),
         (
             ["INPUT.REA.ENABLED", "True", "INPUT.REA.VALUE", "[0.5, 0.4]"],
@@ -175,7 +183,10 @@ def test_config_errors(overrides: list[str], is_train: bool, message: str) -> No
         ({"interpolation": "nearest"}, r"^interpolation must be one of \['bicubic', 'bilinear'\]"),
         ({"padding": 2, "padding_mode": "wrap"}, "^padding_mode must be one of"),
         ({"padding": -1}, "^padding must be >= 0, got -1"),
-        ({"crop_resize": (30, 20)}, r"^crop_resize \[30, 20\] must be at least the output size"),
+        (
+            {"resize_then_crop": (30, 20)},
+            r"^resize_then_crop \[30, 20\] must be at least the output size",
+        ),
         ({"erasing_prob": 0.5, "erasing_value": (0.5, 0.4)}, "^erasing_value must be 1 or 3"),
         ({"erasing_prob": 2.0}, r"^erasing_prob must be a probability in \[0, 1\], got 2.0"),
         ({"flip_prob": -0.5}, r"^flip_prob must be a probability"),
@@ -185,3 +196,79 @@ def test_config_errors(overrides: list[str], is_train: bool, message: str) -> No
 def test_argument_errors_name_the_argument(arguments: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainTransform(**{"size": (H, W), **arguments})
+
+
+# fastreid 1.4.0 fastreid/data/transforms/build.py, training branch: the order of its steps.
+FASTREID_TRAIN_ORDER = [
+    "AutoAugment",  # INPUT.AUTOAUG
+    "Resize",  # INPUT.SIZE_TRAIN
+    "RandomResizedCrop",  # INPUT.CROP
+    "Pad",  # INPUT.PADDING
+    "RandomCrop",
+    "RandomHorizontalFlip",  # INPUT.FLIP
+    "ColorJitter",  # INPUT.CJ
+    "RandomAffine",  # INPUT.AFFINE
+    "AugMix",  # INPUT.AUGMIX
+    "ToDtype",  # ToTensor
+    "RandomErasing",  # INPUT.REA
+    "RandomPatch",  # INPUT.RPT
+]
+
+EVERY_STEP = (
+    ["INPUT.AUTOAUG.ENABLED", "True", "INPUT.AUTOAUG.PROB", "0.1", "INPUT.CROP.ENABLED", "True"]
+    + ["INPUT.CROP.SIZE", "[24, 12]", "INPUT.PADDING.ENABLED", "True", "INPUT.FLIP.ENABLED", "True"]
+    + ["INPUT.CJ.ENABLED", "True", "INPUT.AFFINE.ENABLED", "True", "INPUT.AUGMIX.ENABLED", "True"]
+    + ["INPUT.AUGMIX.PROB", "0.2", "INPUT.REA.ENABLED", "True", "INPUT.RPT.ENABLED", "True"]
+)
+
+
+def test_pipeline_order_is_fastreids() -> None:
+    cfg = get_cfg()
+    merge_from_list(cfg, ["INPUT.SIZE_TRAIN", "[32, 16]"] + EVERY_STEP)
+    t = build_transforms(cfg, is_train=True)
+    names = [type(s).__name__ for s in t.transforms]
+    assert names == ["ToRGB", "ToImage"] + FASTREID_TRAIN_ORDER + ["ToPureTensor"]
+    out = t(_image(7))
+    assert out.dtype == torch.float32 and out.shape == (3, H, W)
+
+
+def test_config_maps_the_component_keys() -> None:
+    from reid.data.transforms import (
+        AugMix,
+        AutoAugment,
+        ColorJitter,
+        RandomAffine,
+        RandomPatch,
+        RandomResizedCrop,
+    )
+
+    cfg = get_cfg()
+    merge_from_list(cfg, ["INPUT.SIZE_TRAIN", "[32, 16]"] + EVERY_STEP)
+    expected = TrainTransform(
+        size=(32, 16),
+        flip_prob=0.5,
+        padding=10,
+        erasing_prob=0.5,
+        autoaugment=AutoAugment(prob=0.1),
+        random_resized_crop=RandomResizedCrop(size=(24, 12)),
+        color_jitter=ColorJitter(),
+        affine=RandomAffine(),
+        augmix=AugMix(prob=0.2),
+        random_patch=RandomPatch(prob=0.5),
+    )
+    assert repr(build_transforms(cfg, is_train=True)) == repr(expected)
+
+
+def test_flip_after_padding_as_fastreid() -> None:
+    # Pad + random crop, then flip: with p = 1 the output is the mirror of a padded window.
+    img = _image(8)
+    plain = EvalTransform(size=(H, W))(img)
+    padded = torch.nn.functional.pad(plain, (3, 3, 3, 3))
+    t = TrainTransform(size=(H, W), padding=3, flip_prob=1.0)
+    assert [type(s).__name__ for s in t.transforms][3:6] == [
+        "Pad",
+        "RandomCrop",
+        "RandomHorizontalFlip",
+    ]
+    for _ in range(5):
+        assert _windows(padded.flip(-1), t(img))

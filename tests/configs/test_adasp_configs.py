@@ -1,0 +1,49 @@
+"""The AdaSP configs follow the AdaSP repository (Astaxanthin/AdaSP, configs/): AutoAugment with
+p = 0.1 wherever its Base-SBS.yml is inherited, and the training sampler each of its files names."""
+
+import glob
+import os
+
+import pytest
+
+from reid.config import load_config
+from reid.data.transforms import AutoAugment, build_transforms
+from reid.tables.record import default_papers_dir
+
+PAPERS = default_papers_dir()
+ROWS = sorted(
+    p
+    for p in glob.glob(os.path.join(PAPERS, "adasp", "*", "*.yml"))
+    if not os.path.basename(p).startswith("Base-")
+)
+
+# What the repository's files say, per dataset folder: DATALOADER.SAMPLER_TRAIN (Market1501,
+# DukeMTMC and VeRi files name BalancedIdentitySampler; the MSMT17 and VehicleID files inherit
+# Base-bagtricks.yml's NaiveIdentitySampler) and whether Base-SBS.yml's INPUT.AUTOAUG (ENABLED,
+# PROB 0.1) is inherited (Base-MGN.yml and the VeRi files build on Base-SBS.yml, the VehicleID
+# files on Base-bagtricks.yml); the training set name.
+REPOSITORY = {
+    "Market1501": ("BalancedIdentitySampler", True, "Market1501"),
+    "DukeMTMC": ("BalancedIdentitySampler", True, "DukeMTMC"),
+    "MSMT17": ("NaiveIdentitySampler", True, "MSMT17"),
+    "VeRi": ("BalancedIdentitySampler", True, "VeRi"),
+    "VehicleID": ("NaiveIdentitySampler", False, "VehicleID"),
+}
+
+
+def test_thirty_rows_over_the_five_datasets():
+    assert len(ROWS) == 30
+    assert {os.path.basename(os.path.dirname(p)) for p in ROWS} == set(REPOSITORY)
+
+
+@pytest.mark.parametrize("path", ROWS, ids=lambda p: os.path.relpath(p, PAPERS))
+def test_sampler_autoaugment_and_training_set_as_the_repository(path):
+    sampler, autoaug, train_set = REPOSITORY[os.path.basename(os.path.dirname(path))]
+    cfg = load_config(path)
+    assert cfg.DATALOADER.SAMPLER_TRAIN == sampler
+    assert list(cfg.DATASETS.NAMES) == [train_set]
+    assert (cfg.INPUT.AUTOAUG.ENABLED, cfg.INPUT.AUTOAUG.PROB) == (
+        (True, 0.1) if autoaug else (False, 0.0)
+    )
+    steps = build_transforms(cfg, is_train=True).transforms
+    assert (repr(steps[2]) == repr(AutoAugment(prob=0.1))) is autoaug
