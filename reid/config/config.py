@@ -162,7 +162,7 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
 
 
 def _as_floats_like(values: list[Any], default: Sequence[Any]) -> list[Any]:
-    """Whole numbers become floats in a list whose default holds floats ([0.16, 1] -> [0.16, 1.0])."""
+    """Whole numbers become floats in a list of float defaults ([0.16, 1] -> [0.16, 1.0])."""
     if default and all(isinstance(d, float) for d in default):
         return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values]
     return values
