@@ -35,6 +35,8 @@ from reid.solver.stages import Stage, StagedSchedule, build_training_plan
 from reid.utils import comm
 from reid.utils.checkpoint import (
     Checkpointer,
+    ExistingRunError,
+    check_new_run,
     completed_epochs,
     load_checkpoint_file,
     load_state_strict,
@@ -43,7 +45,7 @@ from reid.utils.env import collect_env_info, draw_seed, seed_all_rng
 from reid.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
 from reid.utils.file_io import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from reid.utils.logger import setup_logger
-from reid.utils.run_lock import OutputDirInUseError, acquire_output_dir
+from reid.utils.run_lock import OutputDirInUseError, acquire_output_dir, release_output_dir
 
 from . import hooks
 from .launch import DEFAULT_GLOO_TIMEOUT_S, DEFAULT_NCCL_TIMEOUT_S
@@ -269,14 +271,29 @@ def _agreed_seed(seed: int) -> int:
     return seeds[0]
 
 
-def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> CfgNode:
-    """Logger, seed, environment report and OUTPUT_DIR/config.yaml; returns the frozen config."""
+def default_setup(
+    cfg: CfgNode, args: argparse.Namespace | None = None, new_run: bool = False
+) -> CfgNode:
+    """OUTPUT_DIR and its lock, logger, seed, environment report and OUTPUT_DIR/config.yaml;
+    returns the frozen config.
+
+    Args:
+        cfg: The run's config.
+        args: The command line, logged.
+        new_run: The run starts from scratch: an OUTPUT_DIR that holds another run's checkpoints
+            is an error before anything there is written (see :class:`ExistingRunError`).
+
+    Raises:
+        ConfigError: OUTPUT_DIR is a file or cannot be created.
+        OutputDirInUseError: Another process holds OUTPUT_DIR's lock.
+        ExistingRunError: ``new_run`` and OUTPUT_DIR holds checkpoints.
+    """
     cfg = cfg.clone()
     cfg.defrost()
     cfg.SEED = _agreed_seed(cfg.SEED)
     cfg.freeze()
     rank = comm.get_rank()
-    taken_over = _claim_output_dir(cfg.OUTPUT_DIR)
+    taken_over = _claim_output_dir(cfg.OUTPUT_DIR, new_run)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
     if taken_over:
         logger.warning("%s", taken_over)
@@ -295,9 +312,10 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> CfgNo
     return cfg
 
 
-def _claim_output_dir(output_dir: str) -> str | None:
-    """Create OUTPUT_DIR and take its lock on the main process; every process raises the same
-    error when that fails. Returns the message about a dead run's lock taken over, if any."""
+def _claim_output_dir(output_dir: str, new_run: bool) -> str | None:
+    """Create OUTPUT_DIR and take its lock on the main process (with ``new_run``, refuse a folder
+    with checkpoints); every process raises the same error when that fails. Returns the message
+    about a dead run's lock taken over, if any."""
     error: str | None = None
     taken_over: str | None = None
     if comm.is_main_process():
@@ -315,7 +333,13 @@ def _claim_output_dir(output_dir: str) -> str | None:
                     f"you can write to"
                 ) from None
             taken_over = acquire_output_dir(output_dir)
-        except (ConfigError, OutputDirInUseError) as e:
+            if new_run:
+                try:
+                    check_new_run(output_dir)
+                except ExistingRunError:
+                    release_output_dir(output_dir)
+                    raise
+        except (ConfigError, OutputDirInUseError, ExistingRunError) as e:
             if comm.get_world_size() == 1:
                 raise
             error = f"{type(e).__name__}: {e}"
@@ -335,16 +359,19 @@ def eval_only_output_dir(cfg: CfgNode) -> str:
 def setup(args: argparse.Namespace) -> CfgNode:
     """The run's config from the command line: ``--import`` modules, the file, the overrides.
 
-    With ``--eval-only``, OUTPUT_DIR becomes :func:`eval_only_output_dir`.
+    With ``--eval-only``, OUTPUT_DIR becomes :func:`eval_only_output_dir`; without it, ``--resume``
+    or ``--start-over``, an OUTPUT_DIR with checkpoints is refused before anything is written.
     """
     for module in getattr(args, "imports", None) or []:
         importlib.import_module(module)
     cfg = load_config(args.config_file or None, args.opts or [])
-    if getattr(args, "eval_only", False):
+    eval_only = getattr(args, "eval_only", False)
+    if eval_only:
         if not cfg.MODEL.WEIGHTS:
             raise ConfigError("--eval-only needs MODEL.WEIGHTS: the checkpoint to evaluate")
         cfg.OUTPUT_DIR = eval_only_output_dir(cfg)
-    return default_setup(cfg, args)
+    resumed = getattr(args, "resume", False) or getattr(args, "start_over", False)
+    return default_setup(cfg, args, new_run=not (eval_only or resumed))
 
 
 def with_num_classes(cfg: CfgNode, num_classes: int) -> CfgNode:

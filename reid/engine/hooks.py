@@ -70,11 +70,19 @@ class PeriodicCheckpointer(HookBase):
         elif self.period > 0 and done % self.period == 0:
             self.save(f"model_{done:04d}")
 
-    def save_epoch(self) -> str | None:
-        """This epoch's checkpoint, saved now unless it already is (``model_XXXX``); its path."""
-        done = self.trainer.epoch + 1
+    def before_train(self) -> None:
+        start = self.trainer.start_epoch
+        if start > 0:  # resumed: the checkpoint of the completed epochs is on disk
+            self._saved = (start, self.checkpointer.last_saved)
+
+    def save_epoch(self, done: int) -> str | None:
+        """The checkpoint of ``done`` completed epochs: the one saved or resumed from, else saved
+        now if ``done`` is the epoch that just ended (``model_XXXX``); its path (None if neither
+        or on processes that do not write)."""
         if self._saved is not None and self._saved[0] == done:
             return self._saved[1]
+        if done != self.trainer.epoch + 1:
+            return None
         return self.save("model_final" if done == self.trainer.max_epoch else f"model_{done:04d}")
 
 
@@ -90,8 +98,8 @@ class EvalHook(HookBase):
     the epoch's last iteration (where :class:`BestCheckpointer` reads it).
 
     Evaluations run after the epoch's checkpoint (register this hook after
-    :class:`PeriodicCheckpointer`). When one fails, ``save_weights`` saves the epoch's weights if
-    no checkpoint holds them yet, and the error says where they are. A run resumed from a
+    :class:`PeriodicCheckpointer`). When one fails, ``save_weights(epoch)`` saves the epoch's
+    weights if no checkpoint holds them yet, and the error says where they are. A run resumed from a
     checkpoint whose evaluation did not finish evaluates it before training on; when
     ``recorded(epoch)`` returns that evaluation's results (written before the interruption),
     they are used instead, so the state is that of an uninterrupted run.
@@ -101,7 +109,7 @@ class EvalHook(HookBase):
         self,
         period: int,
         eval_function: Callable[[int], Mapping[str, Mapping[str, float]]],
-        save_weights: Callable[[], str | None] | None = None,
+        save_weights: Callable[[int], str | None] | None = None,
         recorded: Callable[[int], Mapping[str, Mapping[str, float]] | None] | None = None,
     ) -> None:
         self.period = period
@@ -123,7 +131,7 @@ class EvalHook(HookBase):
         try:
             results = self.eval_function(done)
         except Exception as e:
-            path = self.save_weights() if self.save_weights is not None else None
+            path = self.save_weights(done) if self.save_weights is not None else None
             where = f"saved in {path}" if path else "not saved by this process"
             raise EvaluationError(
                 f"evaluation after epoch {done} failed: {type(e).__name__}: {e}\n"

@@ -331,13 +331,7 @@ class Checkpointer:
 
     def run_files(self) -> list[str]:
         """The names of the checkpoint files of save_dir (``model_*.pth``, ``last_checkpoint``)."""
-        if not os.path.isdir(self.save_dir):
-            return []
-        return sorted(
-            n
-            for n in os.listdir(self.save_dir)
-            if (n.startswith("model_") and n.endswith(".pth")) or n == LAST_CHECKPOINT
-        )
+        return checkpoint_files(self.save_dir)
 
     def resume_candidates(self) -> tuple[list[str], list[str]]:
         """The checkpoints to resume from, best first, and why other files were passed over.
@@ -456,12 +450,7 @@ class Checkpointer:
         existing = self.run_files()
         if existing:
             if not start_over:
-                raise ExistingRunError(
-                    f"{self.save_dir} holds the checkpoints of a run ({', '.join(existing)}) and "
-                    f"starting from scratch would overwrite them: continue that run with --resume, "
-                    f"start over with --start-over (its files are moved to a previous_* folder), "
-                    f"or choose another OUTPUT_DIR"
-                )
+                check_new_run(self.save_dir)
             if self.save_to_disk:  # the main process moves them; the others only read
                 existing += [
                     n for n in self.run_outputs if os.path.exists(os.path.join(self.save_dir, n))
@@ -475,6 +464,33 @@ class Checkpointer:
 
 class ExistingRunError(RuntimeError):
     """A run would start from scratch in a folder that holds another run's checkpoints."""
+
+
+def checkpoint_files(folder: str) -> list[str]:
+    """The names of the checkpoint files in ``folder`` (``model_*.pth``, ``last_checkpoint``)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(
+        n
+        for n in os.listdir(folder)
+        if (n.startswith("model_") and n.endswith(".pth")) or n == LAST_CHECKPOINT
+    )
+
+
+def check_new_run(folder: str) -> None:
+    """A run that starts from scratch in ``folder`` would overwrite checkpoints there: refuse.
+
+    Raises:
+        ExistingRunError: ``folder`` holds checkpoints; the message says how to go on.
+    """
+    existing = checkpoint_files(folder)
+    if existing:
+        raise ExistingRunError(
+            f"{folder} holds the checkpoints of a run ({', '.join(existing)}) and starting from "
+            f"scratch would overwrite them: continue that run with --resume, start over with "
+            f"--start-over (its files are moved to a previous_* folder), or choose another "
+            f"OUTPUT_DIR"
+        )
 
 
 class ResumeError(RuntimeError):

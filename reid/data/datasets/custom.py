@@ -51,7 +51,8 @@ class CustomDataset(FolderDataset):
     - CSV (DATASETS.CUSTOM.CSV = file name inside DIR, or absolute): rows ``path,pid,camid,split``
       with an optional header row; path relative to the CSV's folder or absolute; pid and camid
       non-negative integers used as written (camid 0-based; pid 0 is an ordinary identity);
-      split train, query or gallery.
+      split train, query or gallery. UTF-8, with or without a byte-order mark; each image once
+      per split, and not both in query and gallery (a query would match itself).
 
     Args:
         root: The data root.
