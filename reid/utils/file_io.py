@@ -29,7 +29,13 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class DiskFullError(OSError):
-    """No space left on the device (or the disk quota exceeded) while writing a file."""
+    """No space left on the device (or the disk quota exceeded) while writing a file.
+
+    ``errno`` is ENOSPC or EDQUOT; the message (``strerror``) names the file.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def current_umask() -> int:

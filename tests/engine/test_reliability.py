@@ -234,3 +234,21 @@ def test_a_pretrain_path_to_a_wrong_file_is_an_error_naming_it(tiny_cfg, weight_
         with pytest.raises(error) as info:
             _trainer(cfg)
         assert str(info.value).startswith(path) and problem in str(info.value), path
+
+
+def test_a_missing_or_empty_test_set_is_an_error_before_training(
+    tiny_cfg, custom_test_set, tmp_path
+):
+    missing = tiny_cfg(
+        "DATASETS.TESTS", "('Custom',)", "DATASETS.CUSTOM.DIR", str(tmp_path / "nowhere")
+    )
+    with pytest.raises(FileNotFoundError, match="Custom: folder not found: .*nowhere"):
+        _trainer(missing)
+    opts, _ = custom_test_set("empty_query")
+    for image in (tmp_path / "empty_query" / "query").iterdir():
+        image.unlink()
+    empty = tiny_cfg(*opts, output="empty")
+    with pytest.raises(ValueError, match=r"test dataset Custom \(.*\) has an empty query split"):
+        _trainer(empty)
+    for cfg in (missing, empty):  # nothing was trained
+        assert not [n for n in os.listdir(cfg.OUTPUT_DIR) if n.endswith(".pth")]

@@ -367,7 +367,7 @@ def test_a_full_disk_names_the_checkpoint_and_the_intact_previous_one(tmp_path, 
     with pytest.raises(DiskFullError) as info:
         ckpt.save("model_0002", epoch=2)
     assert str(info.value) == (
-        f"[Errno 28] no space left on device writing {tmp_path}/model_0002.pth; the previous "
+        f"no space left on device writing {tmp_path}/model_0002.pth; the previous "
         f"checkpoint {first} is intact. Free some space, then continue with --resume"
     )
     monkeypatch.undo()
