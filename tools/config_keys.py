@@ -14,6 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config.reference import render_reference  # noqa: E402
+from reid.engine.launch import run_tool  # noqa: E402
 from reid.utils.file_io import atomic_write_text  # noqa: E402
 
 
@@ -28,11 +29,11 @@ def argument_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import a module that declares components first, and document its keys (repeatable)",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
 
 
-def main() -> None:
-    args = argument_parser().parse_args()
+def main(args: argparse.Namespace) -> None:
     for module in args.imports:
         importlib.import_module(module)
     text = render_reference(packages=("reid", *args.imports))
@@ -44,4 +45,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    arguments = argument_parser().parse_args()
+    sys.exit(run_tool(lambda: main(arguments), debug=arguments.debug))

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config import ConfigError  # noqa: E402
+from reid.engine.launch import run_tool  # noqa: E402
 from reid.tables import (  # noqa: E402
     TableRecordError,
     collect,
@@ -83,6 +84,7 @@ def argument_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder of the paper configs and tables/ (default configs/papers)",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every run"
     )
@@ -159,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (TableRecordError, ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(
+        run_tool(
+            main, debug="--debug" in sys.argv[1:], usage_errors=(TableRecordError, ConfigError)
+        )
+    )

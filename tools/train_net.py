@@ -6,6 +6,8 @@ python tools/train_net.py --config-file X.yml --resume
 python tools/train_net.py --config-file X.yml --eval-only MODEL.WEIGHTS path/to/model_final.pth
 python tools/train_net.py --config-file X.yml --num-gpus 4
 torchrun --nproc_per_node 4 tools/train_net.py --config-file X.yml
+
+An error is one line on stderr (exit status 1, 2 for a config error); --debug shows the traceback.
 """
 
 import argparse
@@ -15,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.engine import DefaultTrainer, build_model_for_eval, default_argument_parser, launch, setup  # noqa: E402
+from reid.engine.launch import run_tool  # noqa: E402
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -27,17 +30,23 @@ def main(args: argparse.Namespace) -> None:
         DefaultTrainer.test(cfg, build_model_for_eval(cfg))
         return
     trainer = DefaultTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
+    trainer.resume_or_load(resume=args.resume, start_over=args.start_over)
     trainer.train()
 
 
 if __name__ == "__main__":
     args = argument_parser().parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
+    sys.exit(
+        run_tool(
+            lambda: launch(
+                main,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args,),
+                timeout_s=args.dist_timeout,
+            ),
+            debug=args.debug,
+        )
     )

@@ -48,6 +48,11 @@ def read_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
+    except Image.DecompressionBombError as e:
+        raise OSError(
+            f"cannot read image {path}: it has more pixels than PIL accepts ({e}); shrink the "
+            f"image or remove it from the dataset"
+        ) from e
     except (OSError, ValueError) as e:
         raise OSError(f"cannot read image {path}: {e}") from e
 
@@ -151,12 +156,7 @@ def build_inference_loader(
     Raises:
         ValueError: The query or the gallery split is empty (naming the dataset and its folder).
     """
-    for split, items in (("query", dataset.query), ("gallery", dataset.gallery)):
-        if not items:
-            raise ValueError(
-                f"test dataset {dataset.name} ({dataset.dataset_dir}) has an empty {split} split: "
-                f"there is nothing to evaluate"
-            )
+    check_evaluable(dataset)
     records: list[Record] = list(dataset.query) + list(dataset.gallery)
     loader = DataLoader(
         ReidDataset(records, transform),
@@ -166,6 +166,43 @@ def build_inference_loader(
         pin_memory=torch.cuda.is_available(),
     )
     return loader, len(dataset.query)
+
+
+def check_evaluable(dataset: ImageDataset) -> None:
+    """A test set needs query and gallery images.
+
+    Raises:
+        ValueError: The query or the gallery split is empty; names the dataset and its folder.
+    """
+    for split, items in (("query", dataset.query), ("gallery", dataset.gallery)):
+        if not items:
+            raise ValueError(
+                f"test dataset {dataset.name} ({dataset.dataset_dir}) has an empty {split} split: "
+                f"there is nothing to evaluate. Put its {split} images in place, or remove "
+                f"{dataset.name} from DATASETS.TESTS"
+            )
+
+
+def check_test_set(cfg: CfgNode, dataset_name: str) -> None:
+    """Read the test set ``dataset_name`` and check that it can be evaluated (before training,
+    so that a missing or empty test set is not found only after it).
+
+    Raises:
+        ValueError: Its query or gallery split is empty.
+    """
+    with comm.main_process_first():
+        dataset = build_dataset(dataset_name, cfg)
+    check_evaluable(dataset)
+
+
+def _num_workers(cfg: CfgNode) -> int:
+    workers = cfg.DATALOADER.NUM_WORKERS
+    if workers < 0:
+        raise ConfigError(
+            f"DATALOADER.NUM_WORKERS must be >= 0 (0 loads the images in the main process), "
+            f"got {workers}"
+        )
+    return workers
 
 
 def build_reid_train_loader(cfg: CfgNode) -> tuple[DataLoader, int]:
@@ -178,6 +215,7 @@ def build_reid_train_loader(cfg: CfgNode) -> tuple[DataLoader, int]:
     Args:
         cfg: The whole config.
     """
+    num_workers = _num_workers(cfg)
     with comm.main_process_first():
         records, num_classes = build_train_records(cfg)
     world_size, rank = comm.get_world_size(), comm.get_rank()
@@ -188,7 +226,7 @@ def build_reid_train_loader(cfg: CfgNode) -> tuple[DataLoader, int]:
         )
     sampler = build_train_sampler(cfg, records, rank=rank, world_size=world_size, seed=cfg.SEED)
     transform = build_transforms(cfg, is_train=True)
-    loader = build_train_loader(records, transform, sampler, cfg.DATALOADER.NUM_WORKERS)
+    loader = build_train_loader(records, transform, sampler, num_workers)
     return loader, num_classes
 
 
@@ -205,6 +243,7 @@ def build_reid_test_loader(cfg: CfgNode, dataset_name: str) -> tuple[DataLoader,
     Raises:
         ValueError: The dataset's query or gallery split is empty.
     """
+    num_workers = _num_workers(cfg)
     with comm.main_process_first():
         dataset = build_dataset(dataset_name, cfg)
     world_size = comm.get_world_size()
@@ -212,7 +251,7 @@ def build_reid_test_loader(cfg: CfgNode, dataset_name: str) -> tuple[DataLoader,
         dataset,
         build_transforms(cfg, is_train=False),
         batch_size=max(1, cfg.TEST.IMS_PER_BATCH // world_size),
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        num_workers=num_workers,
         rank=comm.get_rank(),
         world_size=world_size,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import json
 import logging
 import os
 from collections import OrderedDict
@@ -19,7 +20,7 @@ from yacs.config import CfgNode
 
 from reid.config import load_config
 from reid.config.schema import ConfigBlock, ConfigError, Key, declare
-from reid.data.build import build_reid_test_loader, build_reid_train_loader
+from reid.data.build import build_reid_test_loader, build_reid_train_loader, check_test_set
 from reid.data.datasets import build_train_records
 from reid.data.samplers import sampler_class
 from reid.evaluation.evaluator import (
@@ -34,20 +35,26 @@ from reid.solver.stages import Stage, StagedSchedule, build_training_plan
 from reid.utils import comm
 from reid.utils.checkpoint import (
     Checkpointer,
+    ExistingRunError,
+    check_new_run,
     completed_epochs,
     load_checkpoint_file,
     load_state_strict,
 )
 from reid.utils.env import collect_env_info, draw_seed, seed_all_rng
 from reid.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
-from reid.utils.file_io import atomic_write_json, atomic_write_text
+from reid.utils.file_io import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from reid.utils.logger import setup_logger
+from reid.utils.run_lock import OutputDirInUseError, acquire_output_dir, release_output_dir
 
 from . import hooks
+from .launch import DEFAULT_GLOO_TIMEOUT_S, DEFAULT_NCCL_TIMEOUT_S
 from .precise_bn import PreciseBN, batchnorm_layers, precise_bn_config
 from .train_loop import HookBase, ModelWithLoss, SimpleTrainer, StepOptions
 
 logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
 
 
 RUN_CONFIG = declare(
@@ -198,10 +205,24 @@ def default_argument_parser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to the YAML config")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR"
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest loadable checkpoint in OUTPUT_DIR",
     )
-    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
+    start.add_argument(
+        "--start-over",
+        action="store_true",
+        help="start from scratch although OUTPUT_DIR holds a run's checkpoints (they are moved "
+        "to OUTPUT_DIR/previous_<date-time>/)",
+    )
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="only evaluate MODEL.WEIGHTS; writes into OUTPUT_DIR/eval/<weights file name>/",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     parser.add_argument(
         "--num-gpus",
         type=int,
@@ -219,6 +240,15 @@ def default_argument_parser(
         "--dist-url",
         default="tcp://127.0.0.1:29500",
         help="init URL of the process group (multi-machine: the first machine's address)",
+    )
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a process waits for the others in a collective operation before failing "
+        f"with the ranks that did not respond (default {DEFAULT_GLOO_TIMEOUT_S:g} with gloo on "
+        f"CPUs, {DEFAULT_NCCL_TIMEOUT_S:g} with NCCL)",
     )
     parser.add_argument(
         "--import",
@@ -244,17 +274,35 @@ def _agreed_seed(seed: int) -> int:
     return seeds[0]
 
 
-def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> CfgNode:
-    """Logger, seed, environment report and OUTPUT_DIR/config.yaml; returns the frozen config."""
+def default_setup(
+    cfg: CfgNode, args: argparse.Namespace | None = None, new_run: bool = False
+) -> CfgNode:
+    """OUTPUT_DIR and its lock, logger, seed, environment report and OUTPUT_DIR/config.yaml;
+    returns the frozen config.
+
+    Args:
+        cfg: The run's config.
+        args: The command line, logged.
+        new_run: The run starts from scratch: an OUTPUT_DIR that holds another run's checkpoints
+            is an error before anything there is written (see :class:`ExistingRunError`).
+
+    Raises:
+        ConfigError: OUTPUT_DIR is a file or cannot be created.
+        OutputDirInUseError: Another process holds OUTPUT_DIR's lock.
+        ExistingRunError: ``new_run`` and OUTPUT_DIR holds checkpoints.
+    """
     cfg = cfg.clone()
     cfg.defrost()
     cfg.SEED = _agreed_seed(cfg.SEED)
     cfg.freeze()
     rank = comm.get_rank()
-    if comm.is_main_process():
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    comm.synchronize()
+    taken_over = _claim_output_dir(cfg.OUTPUT_DIR, new_run)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
+    if taken_over:
+        logger.warning("%s", taken_over)
+    if comm.is_main_process():
+        for folder in (cfg.OUTPUT_DIR, os.path.join(cfg.OUTPUT_DIR, "inference")):
+            remove_stale_temp_files(folder)
     logger.info("Rank %d of %d; environment:\n%s", rank, comm.get_world_size(), collect_env_info())
     if args is not None:
         logger.info("Command line arguments: %s", vars(args))
@@ -267,11 +315,66 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> CfgNo
     return cfg
 
 
+def _claim_output_dir(output_dir: str, new_run: bool) -> str | None:
+    """Create OUTPUT_DIR and take its lock on the main process (with ``new_run``, refuse a folder
+    with checkpoints); every process raises the same error when that fails. Returns the message
+    about a dead run's lock taken over, if any."""
+    error: str | None = None
+    taken_over: str | None = None
+    if comm.is_main_process():
+        try:
+            if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+                raise ConfigError(
+                    f"OUTPUT_DIR {output_dir} is a file, not a folder: choose another OUTPUT_DIR "
+                    f"(or move the file away)"
+                )
+            try:
+                os.makedirs(output_dir, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(
+                    f"OUTPUT_DIR {output_dir} cannot be created ({e.strerror}): choose a folder "
+                    f"you can write to"
+                ) from None
+            taken_over = acquire_output_dir(output_dir)
+            if new_run:
+                try:
+                    check_new_run(output_dir)
+                except ExistingRunError:
+                    release_output_dir(output_dir)
+                    raise
+        except (ConfigError, OutputDirInUseError, ExistingRunError) as e:
+            if comm.get_world_size() == 1:
+                raise
+            error = f"{type(e).__name__}: {e}"
+    error = comm.broadcast_object(error)
+    if error is not None:
+        raise RuntimeError(error)
+    return taken_over
+
+
+def eval_only_output_dir(cfg: CfgNode) -> str:
+    """Where ``--eval-only`` writes: OUTPUT_DIR/eval/<MODEL.WEIGHTS file name without .pth>/, so a
+    training run's config.yaml, log and results.json are never touched."""
+    name = os.path.splitext(os.path.basename(cfg.MODEL.WEIGHTS))[0] or "weights"
+    return os.path.join(cfg.OUTPUT_DIR, "eval", name)
+
+
 def setup(args: argparse.Namespace) -> CfgNode:
-    """The run's config from the command line: ``--import`` modules, the file, the overrides."""
+    """The run's config from the command line: ``--import`` modules, the file, the overrides.
+
+    With ``--eval-only``, OUTPUT_DIR becomes :func:`eval_only_output_dir`; without it, ``--resume``
+    or ``--start-over``, an OUTPUT_DIR with checkpoints is refused before anything is written.
+    """
     for module in getattr(args, "imports", None) or []:
         importlib.import_module(module)
-    return default_setup(load_config(args.config_file or None, args.opts or []), args)
+    cfg = load_config(args.config_file or None, args.opts or [])
+    eval_only = getattr(args, "eval_only", False)
+    if eval_only:
+        if not cfg.MODEL.WEIGHTS:
+            raise ConfigError("--eval-only needs MODEL.WEIGHTS: the checkpoint to evaluate")
+        cfg.OUTPUT_DIR = eval_only_output_dir(cfg)
+    resumed = getattr(args, "resume", False) or getattr(args, "start_over", False)
+    return default_setup(cfg, args, new_run=not (eval_only or resumed))
 
 
 def with_num_classes(cfg: CfgNode, num_classes: int) -> CfgNode:
@@ -309,8 +412,9 @@ class DefaultTrainer(SimpleTrainer):
     checkpointer: Checkpointer
 
     def __init__(self, cfg: CfgNode) -> None:
-        for name in cfg.DATASETS.TESTS:  # a bad TEST key fails now, not after training
+        for name in cfg.DATASETS.TESTS:  # a bad TEST key or test set fails now, not after training
             EvalSettings.from_config(cfg, name)
+            check_test_set(cfg, name)
         data_loader, num_classes = self.build_train_loader(cfg)
         cfg = with_num_classes(cfg, num_classes)
         iters_per_epoch = len(data_loader)
@@ -399,6 +503,7 @@ class DefaultTrainer(SimpleTrainer):
             cfg.OUTPUT_DIR,
             save_to_disk=comm.is_main_process(),
             meta={"num_classes": num_classes},
+            run_outputs=(RESULTS_FILE,),
             **checkpointables,
         )
 
@@ -426,10 +531,13 @@ class DefaultTrainer(SimpleTrainer):
             find_unused_parameters=True,
         )
 
-    def resume_or_load(self, resume: bool = True) -> None:
-        """Resume from OUTPUT_DIR's last checkpoint (with ``resume``), else load MODEL.WEIGHTS
-        if set."""
-        extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+    def resume_or_load(self, resume: bool = True, start_over: bool = False) -> None:
+        """Resume from OUTPUT_DIR's newest loadable checkpoint (with ``resume``), else load
+        MODEL.WEIGHTS if set; see :meth:`Checkpointer.resume_or_load` (``start_over``: start from
+        scratch although OUTPUT_DIR holds checkpoints, moving them aside)."""
+        extra = self.checkpointer.resume_or_load(
+            self.cfg.MODEL.WEIGHTS, resume=resume, start_over=start_over
+        )
         if "epoch" in extra:
             self.start_epoch = completed_epochs(extra)
             self.load_hooks_state_dict(_legacy_hook_states(extra.get("hooks", {})))
@@ -453,20 +561,29 @@ class DefaultTrainer(SimpleTrainer):
         main = comm.is_main_process()
         first_test_set = cfg.DATASETS.TESTS[0] if cfg.DATASETS.TESTS else ""
 
-        def evaluate() -> Mapping[str, Mapping[str, float]]:
+        def evaluate(epoch: int) -> Mapping[str, Mapping[str, float]]:
             model = self.ema_model.module if self.ema_model is not None else self.model
-            return self.test(cfg, model, epoch=self.epoch + 1)
+            return self.test(cfg, model, epoch=epoch)
 
+        def recorded(epoch: int) -> Mapping[str, Mapping[str, float]] | None:
+            results = read_results(cfg.OUTPUT_DIR) if comm.is_main_process() else None
+            if results is None or results.get("epoch") != epoch:
+                results = None
+            return comm.broadcast_object(results["results"] if results is not None else None)
+
+        # The checkpoint first: evaluation and reports can fail, the epoch's weights stay safe.
+        checkpoints = hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD)
         return [
             hooks.TrainingPlan(
                 self.model, self.plan, cfg.MODEL.FREEZE_LAYERS, cfg.SOLVER.FREEZE_ITERS
             ),
             hooks.LRScheduler(self.optimizer, self.scheduler),
             hooks.EMA(self.ema_model, self.model) if self.ema_model is not None else None,
+            # Before the checkpoint, so the saved and the evaluated statistics are the same.
             self.build_precise_bn(cfg),
-            hooks.EvalHook(cfg.TEST.EVAL_PERIOD, evaluate),
+            checkpoints,
+            hooks.EvalHook(cfg.TEST.EVAL_PERIOD, evaluate, checkpoints.save_epoch, recorded),
             hooks.BestCheckpointer(self.checkpointer, f"{first_test_set}/metric"),
-            hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD),
             hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD) if main else None,
             hooks.ProgressBar() if main else None,
         ]
@@ -521,9 +638,30 @@ class DefaultTrainer(SimpleTrainer):
             after = "" if epoch is None else f" after epoch {epoch}"
             logger.info("Evaluation results%s:\n%s", after, format_results_table(results))
             atomic_write_json(
-                os.path.join(cfg.OUTPUT_DIR, "results.json"), {"epoch": epoch, "results": results}
+                os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), {"epoch": epoch, "results": results}
             )
         return results
+
+
+def read_results(output_dir: str) -> dict[str, Any] | None:
+    """``OUTPUT_DIR/results.json``: ``{"epoch": N, "results": {test set: metrics}}``.
+
+    Returns:
+        The results, or None if the file is absent or unreadable (logged).
+    """
+    path = os.path.join(output_dir, RESULTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        logger.warning("Cannot read %s (%s): treating its evaluation as not done", path, e)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        logger.warning("%s has no 'results' mapping: treating its evaluation as not done", path)
+        return None
+    return data
 
 
 def _legacy_hook_states(states: Mapping[str, Any]) -> dict[str, Any]:

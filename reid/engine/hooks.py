@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +17,7 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from reid.solver.stages import Stage, stage_at_epoch
 from reid.utils import comm
-from reid.utils.checkpoint import Checkpointer
+from reid.utils.checkpoint import Checkpointer, completed_epochs
 from reid.utils.events import EventWriter
 
 from .train_loop import HookBase, SimpleTrainer
@@ -42,21 +43,25 @@ class PeriodicCheckpointer(HookBase):
     after the last epoch.
 
     A checkpoint holds what ``resume`` needs: the completed epochs, the next iteration and the
-    state of every stateful hook (the best metric so far, ...).
+    state of every stateful hook (the best metric so far, ...). Register it before the hooks that
+    can fail after an epoch (evaluation, reports), so that the epoch's weights are safe first.
     """
 
     def __init__(self, checkpointer: Checkpointer, period: int) -> None:
         self.checkpointer = checkpointer
         self.period = period
+        self._saved: tuple[int, str | None] | None = None  # (completed epochs, path)
 
-    def save(self, name: str) -> None:
+    def save(self, name: str) -> str | None:
         trainer = self.trainer
-        self.checkpointer.save(
+        path = self.checkpointer.save(
             name,
             epoch=trainer.epoch + 1,
             iteration=trainer.iter,
             hooks=trainer.hooks_state_dict(),
         )
+        self._saved = (trainer.epoch + 1, path)
+        return path
 
     def after_epoch(self) -> None:
         done = self.trainer.epoch + 1
@@ -65,40 +70,103 @@ class PeriodicCheckpointer(HookBase):
         elif self.period > 0 and done % self.period == 0:
             self.save(f"model_{done:04d}")
 
+    def before_train(self) -> None:
+        start = self.trainer.start_epoch
+        if start > 0:  # resumed: the checkpoint of the completed epochs is on disk
+            self._saved = (start, self.checkpointer.last_saved)
+
+    def save_epoch(self, done: int) -> str | None:
+        """The checkpoint of ``done`` completed epochs: the one saved or resumed from, else saved
+        now if ``done`` is the epoch that just ended (``model_XXXX``); its path (None if neither
+        or on processes that do not write)."""
+        if self._saved is not None and self._saved[0] == done:
+            return self._saved[1]
+        if done != self.trainer.epoch + 1:
+            return None
+        return self.save("model_final" if done == self.trainer.max_epoch else f"model_{done:04d}")
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation during training failed; the weights of its epoch were saved first."""
+
 
 class EvalHook(HookBase):
     """Evaluates every ``period`` epochs and after the last; puts the results in the storage.
 
-    ``eval_function`` returns {test set: {metric: value}}; each value is stored as the scalar
-    ``"<test set>/<metric>"`` at the epoch's last iteration (where :class:`BestCheckpointer`
-    reads it).
+    ``eval_function(epoch)`` evaluates the weights after ``epoch`` completed epochs and returns
+    {test set: {metric: value}}; each value is stored as the scalar ``"<test set>/<metric>"`` at
+    the epoch's last iteration (where :class:`BestCheckpointer` reads it).
+
+    Evaluations run after the epoch's checkpoint (register this hook after
+    :class:`PeriodicCheckpointer`). When one fails, ``save_weights(epoch)`` saves the epoch's
+    weights if no checkpoint holds them yet, and the error says where they are. A run resumed from a
+    checkpoint whose evaluation did not finish evaluates it before training on; when
+    ``recorded(epoch)`` returns that evaluation's results (written before the interruption),
+    they are used instead, so the state is that of an uninterrupted run.
     """
 
     def __init__(
-        self, period: int, eval_function: Callable[[], Mapping[str, Mapping[str, float]]]
+        self,
+        period: int,
+        eval_function: Callable[[int], Mapping[str, Mapping[str, float]]],
+        save_weights: Callable[[int], str | None] | None = None,
+        recorded: Callable[[int], Mapping[str, Mapping[str, float]] | None] | None = None,
     ) -> None:
         self.period = period
         self.eval_function = eval_function
+        self.save_weights = save_weights
+        self.recorded = recorded
 
-    def _do_eval(self) -> None:
-        results = self.eval_function()
-        comm.synchronize()
+    def due(self, done: int) -> bool:
+        """Whether an evaluation follows ``done`` completed epochs."""
+        return done == self.trainer.max_epoch or (self.period > 0 and done % self.period == 0)
+
+    def _put(self, results: Mapping[str, Mapping[str, float]]) -> None:
         storage = self.trainer.storage
         for dataset, metrics in results.items():
             for name, value in metrics.items():
                 storage.put_scalar(f"{dataset}/{name}", value, smoothing=False)
 
+    def _do_eval(self, done: int) -> None:
+        try:
+            results = self.eval_function(done)
+        except Exception as e:
+            path = self.save_weights(done) if self.save_weights is not None else None
+            where = f"saved in {path}" if path else "not saved by this process"
+            raise EvaluationError(
+                f"evaluation after epoch {done} failed: {type(e).__name__}: {e}\n"
+                f"The weights of epoch {done} are {where}: fix the cause, then run again with "
+                f"--resume, which evaluates them before training on"
+            ) from e
+        comm.synchronize()
+        self._put(results)
+
+    def before_train(self) -> None:
+        done = self.trainer.start_epoch
+        if done == 0 or not self.due(done):
+            return
+        # The results belong to the last iteration of epoch ``done``, as in an uninterrupted run.
+        self.trainer.storage.iter, self.trainer.storage.epoch = self.trainer.iter - 1, done - 1
+        results = self.recorded(done) if self.recorded is not None else None
+        if results is not None:
+            self._put(results)
+            return
+        logger.info("The evaluation after epoch %d did not finish: evaluating now", done)
+        self._do_eval(done)
+
     def after_epoch(self) -> None:
         done = self.trainer.epoch + 1
-        if done == self.trainer.max_epoch or (self.period > 0 and done % self.period == 0):
-            self._do_eval()
+        if self.due(done):
+            self._do_eval(done)
 
 
 class BestCheckpointer(HookBase):
     """Saves ``model_best`` (weights only) whenever the scalar ``metric_name`` reaches a new best.
 
     Reads the value an evaluation put in the storage at this epoch's last iteration (register it
-    after :class:`EvalHook`); epochs without an evaluation are skipped.
+    after :class:`EvalHook`); epochs without an evaluation are skipped. At the start of a resumed
+    run it also reads the evaluation of the checkpoint's epoch (which ran after that checkpoint
+    was saved), without writing ``model_best`` again when it already holds that epoch.
     """
 
     def __init__(self, checkpointer: Checkpointer, metric_name: str) -> None:
@@ -114,13 +182,15 @@ class BestCheckpointer(HookBase):
         self.best_metric = float(state["best_metric"])
         self.best_epoch = int(state["best_epoch"])
 
-    def after_epoch(self) -> None:
+    def _consider(self, done: int, catching_up: bool = False) -> None:
         latest = self.trainer.storage.latest().get(self.metric_name)
         if latest is None or latest[1] != self.trainer.storage.iter:
             return
         value = latest[0]
         if value > self.best_metric:
-            self.best_metric, self.best_epoch = value, self.trainer.epoch + 1
+            self.best_metric, self.best_epoch = value, done
+            if catching_up and _stored_epoch(self.checkpointer, "model_best") == done:
+                return
             logger.info("New best %s %.2f at epoch %d", self.metric_name, value, self.best_epoch)
             self.checkpointer.save(
                 "model_best",
@@ -129,6 +199,25 @@ class BestCheckpointer(HookBase):
                 epoch=self.best_epoch,
                 iteration=self.trainer.iter,
             )
+
+    def before_train(self) -> None:
+        if self.trainer.start_epoch > 0:
+            self._consider(self.trainer.start_epoch, catching_up=True)
+
+    def after_epoch(self) -> None:
+        self._consider(self.trainer.epoch + 1)
+
+
+def _stored_epoch(checkpointer: Checkpointer, name: str) -> int | None:
+    """The completed epochs that ``<save_dir>/<name>.pth`` stores, or None (absent, unreadable)."""
+    path = os.path.join(checkpointer.save_dir, f"{name}.pth")
+    if not os.path.isfile(path):
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return completed_epochs(data)
+    except Exception:  # noqa: BLE001 - an unreadable file is simply written again
+        return None
 
 
 class PeriodicWriter(HookBase):

@@ -1,10 +1,11 @@
 """Running a table's runs: which are finished, which datasets are there, training the rest
 in-process.
 
-A run is finished when OUTPUT_DIR/results.json reports the run's last epoch (SOLVER.MAX_EPOCH); it
-is then skipped. A run with a checkpoint (OUTPUT_DIR/last_checkpoint) resumes from it. A dataset
-that cannot be found is reported and its runs are skipped; a run that fails is reported and the
-others go on.
+A run is finished when its final weights (OUTPUT_DIR/model_final.pth, or the record that they were
+deleted on purpose, see :func:`drop_checkpoints`) and OUTPUT_DIR/results.json of the run's last
+epoch (SOLVER.MAX_EPOCH) both exist; it is then skipped. A run with a checkpoint resumes from it.
+A dataset that cannot be found is reported and its runs are skipped; a run that fails is reported
+and the others go on.
 """
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ import os
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from reid.config import load_config
 from reid.data.datasets import DATASET_REGISTRY
 from reid.data.datasets.bases import DatasetFormatError, DatasetNotFoundError
 from reid.data.datasets.build import resolve_root
+from reid.engine.defaults import read_results
 from reid.utils.checkpoint import LAST_CHECKPOINT
+from reid.utils.file_io import atomic_write_json
+from reid.utils.run_lock import release_output_dir
 
 from .plan import Run, TablePlan, format_opt_value, layer_opts
 
 logger = logging.getLogger(__name__)
-
-RESULTS_FILE = "results.json"
 
 # Run states.
 FINISHED = "finished"
@@ -37,35 +38,33 @@ FAILED = "failed"
 SKIPPED = "skipped"  # its dataset is missing
 
 
-def read_results(output_dir: str) -> dict[str, Any] | None:
-    """``OUTPUT_DIR/results.json``: ``{"epoch": N, "results": {test set: metrics}}``.
+FINAL_WEIGHTS = "model_final.pth"
+WEIGHTS_DROPPED = "weights_dropped.json"  # what drop_checkpoints deleted
 
-    Returns:
-        The results, or None if the file is absent or unreadable.
-    """
-    path = os.path.join(output_dir, RESULTS_FILE)
-    if not os.path.isfile(path):
-        return None
+
+def _final_weights_exist(output_dir: str) -> bool:
+    """model_final.pth is there, or drop_checkpoints deleted it after the run finished."""
+    if os.path.isfile(os.path.join(output_dir, FINAL_WEIGHTS)):
+        return True
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        logger.warning("Cannot read %s (%s): treating the run as unfinished", path, e)
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-        logger.warning("%s has no 'results' mapping: treating the run as unfinished", path)
-        return None
-    return data
+        with open(os.path.join(output_dir, WEIGHTS_DROPPED), encoding="utf-8") as f:
+            return FINAL_WEIGHTS in json.load(f).get("removed", [])
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def run_status(run: Run) -> str:
-    """FINISHED, PARTIAL or NEW from what OUTPUT_DIR holds."""
+    """FINISHED (final weights and final results), PARTIAL or NEW from what OUTPUT_DIR holds."""
     results = read_results(run.output_dir)
-    if results is not None and results.get("epoch") == run.max_epoch:
+    final_results = results is not None and results.get("epoch") == run.max_epoch
+    if final_results and _final_weights_exist(run.output_dir):
         return FINISHED
-    if results is not None or os.path.isfile(os.path.join(run.output_dir, LAST_CHECKPOINT)):
-        return PARTIAL
-    return NEW
+    folder = run.output_dir
+    checkpoints = os.path.isdir(folder) and any(
+        n == LAST_CHECKPOINT or (n.startswith("model_") and n.endswith(".pth"))
+        for n in os.listdir(folder)
+    )
+    return PARTIAL if results is not None or checkpoints else NEW
 
 
 def check_dataset(opts: Sequence[str]) -> str | None:
@@ -115,29 +114,36 @@ def train_run(run: Run) -> None:
     from reid.engine import DefaultTrainer, default_setup
 
     cfg = default_setup(run.load())
-    trainer = DefaultTrainer(cfg)
-    trainer.resume_or_load(resume=True)
-    trainer.train()
-    results = read_results(cfg.OUTPUT_DIR)
-    if trainer.start_epoch >= cfg.SOLVER.MAX_EPOCH and (
-        results is None or results.get("epoch") != cfg.SOLVER.MAX_EPOCH
-    ):
-        # Training had finished but its final results.json is gone: evaluate the final model again.
-        model = trainer.ema_model.module if trainer.ema_model is not None else trainer.model
-        DefaultTrainer.test(cfg, model, epoch=cfg.SOLVER.MAX_EPOCH)
+    try:
+        trainer = DefaultTrainer(cfg)
+        # A run whose training finished but whose final evaluation did not (or whose
+        # results.json is gone) evaluates its final checkpoint when resumed.
+        trainer.resume_or_load(resume=True)
+        trainer.train()
+    finally:
+        release_output_dir(cfg.OUTPUT_DIR)
 
 
 def drop_checkpoints(output_dir: str) -> list[str]:
     """Delete the weights of a finished run (``*.pth``, ``last_checkpoint``); results and logs stay.
 
     For quick runs, whose weights are worth nothing and would fill a laptop's disk (an MGN quick run
-    writes two checkpoints of several hundred MB). Returns the removed file names.
+    writes two checkpoints of several hundred MB). The removed names are recorded in
+    ``weights_dropped.json``, so the run still counts as finished. Returns the removed file names.
     """
     removed = []
     for name in sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []:
         if name.endswith(".pth") or name == LAST_CHECKPOINT:
             os.remove(os.path.join(output_dir, name))
             removed.append(name)
+    if removed:
+        record = os.path.join(output_dir, WEIGHTS_DROPPED)
+        try:
+            with open(record, encoding="utf-8") as f:
+                earlier = json.load(f).get("removed", [])
+        except (OSError, ValueError, AttributeError):
+            earlier = []
+        atomic_write_json(record, {"removed": sorted(set(earlier) | set(removed))})
     return removed
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .file_io import atomic_torch_save, atomic_write_text
+from .file_io import DiskFullError, atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -260,10 +261,14 @@ class Checkpointer:
         save_dir: str,
         save_to_disk: bool = True,
         meta: Mapping[str, Any] | None = None,
+        run_outputs: Sequence[str] = (),
         **checkpointables: Any,
     ) -> None:
-        """``meta``: facts kept in each checkpoint (e.g. ``num_classes``, to rebuild the model)."""
+        """``meta``: facts kept in each checkpoint (e.g. ``num_classes``, to rebuild the model).
+        ``run_outputs``: other files of save_dir that belong to the checkpoints' run (e.g.
+        ``results.json``), moved aside with them when a run starts over."""
         self.model = model
+        self.run_outputs = tuple(run_outputs)
         self.meta = dict(meta or {})
         self.save_dir = save_dir
         self.save_to_disk = save_to_disk
@@ -291,7 +296,19 @@ class Checkpointer:
                 data[key] = obj.state_dict()
         data.update(extra)
         path = os.path.join(self.save_dir, f"{name}.pth")
-        atomic_torch_save(data, path)
+        try:
+            atomic_torch_save(data, path)
+        except DiskFullError as e:
+            intact = (
+                f"the previous checkpoint {self.last_saved} is intact"
+                if self.last_saved
+                else "no earlier checkpoint of this run was written"
+            )
+            raise DiskFullError(
+                e.errno,
+                f"no space left on device writing {path}; {intact}. Free some space, then "
+                f"continue with --resume",
+            ) from e
         if tag_last:
             atomic_write_text(os.path.join(self.save_dir, LAST_CHECKPOINT), f"{name}.pth")
             self.last_saved = path
@@ -299,13 +316,68 @@ class Checkpointer:
         return path
 
     def get_checkpoint_file(self) -> str | None:
+        """The checkpoint that ``last_checkpoint`` names, if that file exists."""
+        tagged = self.tagged_checkpoint()
+        return tagged if tagged is not None and os.path.isfile(tagged) else None
+
+    def tagged_checkpoint(self) -> str | None:
+        """The path that ``last_checkpoint`` names (whether or not it exists), or None."""
         marker = os.path.join(self.save_dir, LAST_CHECKPOINT)
         if not os.path.isfile(marker):
             return None
-        with open(marker, encoding="utf-8") as f:
+        with open(marker, encoding="utf-8", errors="replace") as f:
             name = f.read().strip()
-        path = os.path.join(self.save_dir, name)
-        return path if os.path.isfile(path) else None
+        return os.path.join(self.save_dir, name) if name else None
+
+    def run_files(self) -> list[str]:
+        """The names of the checkpoint files of save_dir (``model_*.pth``, ``last_checkpoint``)."""
+        return checkpoint_files(self.save_dir)
+
+    def resume_candidates(self) -> tuple[list[str], list[str]]:
+        """The checkpoints to resume from, best first, and why other files were passed over.
+
+        The file that ``last_checkpoint`` names comes first; then every other checkpoint with a
+        training state, newest first by the completed epochs (and iterations) it stores, whatever
+        its name (old checkpoints counted epochs from 0 in their names).
+
+        Returns:
+            (paths, notes): the candidates, and a line per file that cannot be one.
+        """
+        tagged = self.tagged_checkpoint()
+        paths: list[str] = []
+        notes: list[str] = []
+        if tagged is not None:
+            if os.path.isfile(tagged):
+                paths.append(tagged)
+            else:
+                notes.append(f"{tagged} (named in {LAST_CHECKPOINT}): not found")
+        ranked = []
+        for name in self.run_files():
+            path = os.path.join(self.save_dir, name)
+            if name == LAST_CHECKPOINT or path == tagged:
+                continue
+            try:
+                ranked.append((_training_progress(path, self.checkpointables), path))
+            except (OSError, ValueError, RuntimeError, KeyError) as e:
+                notes.append(f"{path}: {e}")
+        paths += [path for _, path in sorted(ranked, reverse=True)]
+        return paths, notes
+
+    def move_aside(self, names: Sequence[str]) -> str:
+        """Move ``names`` (files of save_dir) into a new ``previous_<date-time>`` folder there.
+
+        Returns:
+            The folder they were moved to.
+        """
+        folder = os.path.join(self.save_dir, time.strftime("previous_%Y%m%d-%H%M%S"))
+        base, n = folder, 1
+        while os.path.exists(folder):
+            n += 1
+            folder = f"{base}_{n}"
+        os.makedirs(folder)
+        for name in names:
+            os.replace(os.path.join(self.save_dir, name), os.path.join(folder, name))
+        return folder
 
     def load(self, path: str, restore_training_state: bool = True) -> dict[str, Any]:
         """Load a checkpoint; returns what remains (epoch, iteration, ...) after restoring state."""
@@ -324,16 +396,121 @@ class Checkpointer:
         logger.info("Loaded checkpoint %s", path)
         return data
 
-    def resume_or_load(self, weights: str, resume: bool) -> dict[str, Any]:
-        """With ``resume`` and a checkpoint in save_dir: restore everything from it. Otherwise load
-        only the model weights from ``weights`` (if given) and start from scratch."""
-        if resume:
-            last = self.get_checkpoint_file()
-            if last is not None:
-                extra = self.load(last, restore_training_state=True)
-                self.last_saved = last
+    def resume_or_load(
+        self, weights: str, resume: bool, start_over: bool = False
+    ) -> dict[str, Any]:
+        """With ``resume``: restore everything from the newest loadable checkpoint of save_dir.
+        Otherwise load only the model weights from ``weights`` (if given) and start from scratch.
+
+        Progress is never overwritten silently: starting from scratch in a folder that holds
+        checkpoints is an error unless ``start_over`` (then they are moved to a ``previous_*``
+        folder), and ``resume`` with checkpoints of which none loads is an error listing why.
+
+        Args:
+            weights: Model weights for a run that starts from scratch ("" = none).
+            resume: Continue from save_dir's checkpoints.
+            start_over: Start from scratch even though save_dir holds checkpoints.
+
+        Returns:
+            What the checkpoint holds beyond the restored state (epoch, iteration, hooks), or {}.
+
+        Raises:
+            ExistingRunError: Checkpoints are there and neither ``resume`` nor ``start_over``.
+            ResumeError: ``resume``, checkpoints are there, but none can be loaded.
+        """
+        if resume and not start_over:
+            candidates, notes = self.resume_candidates()
+            tagged = self.tagged_checkpoint()
+            for path in candidates:
+                try:
+                    extra = self.load(path, restore_training_state=True)
+                except (OSError, ValueError, RuntimeError, KeyError) as e:
+                    logger.warning("Cannot resume from %s: %s", path, e)
+                    notes.append(f"{path}: {e}")
+                    continue
+                if path != tagged:
+                    logger.warning(
+                        "%s names %s, which cannot be loaded; resumed from the newest loadable "
+                        "checkpoint instead, %s (%d epochs completed)",
+                        LAST_CHECKPOINT,
+                        tagged,
+                        path,
+                        completed_epochs(extra),
+                    )
+                self.last_saved = path
                 return extra
+            if notes:
+                listed = "".join(f"\n  {note}" for note in notes)
+                raise ResumeError(
+                    f"--resume: {self.save_dir} holds checkpoints but none can be loaded:{listed}"
+                    f"\nRestore a checkpoint, or start from scratch with --start-over (the files "
+                    f"are moved to a previous_* folder)"
+                )
             logger.info("No checkpoint found in %s: starting from scratch", self.save_dir)
+        existing = self.run_files()
+        if existing:
+            if not start_over:
+                check_new_run(self.save_dir)
+            if self.save_to_disk:  # the main process moves them; the others only read
+                existing += [
+                    n for n in self.run_outputs if os.path.exists(os.path.join(self.save_dir, n))
+                ]
+                folder = self.move_aside(existing)
+                logger.warning("Starting over: moved %s to %s", ", ".join(existing), folder)
         if weights:
             self.load(weights, restore_training_state=False)
         return {}
+
+
+class ExistingRunError(RuntimeError):
+    """A run would start from scratch in a folder that holds another run's checkpoints."""
+
+
+def checkpoint_files(folder: str) -> list[str]:
+    """The names of the checkpoint files in ``folder`` (``model_*.pth``, ``last_checkpoint``)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(
+        n
+        for n in os.listdir(folder)
+        if (n.startswith("model_") and n.endswith(".pth")) or n == LAST_CHECKPOINT
+    )
+
+
+def check_new_run(folder: str) -> None:
+    """A run that starts from scratch in ``folder`` would overwrite checkpoints there: refuse.
+
+    Raises:
+        ExistingRunError: ``folder`` holds checkpoints; the message says how to go on.
+    """
+    existing = checkpoint_files(folder)
+    if existing:
+        raise ExistingRunError(
+            f"{folder} holds the checkpoints of a run ({', '.join(existing)}) and starting from "
+            f"scratch would overwrite them: continue that run with --resume, start over with "
+            f"--start-over (its files are moved to a previous_* folder), or choose another "
+            f"OUTPUT_DIR"
+        )
+
+
+class ResumeError(RuntimeError):
+    """``resume`` found checkpoints but none that can be loaded."""
+
+
+def _training_progress(path: str, checkpointables: Mapping[str, Any]) -> tuple[int, int]:
+    """(completed epochs, iteration) of a checkpoint with a training state, read without loading
+    its tensors.
+
+    Raises:
+        ValueError: The file cannot be read or holds no training state.
+    """
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"cannot be read as a checkpoint: {e}") from e
+    if not isinstance(data, dict) or "epoch" not in data:
+        raise ValueError("not a training checkpoint (no 'epoch')")
+    missing = [key for key in checkpointables if key not in data]
+    if missing:
+        raise ValueError(f"weights only, no training state ({', '.join(missing)} missing)")
+    return completed_epochs(data), int(data.get("iteration", 0))

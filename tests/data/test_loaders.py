@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
+from reid.config import ConfigError
 from reid.data.build import (
     InferenceSampler,
     ReidDataset,
@@ -17,6 +19,8 @@ from reid.data.build import (
     build_reid_test_loader,
     build_reid_train_loader,
     build_train_loader,
+    check_test_set,
+    read_image,
 )
 from reid.data.datasets.bases import DatasetCountWarning, Record
 from reid.data.datasets.market1501 import Market1501
@@ -89,8 +93,11 @@ def test_empty_test_split_is_an_error_naming_dataset_and_folder(
     setattr(market, split, [])
     with pytest.raises(ValueError) as err:
         build_inference_loader(market, EvalTransform(size=SIZE), batch_size=4)
-    message = str(err.value)
-    assert f"test dataset Market1501 ({market.dataset_dir}) has an empty {split} split" in message
+    assert str(err.value) == (
+        f"test dataset Market1501 ({market.dataset_dir}) has an empty {split} split: there is "
+        f"nothing to evaluate. Put its {split} images in place, or remove Market1501 from "
+        f"DATASETS.TESTS"
+    )
 
 
 def test_test_loaders_in_order(two_datasets: str, cfg_for: Callable[..., CfgNode]) -> None:
@@ -121,10 +128,39 @@ def test_test_set_with_empty_query_is_an_error(
     make_market(files=market_files)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetCountWarning)
-        with pytest.raises(
-            ValueError, match=r"test dataset Market1501 .* has an empty query split"
-        ):
-            build_reid_test_loader(cfg_for(DATASETS__TESTS=["Market1501"]), "Market1501")
+        for check in (build_reid_test_loader, check_test_set):  # the trainer checks first
+            with pytest.raises(
+                ValueError, match=r"test dataset Market1501 .* has an empty query split"
+            ):
+                check(cfg_for(DATASETS__TESTS=["Market1501"]), "Market1501")
+
+
+@pytest.mark.parametrize("build", [build_reid_train_loader, build_reid_test_loader])
+def test_negative_num_workers_is_an_error_naming_the_key(
+    build: Callable[..., Any], cfg_for: Callable[..., CfgNode]
+) -> None:
+    cfg = cfg_for(DATASETS__NAMES=["Market1501"])  # not read: the key is checked first
+    cfg.DATALOADER.NUM_WORKERS = -1
+    with pytest.raises(ConfigError) as err:
+        build(cfg) if build is build_reid_train_loader else build(cfg, "Market1501")
+    assert str(err.value) == (
+        "DATALOADER.NUM_WORKERS must be >= 0 (0 loads the images in the main process), got -1"
+    )
+
+
+def test_an_image_over_the_pixel_limit_is_an_error_naming_it(
+    market: Market1501, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PIL refuses images of more than 2 * MAX_IMAGE_PIXELS pixels as decompression bombs; the
+    # fixture's 8 x 4 images are over a limit of 10.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    path = market.train[0].path
+    with pytest.raises(OSError) as err:
+        read_image(path)
+    message = str(err.value)
+    assert message.startswith(f"cannot read image {path}: it has more pixels than PIL accepts (")
+    assert "exceeds limit of 20 pixels" in message
+    assert message.endswith("shrink the image or remove it from the dataset")
 
 
 def test_train_loader_from_config(

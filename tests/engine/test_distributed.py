@@ -134,3 +134,54 @@ def test_torchrun_launch_of_train_net_completes(tmp_path, tiny_opts):
         "model_best.pth",
         "model_final.pth",
     ]
+
+
+FROZEN_RANK = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    sys.path.insert(0, {root!r})
+    from reid.config import load_config
+    from reid.engine import DefaultTrainer, default_setup, launch
+    from reid.engine.launch import run_tool
+    from reid.engine.train_loop import HookBase
+    from reid.utils import comm
+
+    class FreezeRank1(HookBase):
+        def before_step(self):
+            if comm.get_rank() == 1 and self.trainer.iter == 1:
+                os.kill(os.getpid(), signal.SIGSTOP)  # frozen: alive, but never answers
+
+    def main(opts):
+        trainer = DefaultTrainer(default_setup(load_config(None, opts)))
+        trainer.register_hooks([FreezeRank1()])
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+
+    if __name__ == "__main__":
+        opts, url = json.loads(sys.argv[1]), sys.argv[2]
+        sys.exit(run_tool(lambda: launch(main, 2, dist_url=url, args=(opts,), timeout_s=10)))
+    """
+)
+
+
+def test_a_frozen_rank_makes_the_others_fail_after_the_timeout_naming_it(tmp_path, tiny_opts):
+    script = tmp_path / "frozen.py"
+    script.write_text(FROZEN_RANK.format(root=ROOT))
+    opts = [*tiny_opts, "OUTPUT_DIR", str(tmp_path / "ddp"), "SOLVER.IMS_PER_BATCH", "16"]
+    proc = subprocess.run(
+        [sys.executable, str(script), json.dumps(opts), f"tcp://127.0.0.1:{_free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=240,  # without the timeout the other rank would wait 30 minutes
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (
+        "error (rank 0): rank 0: a collective operation failed waiting for the other ranks "
+        "(timeout 10 s, --dist-timeout); rank 1 did not respond (frozen, killed or far slower "
+        "than the others)."
+    ) in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.rstrip().endswith(
+        "error: the process of rank 0 failed (exit code 1); its error is printed above"
+    )
+    assert "Traceback" not in proc.stderr

@@ -268,3 +268,12 @@ def test_config_errors_name_the_key() -> None:
     cfg.SOLVER.NESTEROV, cfg.SOLVER.MOMENTUM = False, -0.5
     with pytest.raises(ConfigError, match="SOLVER.MOMENTUM must be >= 0, got -0.5"):
         build_optimizer(cfg, Net())
+
+
+@pytest.mark.parametrize("key", ["WEIGHT_DECAY", "WEIGHT_DECAY_NORM", "WEIGHT_DECAY_BIAS"])
+def test_a_negative_weight_decay_is_an_error_naming_its_key(key: str) -> None:
+    cfg = get_cfg()
+    cfg.SOLVER[key] = -1.0
+    with pytest.raises(ConfigError) as info:
+        build_optimizer(cfg, Net())
+    assert str(info.value) == f"SOLVER.{key} must be >= 0, got -1.0"

@@ -20,11 +20,14 @@ from reid.tables.report import MISSING, NO_METRIC, NO_NUMBER, NOT_RUN
 from reid.tables.runner import FAILED, FINISHED, NEW, PARTIAL, SKIPPED, check_dataset
 
 
-def _write_results(run, epoch, metrics, test=None):
+def _write_results(run, epoch, metrics, test=None, final_weights=True):
+    """results.json of ``epoch``; with ``final_weights``, model_final.pth when it is the last."""
     os.makedirs(run.output_dir, exist_ok=True)
     payload = {"epoch": epoch, "results": {test or run.dataset: metrics}}
     with open(os.path.join(run.output_dir, "results.json"), "w") as f:
         json.dump(payload, f)
+    if final_weights and epoch == run.max_epoch:
+        open(os.path.join(run.output_dir, "model_final.pth"), "w").close()
 
 
 @pytest.fixture
@@ -41,8 +44,18 @@ def test_run_status_from_output_dir(table1):
     assert run_status(run) == PARTIAL
     _write_results(run, 50, {"mAP": 10.0})
     assert run_status(run) == PARTIAL
+    _write_results(run, 150, {"mAP": 10.0}, final_weights=False)
+    # Killed between the final results.json and model_final.pth: not finished, it resumes.
+    assert run_status(run) == PARTIAL
     _write_results(run, 150, {"mAP": 10.0})
     assert run_status(run) == FINISHED
+    os.remove(os.path.join(run.output_dir, "last_checkpoint"))
+    os.remove(os.path.join(run.output_dir, "model_final.pth"))
+    assert run_status(run) == PARTIAL  # final results without any weights
+    with open(os.path.join(run.output_dir, "model_0150.pth"), "w") as f:
+        f.write("a checkpoint without last_checkpoint")
+    assert run_status(run) == PARTIAL
+    open(os.path.join(run.output_dir, "model_final.pth"), "w").close()
     with open(os.path.join(run.output_dir, "results.json"), "w") as f:
         f.write("{broken")
     assert (
@@ -100,8 +113,16 @@ def test_execute_without_keep_checkpoints_drops_weights_of_finished_runs_only(ta
 
     outcomes = execute(runs, train=train, keep_checkpoints=False)
     assert [o.status for o in outcomes] == [FINISHED, FINISHED, PARTIAL]
-    assert sorted(os.listdir(runs[0].output_dir)) == ["log.txt", "results.json"]
-    assert sorted(os.listdir(runs[1].output_dir)) == ["log.txt", "results.json"]
+    for run in runs[:2]:
+        assert sorted(os.listdir(run.output_dir)) == [
+            "log.txt",
+            "results.json",
+            "weights_dropped.json",
+        ]
+        record = json.load(open(os.path.join(run.output_dir, "weights_dropped.json")))
+        assert record == {"removed": ["last_checkpoint", "model_0004.pth", "model_final.pth"]}
+        # The deleted final weights are recorded, so the run still counts as finished.
+        assert run_status(run) == FINISHED
     assert "model_final.pth" in os.listdir(runs[2].output_dir) and "last_checkpoint" in os.listdir(
         runs[2].output_dir
     )

@@ -1,13 +1,17 @@
 import os
 import random
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from reid.utils import file_io
 from reid.utils.checkpoint import (
     Checkpointer,
+    ExistingRunError,
+    ResumeError,
     WeightsMismatchError,
     completed_epochs,
     get_rng_states,
@@ -16,6 +20,7 @@ from reid.utils.checkpoint import (
     load_state_strict,
     set_rng_states,
 )
+from reid.utils.file_io import DiskFullError
 
 
 def _model():
@@ -232,3 +237,139 @@ def test_a_tagged_save_is_remembered_as_the_last_checkpoint(tmp_path):
     first = ckpt.save("model_0001", epoch=1)
     ckpt.save("model_best", tag_last=False, model_only=True)
     assert ckpt.last_saved == first
+
+
+def _saved_at(tmp_path, name, epochs, version=2, **extra):
+    """A training checkpoint whose weights are all ``epochs`` (to tell which one was loaded)."""
+    model = _model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(epochs)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ckpt = Checkpointer(model, str(tmp_path), optimizer=opt)
+    path = ckpt.save(name, epoch=epochs if version == 2 else epochs - 1, iteration=10 * epochs)
+    if version == 1:  # written before checkpoints counted completed epochs
+        data = torch.load(path, weights_only=True)
+        del data["checkpoint_version"]
+        torch.save(data, path)
+    return path
+
+
+def _resumer(tmp_path):
+    model = _model()
+    return model, Checkpointer(
+        model, str(tmp_path), optimizer=torch.optim.SGD(model.parameters(), lr=0.1)
+    )
+
+
+def test_resume_falls_back_to_the_newest_loadable_checkpoint_by_stored_epochs(tmp_path, caplog):
+    _saved_at(tmp_path, "model_0003", 3)
+    _saved_at(tmp_path, "model_0004", 5, version=1)  # old naming: epoch index 4 = 5 completed
+    _saved_at(tmp_path, "model_0002", 2)
+    truncated = _saved_at(tmp_path, "model_0006", 6)
+    with open(truncated, "r+b") as f:
+        f.truncate(300)
+    best = Checkpointer(_model(), str(tmp_path)).save(
+        "model_best", tag_last=False, model_only=True, epoch=9
+    )
+    (tmp_path / "last_checkpoint").write_text("model_0007.pth")  # a file that is gone
+    model, ckpt = _resumer(tmp_path)
+    paths, notes = ckpt.resume_candidates()
+    assert [os.path.basename(p) for p in paths] == [
+        "model_0004.pth",
+        "model_0003.pth",
+        "model_0002.pth",
+    ]
+    assert any("model_0007.pth" in n and "not found" in n for n in notes)
+    assert any(n.startswith(truncated) and "cannot be read" in n for n in notes)
+    assert any(n.startswith(best) and "weights only" in n for n in notes)
+    with caplog.at_level("WARNING", logger="reid"):
+        extra = ckpt.resume_or_load("", resume=True)
+    assert completed_epochs(extra) == 5
+    assert torch.all(model[0].weight == 5)
+    assert ckpt.last_saved == os.path.join(str(tmp_path), "model_0004.pth")
+    assert "model_0007.pth, which cannot be loaded; resumed from" in caplog.text
+
+
+def test_resume_from_an_unreadable_tagged_checkpoint_takes_the_previous_one(tmp_path, caplog):
+    _saved_at(tmp_path, "model_0001", 1)
+    tagged = _saved_at(tmp_path, "model_0002", 2)
+    with open(tagged, "wb") as f:
+        f.write(b"PK\x03\x04 not a whole zip file")
+    model, ckpt = _resumer(tmp_path)
+    with caplog.at_level("WARNING", logger="reid"):
+        extra = ckpt.resume_or_load("", resume=True)
+    assert completed_epochs(extra) == 1 and torch.all(model[0].weight == 1)
+    assert f"Cannot resume from {tagged}" in caplog.text
+
+
+def test_resume_when_no_checkpoint_loads_is_an_error_listing_each(tmp_path):
+    for name in ("model_0001.pth", "model_final.pth"):
+        (tmp_path / name).write_bytes(b"garbage")
+    (tmp_path / "last_checkpoint").write_text("model_final.pth")
+    _, ckpt = _resumer(tmp_path)
+    with pytest.raises(ResumeError) as info:
+        ckpt.resume_or_load("", resume=True)
+    message = str(info.value)
+    assert "holds checkpoints but none can be loaded" in message
+    assert "model_0001.pth" in message and "model_final.pth" in message
+    assert "--start-over" in message
+
+
+def test_starting_from_scratch_over_checkpoints_is_an_error_unless_forced(tmp_path, caplog):
+    _saved_at(tmp_path, "model_0002", 2)
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "log.txt").write_text("log")
+    model = _model()
+    ckpt = Checkpointer(model, str(tmp_path), run_outputs=("results.json", "absent.json"))
+    with pytest.raises(ExistingRunError) as info:
+        ckpt.resume_or_load("", resume=False)
+    assert "last_checkpoint, model_0002.pth" in str(info.value)
+    assert "--resume" in str(info.value) and "--start-over" in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint",
+        "log.txt",
+        "model_0002.pth",
+        "results.json",
+    ]
+    with caplog.at_level("WARNING", logger="reid"):
+        assert ckpt.resume_or_load("", resume=False, start_over=True) == {}
+    moved = [n for n in os.listdir(tmp_path) if n.startswith("previous_")]
+    assert len(moved) == 1 and sorted(os.listdir(tmp_path)) == sorted(["log.txt", *moved])
+    assert sorted(os.listdir(tmp_path / moved[0])) == [
+        "last_checkpoint",
+        "model_0002.pth",
+        "results.json",
+    ]
+    assert "Starting over: moved" in caplog.text
+    # A process that does not write (another DDP rank) refuses too, but moves nothing.
+    _saved_at(tmp_path, "model_0001", 1)
+    reader = Checkpointer(_model(), str(tmp_path), save_to_disk=False)
+    with pytest.raises(ExistingRunError):
+        reader.resume_or_load("", resume=False)
+    reader.resume_or_load("", resume=False, start_over=True)
+    assert "model_0001.pth" in os.listdir(tmp_path)
+
+
+def test_a_full_disk_names_the_checkpoint_and_the_intact_previous_one(tmp_path, monkeypatch):
+    ckpt = Checkpointer(_model(), str(tmp_path))
+    first = ckpt.save("model_0001", epoch=1)
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):  # writes answer ENOSPC, as on a full disk
+        fd, path = real(*args, **kwargs)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), path
+
+    monkeypatch.setattr(file_io.tempfile, "mkstemp", mkstemp)
+    with pytest.raises(DiskFullError) as info:
+        ckpt.save("model_0002", epoch=2)
+    assert str(info.value) == (
+        f"no space left on device writing {tmp_path}/model_0002.pth; the previous "
+        f"checkpoint {first} is intact. Free some space, then continue with --resume"
+    )
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0001.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0001.pth"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 
@@ -50,7 +51,8 @@ class CustomDataset(FolderDataset):
     - CSV (DATASETS.CUSTOM.CSV = file name inside DIR, or absolute): rows ``path,pid,camid,split``
       with an optional header row; path relative to the CSV's folder or absolute; pid and camid
       non-negative integers used as written (camid 0-based; pid 0 is an ordinary identity);
-      split train, query or gallery.
+      split train, query or gallery. UTF-8, with or without a byte-order mark; each image once
+      per split, and not both in query and gallery (a query would match itself).
 
     Args:
         root: The data root.
@@ -117,35 +119,64 @@ class CustomDataset(FolderDataset):
             )
         base = os.path.dirname(path)
         splits: dict[str, list[Record]] = {s: [] for s in SPLITS}
-        with open(path, encoding="utf-8", newline="") as f:
-            for lineno, row in enumerate(csv.reader(f), start=1):
-                cells = [c.strip() for c in row]
-                if not any(cells) or (lineno == 1 and [c.lower() for c in cells] == CSV_HEADER):
-                    continue
-                where = f"{path}, line {lineno}"
-                if len(cells) != 4:
-                    raise DatasetFormatError(
-                        f"{self.name}: {where} has {len(cells)} fields; expected "
-                        f"path,pid,camid,split"
-                    )
-                rel, pid, camid, split = cells
-                if not (pid.isdigit() and camid.isdigit()):
-                    raise DatasetFormatError(
-                        f"{self.name}: {where}: pid {pid!r} and camid {camid!r} must be "
-                        f"non-negative integers"
-                    )
-                if split not in splits:
-                    raise DatasetFormatError(
-                        f"{self.name}: {where}: split {split!r} must be one of {', '.join(SPLITS)}"
-                    )
-                image = os.path.normpath(os.path.join(base, os.path.expanduser(rel)))
-                if not os.path.isfile(image):
-                    raise DatasetNotFoundError(
-                        f"{self.name}: image not found: {image} (listed at {where})"
-                    )
-                splits[split].append(Record(image, int(pid), int(camid), self.name))
+        lines: dict[tuple[str, str], int] = {}  # (split, image) -> line
+        rows = csv.reader(io.StringIO(self._read_csv_text(path), newline=""))
+        for lineno, row in enumerate(rows, start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or (lineno == 1 and [c.lower() for c in cells] == CSV_HEADER):
+                continue
+            where = f"{path}, line {lineno}"
+            if len(cells) != 4:
+                raise DatasetFormatError(
+                    f"{self.name}: {where} has {len(cells)} fields; expected "
+                    f"path,pid,camid,split"
+                )
+            rel, pid, camid, split = cells
+            if not (pid.isdigit() and camid.isdigit()):
+                raise DatasetFormatError(
+                    f"{self.name}: {where}: pid {pid!r} and camid {camid!r} must be "
+                    f"non-negative integers"
+                )
+            if split not in splits:
+                raise DatasetFormatError(
+                    f"{self.name}: {where}: split {split!r} must be one of {', '.join(SPLITS)}"
+                )
+            image = os.path.normpath(os.path.join(base, os.path.expanduser(rel)))
+            if not os.path.isfile(image):
+                raise DatasetNotFoundError(
+                    f"{self.name}: image not found: {image} (listed at {where})"
+                )
+            if (split, image) in lines:
+                raise DatasetFormatError(
+                    f"{self.name}: {where} lists {image} in {split} again (first at line "
+                    f"{lines[split, image]}); list each image once per split"
+                )
+            other = {"query": "gallery", "gallery": "query"}.get(split)
+            if other is not None and (other, image) in lines:
+                raise DatasetFormatError(
+                    f"{self.name}: {where} lists {image} as {split}, and line "
+                    f"{lines[other, image]} as {other}: a query found in the gallery matches "
+                    f"itself and inflates Rank-1 and mAP. List each image in query or in "
+                    f"gallery, not both"
+                )
+            lines[split, image] = lineno
+            splits[split].append(Record(image, int(pid), int(camid), self.name))
         train, query, gallery = (sorted(splits[s], key=lambda r: r.path) for s in SPLITS)
         return train, query, gallery
+
+    def _read_csv_text(self, path: str) -> str:
+        """The CSV as text: UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8")."""
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            lineno = raw[: e.start].count(b"\n") + 1
+            raise DatasetFormatError(
+                f"{self.name}: {path}, line {lineno}: not UTF-8 (byte {raw[e.start]:#04x} at "
+                f"offset {e.start}; Latin-1 or another legacy encoding?). Save the CSV as UTF-8 "
+                f"(in Excel: 'CSV UTF-8'), e.g. iconv -f latin1 -t utf-8 {os.path.basename(path)}"
+            ) from None
 
     def official_counts(self) -> dict[str, tuple[int | None, int | None]]:
         return {}

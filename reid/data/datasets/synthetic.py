@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,7 +32,9 @@ from yacs.config import CfgNode
 
 from reid.config.schema import ConfigArgs, ConfigBlock, ConfigError, Key, configurable
 
-from .bases import DatasetFormatError, Layout
+from reid.utils.file_io import current_umask
+
+from .bases import DatasetFormatError, DatasetNotFoundError, Layout
 from .build import DATASET_REGISTRY
 from .market1501 import MARKET_SPLIT_DIRS, Market1501
 
@@ -887,6 +890,33 @@ def _read_marker(folder: str) -> dict[str, Any] | None:
         return json.load(f)
 
 
+def _check_readable(parent: str, folder: str) -> None:
+    """An existing dataset folder (or its parent) that this user cannot read is an error saying
+    so, not that the folder is corrupt or missing."""
+    paths = [parent, folder, os.path.join(folder, MARKER)]
+    paths += [os.path.join(folder, d) for d in MARKET_SPLIT_DIRS.values()]
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
+            owner = _owner(path)
+            raise DatasetNotFoundError(
+                f"Synthetic: {path} exists but you cannot read it (owner {owner}, permissions "
+                f"{stat.filemode(os.stat(path).st_mode)}): ask {owner} to make it readable "
+                f"(chmod -R a+rX {path}), or set DATASETS.ROOT to a folder of your own"
+            )
+
+
+def _owner(path: str) -> str:
+    uid = os.stat(path).st_uid
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
 def ensure_synthetic(spec: SyntheticSpec, parent: str) -> str:
     """The folder of ``spec`` under ``parent``, generated unless a complete one is there.
 
@@ -902,8 +932,10 @@ def ensure_synthetic(spec: SyntheticSpec, parent: str) -> str:
 
     Raises:
         DatasetFormatError: The folder exists but its marker does not hold ``spec``'s parameters.
+        DatasetNotFoundError: The folder exists but this user cannot read it.
     """
     final = os.path.join(parent, spec.folder_name())
+    _check_readable(parent, final)
     if os.path.isdir(final):
         marker = _read_marker(final)
         if marker != spec.params():
@@ -913,8 +945,17 @@ def ensure_synthetic(spec: SyntheticSpec, parent: str) -> str:
             )
         return final
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{spec.folder_name()}.tmp-", dir=parent)
     try:
+        tmp = tempfile.mkdtemp(prefix=f".{spec.folder_name()}.tmp-", dir=parent)
+    except PermissionError:
+        owner = _owner(parent)
+        raise DatasetNotFoundError(
+            f"Synthetic: {final} is not generated yet and you cannot write into {parent} (owner "
+            f"{owner}, permissions {stat.filemode(os.stat(parent).st_mode)}): set DATASETS.ROOT "
+            f"to a folder of your own, or ask {owner} to generate it"
+        ) from None
+    try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private (0700)
         generate(spec, tmp)
         with open(os.path.join(tmp, MARKER), "w", encoding="utf-8") as f:
             json.dump(spec.params(), f, indent=2, sort_keys=True)

@@ -144,3 +144,64 @@ def test_missing_folder(tmp_path: Path) -> None:
         DatasetNotFoundError, match=r"folder not found: .*/absent \(DATASETS.CUSTOM.DIR\)"
     ):
         CustomDataset(str(tmp_path), folder="absent")
+
+
+def _csv_dataset(tmp_path: Path, write_image: Callable[..., str], text: bytes) -> CustomDataset:
+    for n in ("a", "b", "q", "g"):
+        write_image(str(tmp_path / "custom" / f"{n}.jpg"))
+    (tmp_path / "custom" / "l.csv").write_bytes(text)
+    return CustomDataset(str(tmp_path), csv_file="l.csv")
+
+
+def test_csv_with_a_byte_order_mark_reads_like_plain_utf8(
+    tmp_path: Path, write_image: Callable[..., str]
+) -> None:
+    # Excel's "CSV UTF-8" starts the file with a byte-order mark, before the header.
+    text = "path,pid,camid,split\r\na.jpg,1,0,train\r\nb.jpg,1,1,train\r\nq.jpg,2,0,query\r\n"
+    text += "g.jpg,2,1,gallery\r\n"
+    ds = _csv_dataset(tmp_path, write_image, b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert [(os.path.basename(r.path), r.pid, r.camid) for r in ds.train] == [
+        ("a.jpg", 1, 0),
+        ("b.jpg", 1, 1),
+    ]
+    assert [os.path.basename(r.path) for r in ds.query + ds.gallery] == ["q.jpg", "g.jpg"]
+
+
+def test_csv_in_latin1_is_an_error_naming_file_line_and_remedy(
+    tmp_path: Path, write_image: Callable[..., str]
+) -> None:
+    text = "a.jpg,1,0,train\nb.jpg,1,1,train\ncaf\xe9.jpg,2,0,query\n".encode("latin-1")
+    with pytest.raises(DatasetFormatError) as info:
+        _csv_dataset(tmp_path, write_image, text)
+    assert str(info.value) == (
+        f"Custom: {tmp_path}/custom/l.csv, line 3: not UTF-8 (byte 0xe9 at offset 35; Latin-1 "
+        f"or another legacy encoding?). Save the CSV as UTF-8 (in Excel: 'CSV UTF-8'), e.g. "
+        f"iconv -f latin1 -t utf-8 l.csv"
+    )
+
+
+def test_csv_listing_a_query_image_in_the_gallery_is_an_error(
+    tmp_path: Path, write_image: Callable[..., str]
+) -> None:
+    lines = ["a.jpg,1,0,train", "q.jpg,2,0,query", "g.jpg,2,1,gallery", "./q.jpg,2,0,gallery"]
+    with pytest.raises(DatasetFormatError) as info:
+        _csv_dataset(tmp_path, write_image, "\n".join(lines).encode())
+    assert str(info.value) == (
+        f"Custom: {tmp_path}/custom/l.csv, line 4 lists {tmp_path}/custom/q.jpg as gallery, and "
+        f"line 2 as query: a query found in the gallery matches itself and inflates Rank-1 and "
+        f"mAP. List each image in query or in gallery, not both"
+    )
+    # Gallery first, then the same image as a query: the same error.
+    lines = ["a.jpg,1,0,train", "g.jpg,2,1,gallery", "q.jpg,2,0,gallery", "q.jpg,2,0,query"]
+    with pytest.raises(DatasetFormatError, match="line 4 lists .*q.jpg as query, and line 3 as"):
+        _csv_dataset(tmp_path, write_image, "\n".join(lines).encode())
+
+
+def test_csv_listing_an_image_twice_in_one_split_is_an_error(
+    tmp_path: Path, write_image: Callable[..., str]
+) -> None:
+    lines = ["a.jpg,1,0,train", "q.jpg,2,0,query", "g.jpg,2,1,gallery", "g.jpg,2,1,gallery"]
+    with pytest.raises(
+        DatasetFormatError, match=r"line 4 lists .*custom/g\.jpg in gallery again \(first at line 3"
+    ):
+        _csv_dataset(tmp_path, write_image, "\n".join(lines).encode())

@@ -4,9 +4,12 @@ import itertools
 import json
 import os
 import re
+import shutil
+import stat
+import tempfile
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -16,7 +19,7 @@ from yacs.config import CfgNode
 
 from reid.data.datasets import build_dataset, build_train_records
 from reid.data.datasets import synthetic as synthetic_module
-from reid.data.datasets.bases import DatasetCountWarning, DatasetFormatError
+from reid.data.datasets.bases import DatasetCountWarning, DatasetFormatError, DatasetNotFoundError
 from reid.data.datasets.synthetic import (
     ACCESSORIES,
     BOTTOM_TYPES,
@@ -288,3 +291,101 @@ def test_every_drawn_variant_is_pixel_identical() -> None:
         digest.update(canvas.tobytes())
         digest.update(rng.integers(1 << 30, size=1).tobytes())  # the draws it consumed
     assert digest.hexdigest() == DRAW_SHA256
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o755), (0o027, 0o750)])
+def test_the_generated_folder_follows_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
+    try:
+        folder = ensure_synthetic(SPEC, str(tmp_path))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == mode  # mkdtemp alone gives 0700
+
+
+def _build_as_nobody(parent: str) -> str:
+    """ensure_synthetic(SPEC, parent) in a forked child running as user nobody; its error."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read)
+        message = "no error"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            ensure_synthetic(SPEC, parent)
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            message = f"{type(e).__name__}: {e}"
+        os.write(write, message.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        message = f.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary folder that other users may enter (pytest's own are private)."""
+    folder = Path(tempfile.mkdtemp())
+    os.chmod(folder, 0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_folder_of_another_user_is_not_called_corrupt(shared_tmp: Path) -> None:
+    parent = shared_tmp / "synthetic"
+    parent.mkdir(mode=0o755)
+    old = os.umask(0o077)  # as a user with a private umask generates it
+    try:
+        folder = ensure_synthetic(SPEC, str(parent))
+    finally:
+        os.umask(old)
+    if os.geteuid() == 0:
+        # Root reads everything: the other user is nobody, who may enter the folders above.
+        for path in (shared_tmp, *shared_tmp.parents):
+            if stat.S_IMODE(path.stat().st_mode) & 0o005 != 0o005:
+                pytest.skip(f"{path} is not open to other users")
+        message = _build_as_nobody(str(parent))
+        owner = "root (uid 0)"
+    else:
+        os.chmod(folder, 0o000)
+        try:
+            with pytest.raises(DatasetNotFoundError) as info:
+                ensure_synthetic(SPEC, str(parent))
+        finally:
+            os.chmod(folder, 0o700)
+        message = f"DatasetNotFoundError: {info.value}"
+        owner = _owner_of(folder)
+    assert message == (
+        f"DatasetNotFoundError: Synthetic: {folder} exists but you cannot read it (owner {owner}, "
+        f"permissions d{'rwx' if os.geteuid() == 0 else '---'}------): ask {owner} to make it "
+        f"readable (chmod -R a+rX {folder}), or set DATASETS.ROOT to a folder of your own"
+    )
+
+
+def _owner_of(path: str) -> str:
+    import pwd
+
+    uid = os.stat(path).st_uid
+    return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+
+
+def test_a_synthetic_root_of_another_user_is_named(shared_tmp: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    parent = shared_tmp / "synthetic"
+    parent.mkdir(mode=0o700)  # created by a user with a private umask
+    assert _build_as_nobody(str(parent)) == (
+        f"DatasetNotFoundError: Synthetic: {parent} exists but you cannot read it (owner root "
+        f"(uid 0), permissions drwx------): ask root (uid 0) to make it readable (chmod -R a+rX "
+        f"{parent}), or set DATASETS.ROOT to a folder of your own"
+    )
+    os.chmod(parent, 0o755)  # readable, but not writable by others: nothing to generate into
+    folder = parent / SPEC.folder_name()
+    assert _build_as_nobody(str(parent)) == (
+        f"DatasetNotFoundError: Synthetic: {folder} is not generated yet and you cannot write "
+        f"into {parent} (owner root (uid 0), permissions drwxr-xr-x): set DATASETS.ROOT to a "
+        f"folder of your own, or ask root (uid 0) to generate it"
+    )
