@@ -30,7 +30,9 @@ def test_precise_bn_before_the_evaluation_of_a_training(tiny_cfg, monkeypatch):
     )  # fmt: skip
     trainer = DefaultTrainer(default_setup(cfg))
     names = [type(h).__name__ for h in trainer.hooks]
-    assert names.index("PreciseBN") + 1 == names.index("EvalHook")
+    # recomputed before the epoch's checkpoint, so the saved and evaluated statistics agree
+    assert names.index("PreciseBN") + 1 == names.index("PeriodicCheckpointer")
+    assert names.index("PeriodicCheckpointer") + 1 == names.index("EvalHook")
     hook = next(h for h in trainer.hooks if isinstance(h, PreciseBN))
     assert hook.model is trainer.model and hook.num_iter == 3 and hook.period == 2
     assert isinstance(trainer.hooks[names.index("EvalHook")], EvalHook)
