@@ -47,3 +47,28 @@ def test_sampler_autoaugment_and_training_set_as_the_repository(path):
     )
     steps = build_transforms(cfg, is_train=True).transforms
     assert (repr(steps[2]) == repr(AutoAugment(prob=0.1))) is autoaug
+
+
+@pytest.mark.parametrize(
+    "dataset,images,per_epoch,drops",
+    [
+        # 113,346 // 512 = 221 iterations; the 2,000-iteration warm-up ends in epoch 10 (0-based
+        # 9), so STEPS [30, 40] drop the LR at epochs 39 and 49, as in the repository.
+        ("VehicleID", 113346, 221, [39, 49]),
+    ],
+)
+def test_vehicleid_schedule_is_the_repositorys(dataset, images, per_epoch, drops):
+    from tests.solver.test_fastreid_schedule import reid_plan  # noqa: PLC0415
+
+    path = os.path.join(PAPERS, "adasp", dataset, "norm_single_adasp.yml")
+    cfg = load_config(path)
+    assert (cfg.DATALOADER.EPOCH_LENGTH, cfg.SOLVER.SCHED_CLOCK) == ("images", "after_warmup")
+    got_per_epoch, lrs = reid_plan(cfg)
+    assert got_per_epoch == per_epoch == images // 512
+    changes = [i for i in range(2001, len(lrs)) if lrs[i] != lrs[i - 1]]
+    assert changes == [d * per_epoch for d in drops]
+
+
+def test_person_configs_count_fastreids_epoch_and_start_the_cosine_after_the_warm_up():
+    cfg = load_config(os.path.join(PAPERS, "adasp", "Market1501", "mgn_single_adasp.yml"))
+    assert (cfg.DATALOADER.EPOCH_LENGTH, cfg.SOLVER.SCHED_CLOCK) == ("images", "after_warmup")

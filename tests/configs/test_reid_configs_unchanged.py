@@ -57,7 +57,7 @@ TRAIN_SETS = {
     "small": [10] * 150,
     "sparse": [3] * 1000,
 }
-Record = namedtuple("Record", "pid")
+Record = namedtuple("Record", "pid camid")
 
 
 def config_files() -> list[str]:
@@ -104,7 +104,7 @@ def _rle(values: list[float]) -> list[list[float]]:
 def _schedule_facts(cfg: CfgNode) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     for name, counts in TRAIN_SETS.items():
-        records = [Record(pid) for pid, n in enumerate(counts) for _ in range(n)]
+        records = [Record(pid, i % 2) for pid, n in enumerate(counts) for i in range(n)]
         sampler = build_train_sampler(cfg, records, rank=0, world_size=1, seed=0)
         loader = build_train_loader(records, transform=None, sampler=sampler)
         per_epoch = len(loader)
@@ -177,19 +177,17 @@ def _model_facts(cfg: CfgNode) -> dict[str, Any]:
     return facts
 
 
-def config_facts(path: str) -> dict[str, Any]:
+def config_facts(
+    path: str, parts: tuple[str, ...] = ("schedule", "optimizer", "model")
+) -> dict[str, Any]:
     """What the config at ``path`` (relative to the repository root) trains, as JSON data."""
     cfg = load_config(os.path.join(ROOT, path))
     cfg.defrost()
     cfg.MODEL.HEADS.NUM_CLASSES = 100
     cfg.freeze()
     torch.manual_seed(0)
-    return {
-        "config": _flat(cfg),
-        "schedule": _schedule_facts(cfg),
-        "optimizer": _optimizer_facts(cfg),
-        "model": _model_facts(cfg),
-    }
+    facts = {"schedule": _schedule_facts, "optimizer": _optimizer_facts, "model": _model_facts}
+    return {"config": _flat(cfg), **{part: facts[part](cfg) for part in parts}}
 
 
 def record(output: str) -> None:
@@ -237,6 +235,26 @@ RENAMED_VALUES: dict[tuple[str, str], Any] = {
     # "images" was ceil(#images / batch) batches and at least one identity pass; it is now
     # fastreid's #images // batch, and the old epoch is "images_ceil".
     ("DATALOADER.EPOCH_LENGTH", '"images"'): "images_ceil",
+}
+
+# Configs changed on purpose since the record: path prefix -> (the keys that changed, the facts
+# not compared, why). The AdaSP configs follow the AdaSP repository exactly (issue 12), whose
+# fastreid epoch and schedule clock differ from reid's; tests/configs/test_adasp_configs.py checks
+# their schedules.
+CHANGED_ON_PURPOSE: dict[str, tuple[set[str], set[str], str]] = {
+    os.path.join("configs", "papers", "adasp", ""): (
+        {
+            "DATALOADER.EPOCH_LENGTH",
+            "SOLVER.SCHED_CLOCK",
+            "DATALOADER.SAMPLER_TRAIN",
+            "INPUT.AUTOAUG.ENABLED",
+            "INPUT.AUTOAUG.PROB",
+            "DATASETS.NAMES",
+        },
+        {"schedule"},
+        "fastreid's #images // IMS_PER_BATCH epoch and after-warm-up schedule, AutoAugment, the "
+        "camera-balanced sampler and VehicleID's training set, as the repository",
+    ),
 }
 
 # The recipes the others build on run in the fast tier; every config in the full suite.
@@ -297,12 +315,18 @@ def _expected_config(reference: dict[str, Any], path: str) -> dict[str, Any]:
 )
 def test_config_trains_what_it_trained_before(reference, path):
     expected = reference["configs"][path]
-    actual = config_facts(path)
+    keys_changed: set[str] = set()
+    parts_changed: set[str] = set()
+    for prefix, (keys, parts, _why) in CHANGED_ON_PURPOSE.items():
+        if path.startswith(prefix):
+            keys_changed, parts_changed = keys, parts
+    compared = tuple(p for p in ("schedule", "optimizer", "model") if p not in parts_changed)
+    actual = config_facts(path, compared)
     config = actual["config"]
     changed = {
         key: (value, config.get(key, "<missing>"))
         for key, value in _expected_config(reference, path).items()
-        if key not in config or not _same(value, config[key])
+        if key not in keys_changed and (key not in config or not _same(value, config[key]))
     }
     assert changed == {}, f"{path}: key: (before, now)"
     for where, value in ADDED_ARGUMENTS.items():
@@ -311,7 +335,7 @@ def test_config_trains_what_it_trained_before(reference, path):
             node = node.get(step, {})
         if where[-1] in node:
             assert _same(node.pop(where[-1]), value), (path, where)
-    for part in ("schedule", "optimizer", "model"):
+    for part in compared:
         assert _same(expected[part], actual[part]), (path, part, expected[part], actual[part])
 
 
