@@ -42,6 +42,7 @@ from reid.utils.env import collect_env_info, draw_seed, seed_all_rng
 from reid.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
 from reid.utils.file_io import atomic_write_json, atomic_write_text
 from reid.utils.logger import setup_logger
+from reid.visualization.report import VisualizeOptions, visualize_test_sets
 
 from . import hooks
 from .train_loop import HookBase, ModelWithLoss, SimpleTrainer, StepOptions
@@ -308,6 +309,7 @@ class DefaultTrainer(SimpleTrainer):
     def __init__(self, cfg: CfgNode) -> None:
         for name in cfg.DATASETS.TESTS:  # a bad TEST key fails now, not after training
             EvalSettings.from_config(cfg, name)
+        VisualizeOptions(cfg)
         data_loader, num_classes = self.build_train_loader(cfg)
         cfg = with_num_classes(cfg, num_classes)
         iters_per_epoch = len(data_loader)
@@ -433,6 +435,20 @@ class DefaultTrainer(SimpleTrainer):
 
     def train(self) -> None:  # type: ignore[override]
         super().train(self.start_epoch, self.cfg.SOLVER.MAX_EPOCH, self.iters_per_epoch)
+        if self.cfg.TEST.VISUALIZE.ENABLED:
+            self.visualize()
+
+    def visualize(self) -> None:
+        """Rank lists and figures of the evaluated model (the EMA when on) into
+        OUTPUT_DIR/visualize/, as TEST.VISUALIZE says."""
+        model = self.ema_model.module if self.ema_model is not None else self.model
+        visualize_test_sets(
+            self.cfg,
+            model,
+            os.path.join(self.cfg.OUTPUT_DIR, "visualize"),
+            build_test_loader=self.build_test_loader,
+            source=f"{self.cfg.OUTPUT_DIR} after training",
+        )
 
     def build_writers(self) -> list[EventWriter]:
         """Console, OUTPUT_DIR/metrics.json and TensorBoard writers."""
