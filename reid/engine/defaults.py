@@ -42,7 +42,7 @@ from reid.utils.env import collect_env_info, draw_seed, seed_all_rng
 from reid.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
 from reid.utils.file_io import atomic_write_json, atomic_write_text
 from reid.utils.logger import setup_logger
-from reid.visualization.report import VisualizeOptions, visualize_test_sets
+from reid.visualization.report import check_visualize_config, visualize_test_sets
 
 from . import hooks
 from .train_loop import HookBase, ModelWithLoss, SimpleTrainer, StepOptions
@@ -309,7 +309,7 @@ class DefaultTrainer(SimpleTrainer):
     def __init__(self, cfg: CfgNode) -> None:
         for name in cfg.DATASETS.TESTS:  # a bad TEST key fails now, not after training
             EvalSettings.from_config(cfg, name)
-        VisualizeOptions(cfg)
+        check_visualize_config(cfg)
         data_loader, num_classes = self.build_train_loader(cfg)
         cfg = with_num_classes(cfg, num_classes)
         iters_per_epoch = len(data_loader)

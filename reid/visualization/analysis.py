@@ -60,7 +60,7 @@ ORDERS = ("worst", "best", "random")
 
 # The ROC curve keeps this many smallest negative distances at most (8-byte values): the curve
 # reaches FPR = min(1, NEGATIVE_BUDGET / #negative pairs).
-NEGATIVE_BUDGET = 1 << 23
+NEGATIVE_BUDGET = 1 << 20
 
 ROC_POINTS_PER_DECADE = 10
 
@@ -95,6 +95,14 @@ def roc_curve_fprs(
 
 def _power_of_two_at_least(value: float) -> float:
     return 2.0 ** math.ceil(math.log2(value))
+
+
+def _as_float(values: torch.Tensor) -> torch.Tensor:
+    """Flat float32 or float64 values (half precision and integers widened)."""
+    values = values.detach().flatten()
+    if values.dtype in (torch.float32, torch.float64):
+        return values
+    return values.double() if not values.is_floating_point() else values.float()
 
 
 class DistanceHistogram:
@@ -136,34 +144,62 @@ class DistanceHistogram:
         """The ``len(counts) + 1`` bin edges."""
         return (self.first + np.arange(self.counts.shape[0] + 1)) * self.width
 
-    def add(self, values: torch.Tensor) -> None:
-        """Count ``values`` (any shape, any device); NaN is an error."""
-        values = values.detach().flatten().double()
-        if bool(torch.isnan(values).any()):
-            raise ValueError("distances contain NaN; distances must be numbers")
-        finite = torch.isfinite(values)
-        self.num_infinite += int((~finite).sum())
-        values = values[finite]
+    def add(self, values: torch.Tensor, minus: torch.Tensor | None = None) -> None:
+        """Count ``values`` (any shape, any device) but those of ``minus``.
+
+        Args:
+            values: The values to count; NaN is an error.
+            minus: Values taken from ``values`` (the very same numbers) not to count: with them
+                a block of distances is counted less a few pairs, without a masked copy.
+        """
+        values = _as_float(values)
+        removed = _as_float(minus) if minus is not None else values[:0]
+        if not bool(torch.isfinite(values).all()):
+            if bool(torch.isnan(values).any()):
+                raise ValueError("distances contain NaN; distances must be numbers")
+            self.num_infinite += int(torch.isinf(values).sum()) - int(torch.isinf(removed).sum())
+            values, removed = values[torch.isfinite(values)], removed[torch.isfinite(removed)]
         if values.numel() == 0:
             return
-        lo, hi = float(values.min()), float(values.max())
+        lo_t, hi_t = torch.aminmax(values)
+        lo, hi = float(lo_t), float(hi_t)
         if self.width == 0.0:
             span = hi - lo if hi > lo else max(abs(lo), 1.0) * 2.0**-20
             self.width = _power_of_two_at_least(span / (self.max_bins - 1))
-            self.first = math.floor(lo / self.width)
-        while True:
-            first = min(self.first, math.floor(lo / self.width))
-            last = max(self.first + self.counts.shape[0] - 1, math.floor(hi / self.width))
-            if last - first + 1 <= self.max_bins:
-                break
+        first, last = self._span(lo, hi)
+        while last - first + 1 > self.max_bins:
             self._merge_pairs()
-        left = self.first - first
+            first, last = self._span(lo, hi)
         size = last - first + 1
         counts = torch.zeros(size, dtype=torch.int64)
-        counts[left : left + self.counts.shape[0]] = self.counts
-        index = torch.floor(values / self.width).long() - first
-        counts += torch.bincount(index, minlength=size).cpu()
-        self.counts, self.first = counts, first
+        left = self.first - first
+        if self.counts.numel():
+            counts[left : left + self.counts.shape[0]] = self.counts
+        counts += self._bincount(values, first, size)
+        if removed.numel():
+            counts -= self._bincount(removed, first, size)
+        if bool((counts < 0).any()):
+            raise ValueError("minus must hold values taken from values")
+        nonzero = counts.nonzero()
+        if nonzero.numel() == 0:
+            self.counts, self.first = counts[:0], first
+        else:
+            a, b = int(nonzero[0]), int(nonzero[-1])
+            self.counts, self.first = counts[a : b + 1], first + a
+
+    def _span(self, lo: float, hi: float) -> tuple[int, int]:
+        """The first and last bin covering the counts so far and [lo, hi]."""
+        first, last = math.floor(lo / self.width), math.floor(hi / self.width)
+        if self.counts.numel():
+            first = min(first, self.first)
+            last = max(last, self.first + self.counts.shape[0] - 1)
+        return first, last
+
+    def _bincount(self, values: torch.Tensor, first: int, size: int) -> torch.Tensor:
+        # Division by a power of two is exact, so is floor: the bin is exact in any float dtype.
+        index = torch.floor(values / self.width).long()
+        index -= first
+        return torch.bincount(index, minlength=size).cpu()
 
     def _merge_pairs(self) -> None:
         index = torch.arange(self.counts.shape[0]) + self.first
@@ -178,7 +214,7 @@ class DistanceHistogram:
 
     def coarsened(self, width: float) -> DistanceHistogram:
         """A copy with bins of ``width`` (this width times a power of two, not smaller)."""
-        if self.width == 0.0:
+        if not self.counts.numel():
             raise ValueError("an empty histogram has no bins to coarsen")
         steps = math.log2(width / self.width)
         if steps < 0 or steps != round(steps):
@@ -201,7 +237,7 @@ def common_bins(
     The shared width is the widest histogram's, doubled until the bins spanning all values fit
     in ``max_bins``; empty histograms get zero counts.
     """
-    filled = [h for h in histograms if h.width > 0.0]
+    filled = [h for h in histograms if h.counts.numel()]
     if not filled:
         return np.zeros(0), [np.zeros(0, dtype=np.int64) for _ in histograms]
     width = max(h.width for h in filled)
@@ -314,7 +350,7 @@ class RankListCollector:
         g_pids = self.gallery.pids.cpu()
         matches = (columns >= 0) & (g_pids[columns.clamp(min=0)] == q_pids.cpu()[:, None])
         self.positives.add(dist[rows[relevant], cols[relevant]])
-        self.negatives.add(dist[self.gallery.pids[None, :] != q_pids[:, None]])
+        self.negatives.add(dist, minus=dist[rows, cols])  # every pair but the same-pid ones
         self._parts.append(
             (
                 columns,

@@ -36,7 +36,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-from reid.config.schema import ConfigBlock, InvalidArgument, Key, configurable, declare
+from reid.config.schema import (
+    ConfigBlock,
+    ConfigError,
+    InvalidArgument,
+    Key,
+    configurable,
+    declare,
+)
 from reid.data.build import build_reid_test_loader
 from reid.evaluation.evaluator import EvalSettings, ReidEvaluator, inference_on_dataset
 from reid.evaluation.roc import roc_key
@@ -60,6 +67,7 @@ __all__ = [
     "SetReport",
     "VisualizeOptions",
     "VisualizingEvaluator",
+    "check_visualize_config",
     "visualize_test_sets",
     "write_index",
 ]
@@ -148,6 +156,20 @@ class VisualizeOptions:
     def layout(self) -> RankListLayout:
         """The rank-list pictures' layout."""
         return RankListLayout(image_size=self.image_size, num_items=self.top_k)
+
+
+def check_visualize_config(cfg: CfgNode) -> VisualizeOptions:
+    """The options of TEST.VISUALIZE, checked; ENABLED needs a test set.
+
+    Raises:
+        ConfigError: A key has a value that cannot be drawn (the message names it).
+    """
+    options = VisualizeOptions(cfg)
+    if cfg.TEST.VISUALIZE.ENABLED and not cfg.DATASETS.TESTS:
+        raise ConfigError(
+            "TEST.VISUALIZE.ENABLED draws the test sets, but DATASETS.TESTS names none"
+        )
+    return options
 
 
 @dataclass
@@ -618,6 +640,8 @@ def visualize_test_sets(
         {test set: metrics} as the evaluation reports them (empty on other processes).
     """
     options = options if options is not None else VisualizeOptions(cfg)
+    if not cfg.DATASETS.TESTS:
+        raise ConfigError("DATASETS.TESTS names no test set: there is nothing to draw")
     results: dict[str, dict[str, float]] = {}
     reports = []
     for name in cfg.DATASETS.TESTS:

@@ -230,3 +230,26 @@ def test_query_order():
     assert shuffled.tolist() != analysis.query_order("random", seed=5).tolist()
     with pytest.raises(InvalidArgument, match="order must be one of worst, best, random"):
         analysis.query_order("median")
+
+
+def test_histogram_of_a_block_less_some_of_its_values():
+    rng = np.random.default_rng(0)
+    block = torch.from_numpy(rng.normal(1.0, 0.3, size=(6, 50)).astype(np.float32))
+    block[0, 0], block[1, 1] = -5.0, 9.0  # the extremes are left out: the range shrinks back
+    rows, cols = torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 7, 8])
+    hist = DistanceHistogram(max_bins=64)
+    hist.add(block, minus=block[rows, cols])
+    keep = torch.ones_like(block, dtype=torch.bool)
+    keep[rows, cols] = False
+    expected = block[keep].double().numpy()
+    np.testing.assert_array_equal(hist.counts.numpy(), np.histogram(expected, hist.edges())[0])
+    assert hist.counts[0] > 0 and hist.counts[-1] > 0  # no empty bins at the ends
+    assert hist.edges()[0] > -5.0 and hist.edges()[-1] < 9.0
+
+    everything = DistanceHistogram()
+    everything.add(block[:1], minus=block[0])
+    assert everything.total == 0 and everything.counts.numel() == 0
+    everything.add(torch.tensor([0.5, 0.75]))
+    assert everything.total == 2
+    with pytest.raises(ValueError, match="minus must hold values taken from values"):
+        DistanceHistogram().add(torch.tensor([1.0, 2.0]), minus=torch.tensor([1.5]))

@@ -38,6 +38,8 @@ def test_bad_order_is_refused(capsys):
 def test_trainer_refuses_bad_options_before_training(tiny_cfg):
     with pytest.raises(ConfigError, match="TEST.VISUALIZE.ORDER must be one of"):
         DefaultTrainer(tiny_cfg("TEST.VISUALIZE.ORDER", "median"))
+    with pytest.raises(ConfigError, match="DATASETS.TESTS names none"):
+        DefaultTrainer(tiny_cfg("TEST.VISUALIZE.ENABLED", "True", "DATASETS.TESTS", "()"))
 
 
 @pytest.mark.slow
