@@ -383,6 +383,7 @@ class RankingAnalysis:
         negatives: The distances of the negative pairs.
         roc_fprs: False positive rates of the ROC curve (ascending).
         roc_tprs: ``RocAccumulator``'s TPR at each of them.
+        roc_reported: The FPRs among them that the results report (TEST.ROC.FPRS when on).
         num_negatives: The number of negative pairs.
     """
 
@@ -396,6 +397,7 @@ class RankingAnalysis:
     negatives: DistanceHistogram
     roc_fprs: tuple[float, ...]
     roc_tprs: list[float]
+    roc_reported: tuple[float, ...]
     num_negatives: int
 
     def query_order(self, order: str, count: int | None = None, seed: int = 0) -> np.ndarray:
@@ -452,7 +454,7 @@ def analyze_ranking(
     q_camids, g_camids = camids[:num_query], camids[num_query:]
     gallery = GalleryIndex(g_pids, g_camids)
     num_negatives = int(gallery.num_different_id(q_pids).sum())
-    configured = settings.roc_fprs if settings.roc else ()
+    configured = tuple(float(f) for f in settings.roc_fprs) if settings.roc else ()
     fprs = roc_curve_fprs(num_negatives, configured)
     roc = RocAccumulator(gallery, q_pids, fprs)
     collector = RankListCollector(gallery, top_k, histogram_bins)
@@ -474,7 +476,7 @@ def analyze_ranking(
     results = metric_percentages(cmc, all_ap, all_inp)
     tprs = roc.tprs()
     for f in configured:
-        results[roc_key(f)] = tprs[fprs.index(float(f))] * 100
+        results[roc_key(f)] = tprs[fprs.index(f)] * 100
     rank_lists = collector.rank_lists()
     valid = (rank_lists.num_relevant > 0).numpy()
     ap = np.full(num_query, np.nan)
@@ -491,5 +493,6 @@ def analyze_ranking(
         negatives=collector.negatives,
         roc_fprs=fprs,
         roc_tprs=tprs,
+        roc_reported=configured,
         num_negatives=num_negatives,
     )

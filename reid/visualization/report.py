@@ -46,7 +46,6 @@ from reid.config.schema import (
 )
 from reid.data.build import build_reid_test_loader
 from reid.evaluation.evaluator import EvalSettings, ReidEvaluator, inference_on_dataset
-from reid.evaluation.roc import roc_key
 from reid.structures import BatchKeys
 from reid.utils import comm
 from reid.utils.file_io import atomic_write_json, atomic_write_text
@@ -271,13 +270,14 @@ def write_test_set(
         metric=metric,
         options=options,
     )
-    marked = [f for f in analysis.roc_fprs if roc_key(f) in analysis.results]
     figures = {
         "cmc.png": plot_cmc(analysis.cmc, f"{name}: CMC"),
         "distances.png": plot_distance_histograms(
             analysis.positives, analysis.negatives, metric, f"{name}: pair distances"
         ),
-        "roc.png": plot_roc(analysis.roc_fprs, analysis.roc_tprs, marked, f"{name}: ROC"),
+        "roc.png": plot_roc(
+            analysis.roc_fprs, analysis.roc_tprs, analysis.roc_reported, f"{name}: ROC"
+        ),
     }
     for file_name, fig in figures.items():
         save_figure(fig, os.path.join(folder, file_name))

@@ -50,7 +50,8 @@ def test_roc_figure_plots_the_roc_accumulators_points(tmp_path):
     analysis = analyze_ranking(features, pids, camids, nq, settings)
     roc = RocAccumulator(GalleryIndex(pids[nq:], camids[nq:]), pids[:nq], analysis.roc_fprs)
     roc.add(compute_distmat(features[:nq], features[nq:]), pids[:nq], camids[:nq])
-    fig = plot_roc(analysis.roc_fprs, analysis.roc_tprs, marked=settings.roc_fprs)
+    assert analysis.roc_reported == settings.roc_fprs
+    fig = plot_roc(analysis.roc_fprs, analysis.roc_tprs, marked=analysis.roc_reported)
     curve, *points = fig.axes[0].get_lines()
     np.testing.assert_array_equal(curve.get_xdata(), analysis.roc_fprs)
     np.testing.assert_array_equal(curve.get_ydata(), np.array(roc.tprs()) * 100)
