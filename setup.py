@@ -18,6 +18,7 @@ setup(
         "tqdm>=4.65",
         "scipy>=1.10",
         "h5py>=3.8",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "ruff==0.17.6", "mypy==2.4.1"],

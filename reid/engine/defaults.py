@@ -46,6 +46,7 @@ from reid.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, Tens
 from reid.utils.file_io import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from reid.utils.logger import setup_logger
 from reid.utils.run_lock import OutputDirInUseError, acquire_output_dir, release_output_dir
+from reid.visualization.report import check_visualize_config, visualize_test_sets
 
 from . import hooks
 from .launch import DEFAULT_GLOO_TIMEOUT_S, DEFAULT_NCCL_TIMEOUT_S
@@ -415,6 +416,7 @@ class DefaultTrainer(SimpleTrainer):
         for name in cfg.DATASETS.TESTS:  # a bad TEST key or test set fails now, not after training
             EvalSettings.from_config(cfg, name)
             check_test_set(cfg, name)
+        check_visualize_config(cfg)
         data_loader, num_classes = self.build_train_loader(cfg)
         cfg = with_num_classes(cfg, num_classes)
         iters_per_epoch = len(data_loader)
@@ -544,6 +546,20 @@ class DefaultTrainer(SimpleTrainer):
 
     def train(self) -> None:  # type: ignore[override]
         super().train(self.start_epoch, self.cfg.SOLVER.MAX_EPOCH, self.iters_per_epoch)
+        if self.cfg.TEST.VISUALIZE.ENABLED:
+            self.visualize()
+
+    def visualize(self) -> None:
+        """Rank lists and figures of the evaluated model (the EMA when on) into
+        OUTPUT_DIR/visualize/, as TEST.VISUALIZE says."""
+        model = self.ema_model.module if self.ema_model is not None else self.model
+        visualize_test_sets(
+            self.cfg,
+            model,
+            os.path.join(self.cfg.OUTPUT_DIR, "visualize"),
+            build_test_loader=self.build_test_loader,
+            source=f"{self.cfg.OUTPUT_DIR} after training",
+        )
 
     def build_writers(self) -> list[EventWriter]:
         """Console, OUTPUT_DIR/metrics.json and TensorBoard writers."""

@@ -51,9 +51,11 @@ from .roc import DEFAULT_FPRS, ROC_CONFIG, RocAccumulator, check_fprs
 __all__ = [
     "TEST_CONFIG",
     "EvalSettings",
+    "distance_chunks",
     "ReidEvaluator",
     "format_results_table",
     "inference_on_dataset",
+    "metric_percentages",
     "score_features",
     "single_gallery_shot_cmc",
 ]
@@ -273,22 +275,11 @@ def score_features(
     q_pids, g_pids = pids[:num_query], pids[num_query:]
     q_camids, g_camids = camids[:num_query], camids[num_query:]
     with settings.naming_errors():
-        if settings.aqe:
-            qf, gf = alpha_query_expansion(
-                qf,
-                gf,
-                settings.aqe_times,
-                settings.aqe_k,
-                settings.aqe_alpha,
-                settings.chunk_size or None,
-            )
-        distance = build_distance(settings.metric)
-        qf, gf = distance.prepare(qf), distance.prepare(gf)
         roc = None
         if settings.roc:
             roc = RocAccumulator(GalleryIndex(g_pids, g_camids), q_pids, settings.roc_fprs)
         cmc, all_ap, all_inp = score_chunks(
-            _distance_chunks(qf, gf, distance, settings),
+            distance_chunks(qf, gf, settings),
             q_pids,
             q_camids,
             g_pids,
@@ -301,10 +292,37 @@ def score_features(
             num_threads=settings.metric_threads,
             also=[roc] if roc is not None else [],
         )
-    results = _percentages(cmc, all_ap, all_inp)
+    results = metric_percentages(cmc, all_ap, all_inp)
     if roc is not None:
         results.update({key: value * 100 for key, value in roc.compute().items()})
     return results
+
+
+def distance_chunks(
+    qf: torch.Tensor, gf: torch.Tensor, settings: EvalSettings
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The query x gallery distances the metric ranks by, as ``(start, end, rows)`` chunks.
+
+    Alpha query expansion first (``settings.aqe``), then the distance of ``settings.metric``,
+    k-reciprocal re-ranked with ``settings.rerank``; queries in order, ``settings.chunk_size``
+    per chunk (0: chosen from the gallery size).
+
+    Args:
+        qf: Query features, one row each.
+        gf: Gallery features.
+        settings: What to compute.
+    """
+    if settings.aqe:
+        qf, gf = alpha_query_expansion(
+            qf,
+            gf,
+            settings.aqe_times,
+            settings.aqe_k,
+            settings.aqe_alpha,
+            settings.chunk_size or None,
+        )
+    distance = build_distance(settings.metric)
+    yield from _distance_chunks(distance.prepare(qf), distance.prepare(gf), distance, settings)
 
 
 def _distance_chunks(
@@ -325,7 +343,14 @@ def _distance_chunks(
         yield start, end, distance.pairwise(qf[start:end], gf)
 
 
-def _percentages(cmc: np.ndarray, all_ap: np.ndarray, all_inp: np.ndarray) -> dict[str, float]:
+def metric_percentages(
+    cmc: np.ndarray, all_ap: np.ndarray, all_inp: np.ndarray
+) -> dict[str, float]:
+    """Rank-1/5/10, mAP, mINP and "metric" (percent) of ``score_chunks``' output.
+
+    >>> metric_percentages(np.array([0.5, 1.0]), np.array([0.5, 1.0]), np.array([0.25, 1.0]))
+    {'Rank-1': 50.0, 'Rank-5': 100.0, 'Rank-10': 100.0, 'mAP': 75.0, 'mINP': 62.5, 'metric': 62.5}
+    """
     results = {f"Rank-{r}": float(cmc[min(r, len(cmc)) - 1]) * 100 for r in RANKS}
     results["mAP"] = float(np.mean(all_ap)) * 100
     results["mINP"] = float(np.mean(all_inp)) * 100
@@ -409,20 +434,12 @@ class ReidEvaluator:
         Returns:
             See :func:`score_features`.
         """
-        features, pids, camids = self._gather()
-        if not comm.is_main_process():
+        gathered = self.gathered()
+        if gathered is None:
             return {}
-        if features.shape[0] <= self.num_query:
-            raise ValueError(
-                f"{self._label}: {features.shape[0]} images were processed but num_query is "
-                f"{self.num_query}: the test set needs query images followed by at least one "
-                "gallery image"
-            )
+        features, pids, camids = gathered
         start = time.perf_counter()
-        device = self._device if self._device is not None else torch.device("cpu")
-        results = score_features(
-            features.to(device), pids.to(device), camids.to(device), self.num_query, self.settings
-        )
+        results = score_features(features, pids, camids, self.num_query, self.settings)
         logger.info(
             "Evaluated %s (%d queries, %d gallery) in %.1f s",
             self._label,
@@ -434,6 +451,21 @@ class ReidEvaluator:
             path = os.path.join(self.output_dir, "inference", f"{self.dataset_name}.json")
             atomic_write_json(path, {self.dataset_name: results})
         return results
+
+    def gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(features, pids, camids) of every process, on the features' device, queries first;
+        ``None`` on processes other than the main one."""
+        features, pids, camids = self._gather()
+        if not comm.is_main_process():
+            return None
+        if features.shape[0] <= self.num_query:
+            raise ValueError(
+                f"{self._label}: {features.shape[0]} images were processed but num_query is "
+                f"{self.num_query}: the test set needs query images followed by at least one "
+                "gallery image"
+            )
+        device = self._device if self._device is not None else torch.device("cpu")
+        return features.to(device), pids.to(device), camids.to(device)
 
     def _gather(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All ranks' features in rank order (the inference sampler gives each rank a contiguous

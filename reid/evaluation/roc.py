@@ -125,12 +125,20 @@ class RocAccumulator:
 
     def compute(self) -> dict[str, float]:
         """TPR (in [0, 1]) per target FPR, keyed by ``roc_key``."""
+        return {roc_key(f): tpr for f, tpr in zip(self.fprs, self.tprs())}
+
+    def tprs(self) -> list[float]:
+        """TPR (in [0, 1]) at each target FPR, in the order of ``fprs`` (NaN without positives).
+
+        Unlike :meth:`compute`, FPRs that ``roc_key`` spells alike (1e-4 and 1.2e-4) keep one
+        value each: a curve's points.
+        """
         self._merge()
         positives = (
             torch.cat(self._positives) if self._positives else torch.zeros(0, dtype=torch.float64)
         )
         negatives = torch.sort(self._smallest).values
-        results = {}
+        tprs = []
         for f in self.fprs:
             k = math.floor(f * self.num_negatives)
             if positives.shape[0] == 0:
@@ -139,5 +147,5 @@ class RocAccumulator:
                 tpr = 1.0
             else:
                 tpr = float((positives < negatives[k]).sum()) / positives.shape[0]
-            results[roc_key(f)] = tpr
-        return results
+            tprs.append(tpr)
+        return tprs
