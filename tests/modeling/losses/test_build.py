@@ -57,8 +57,8 @@ BAD_VALUES = {
 # the module built from them). TRI's fastreid keys are tested in test_triplet.py.
 ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "CrossEntropyLoss": (
-        {"EPSILON": 0.1, "ALPHA": 0.3, "OHEM_RATIO": 0.2},
-        {"epsilon": 0.1, "alpha": 0.3, "ohem_ratio": 0.2},
+        {"EPSILON": 0.1, "ALPHA": 0.3, "OHEM_RATIO": 0.2, "SMOOTH_OVER": "all"},
+        {"epsilon": 0.1, "alpha": 0.3, "ohem_ratio": 0.2, "smooth_over": "all"},
     ),
     "TripletLoss": (
         {
@@ -69,9 +69,11 @@ ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "SOFT_MARGIN": True,
             "SIM_SCALE": 2.0,
             "LEARN_SCALE": True,
+            "ANCHOR_AS_POSITIVE": False,
             "FEAT_KEY": "neck_features",
         },
         {
+            "anchor_as_positive": False,
             "margin": 0.5,
             "mining": "all",
             "distance": "sqeuclidean",
