@@ -35,7 +35,10 @@ RESNET_CONFIG = ConfigBlock(
     {
         "DEPTH": Key(
             "50x",
-            'ResNet depth: "18x", "34x", "50x" or "101x" (fastreid\'s spelling; 50 works too).',
+            (
+                'Depth (fastreid\'s spelling; 50 works too): ResNet "18x", "34x", "50x", "101x"; '
+                'ResNeSt "50x", "101x", "200x", "269x"; ViT "small" or "base".'
+            ),
         ),
         "LAST_STRIDE": Key(
             1,

@@ -34,6 +34,8 @@ EXPECTED_NAMES = {
     "MPNTupletLoss": ("MPN", "loss_mpn_tuplet"),
     "SparsePairwiseLoss": ("SP", "loss_sp"),
     "AdaSPLoss": ("SP", "loss_sp"),
+    "FocalLoss": ("FL", "loss_focal"),
+    "Cosface": ("COSFACE", "loss_cosface"),
 }
 
 # Registered name -> (a key of its block, a value the loss rejects, the problem it reports).
@@ -51,6 +53,8 @@ BAD_VALUES = {
     "MPNTupletLoss": ("REDUCTION", 5, r"\(5\) must be a positive divisor of the feature dim 16"),
     "SparsePairwiseLoss": ("TEMP", 0.0, "must be positive, got 0.0"),
     "AdaSPLoss": ("TYPE", "sp", r"must be one of \['sp-h', 'sp-lh', 'adasp'\], got 'sp'"),
+    "FocalLoss": ("ALPHA", 1.5, r"must be in \[0, 1\], got 1.5"),
+    "Cosface": ("GAMMA", 0.0, "must be positive, got 0.0"),
 }
 
 # Registered name -> (non-default values of every key of its block but SCALE, the attributes of
@@ -108,6 +112,11 @@ ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"MARGIN": 0.3, "GAMMA": 32.0, "FEAT_KEY": "neck_features"},
         {"margin": 0.3, "gamma": 32.0, "feat_key": "neck_features"},
     ),
+    "Cosface": (
+        {"MARGIN": 0.3, "GAMMA": 32.0, "FEAT_KEY": "neck_features"},
+        {"margin": 0.3, "gamma": 32.0, "feat_key": "neck_features"},
+    ),
+    "FocalLoss": ({"ALPHA": 0.5, "GAMMA": 1.0}, {"alpha": 0.5, "gamma": 1.0}),
     "ProxyNCALoss": (
         {
             "EXCLUDE_POSITIVE": False,
