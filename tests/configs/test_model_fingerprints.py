@@ -90,10 +90,7 @@ def _recorded() -> dict:
 FAST = (
     "configs/Base-bagtricks.yml",
     "configs/Synthetic/quickstart.yml",
-    "configs/papers/adasp/Market1501/mgn_CE_adasp.yml",
-    "configs/papers/ratio/nsl_ratio.yml",
     "configs/papers/unified/tri_euclidean_all.yml",
-    "configs/papers/survey/ce_triplet_center.yml",
 )
 
 
