@@ -26,6 +26,10 @@ setup(
         # What fastreid 1.4.0 imports besides torch, for the tests that compare against it.
         # fastreid itself pins torch 1.13.1, so it is installed without its dependencies:
         # pip install --no-deps fastreid==1.4.0 (INSTALL.md; .ci/run does it).
-        "fastreid-test": ["termcolor>=2.2,<3", "tabulate>=0.9,<0.10"],
+        "fastreid-test": [
+            "termcolor>=2.2,<3",
+            "tabulate>=0.9,<0.10",
+            "faiss-cpu>=1.7.3,<2",
+        ],
     },
 )
