@@ -1,4 +1,4 @@
-"""ResNeSt (Zhang et al., "ResNeSt: Split-Attention Networks", 2020), fastreid's ``build_resnest_backbone``.
+"""ResNeSt (Zhang et al., "ResNeSt: Split-Attention Networks", 2020): build_resnest_backbone.
 
 The ResNeSt-D variant the ResNeSt authors published and fastreid builds: a deep stem (three 3x3
 convs, ``stem_width`` 32 for 50x, 64 above), split attention with radix 2 in every bottleneck, the
@@ -232,9 +232,9 @@ class ResNeSt(nn.Module):
                 )
         if block.get("WITH_NL"):
             logger.warning(
-                "MODEL.BACKBONE.WITH_NL is True but build_resnest_backbone has no non-local blocks: "
-                "ignored, as fastreid's build_resnest_backbone ignores it (its S50 configs inherit "
-                "it from Base-SBS / Base-AGW)"
+                "MODEL.BACKBONE.WITH_NL is True but build_resnest_backbone has no non-local "
+                "blocks: ignored, as fastreid's build_resnest_backbone ignores it (its S50 "
+                "configs inherit it from Base-SBS / Base-AGW)"
             )
         args = ConfigArgs()
         args.set("depth", block.DEPTH, "MODEL.BACKBONE.DEPTH")

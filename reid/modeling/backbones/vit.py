@@ -19,9 +19,11 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from typing import ClassVar, cast
 
 import torch
-from timm.layers import resample_abs_pos_embed, trunc_normal_
+import torch.nn.functional as F
+from timm.layers import Attention, resample_abs_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 from yacs.config import CfgNode
@@ -70,23 +72,54 @@ VIT_CONFIG = ConfigBlock(
 
 _RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download/"
 
-# DEPTH -> (blocks, heads, MLP ratio, qkv bias, attention scale or None, published weights)
-VIT_SPECS: dict[str, tuple[int, int, float, bool, float | None, str]] = {
-    "small": (
-        8,
-        8,
-        3.0,
-        False,
-        768**-0.5,
-        _RELEASES + "v0.1-weights/vit_small_p16_224-15ec54c9.pth",
-    ),
-    "base": (12, 12, 4.0, True, None, _RELEASES + "v0.1-vitjx/jx_vit_base_p16_224-80ecf9dd.pth"),
+_SMALL = _RELEASES + "v0.1-weights/vit_small_p16_224-15ec54c9.pth"
+_BASE = _RELEASES + "v0.1-vitjx/jx_vit_base_p16_224-80ecf9dd.pth"
+# DEPTH -> (blocks, heads, MLP ratio, qkv bias, attention scale 768^-0.5, published weights)
+VIT_SPECS: dict[str, tuple[int, int, float, bool, bool, str]] = {
+    "small": (8, 8, 3.0, False, True, _SMALL),
+    "base": (12, 12, 4.0, True, False, _BASE),
 }
 EMBED_DIM = 768
 PATCH_SIZE = 16
 # Keys of the published files that are not the backbone's: ImageNet classifiers, DeiT's
 # distillation token and head.
 FOREIGN_KEYS = ("head.", "head_dist.", "pre_logits.", "dist_token")
+
+
+class SmallViTAttention(Attention):
+    """timm's multi-head self-attention with the scale 768^-0.5 instead of head_dim^-0.5: the first
+    timm ViT-S, which fastreid's "small" follows."""
+
+    qk_scale: ClassVar[float] = EMBED_DIM**-0.5
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        """B x N x C tokens -> B x N x C (no mask: ``attn_mask`` and ``is_causal`` are refused)."""
+        if attn_mask is not None or is_causal:
+            raise ValueError("SmallViTAttention attends to every token: no mask")
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        dropout = self.attn_drop.p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.qk_scale)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
+
+
+class PatchEmbed(nn.Module):
+    """Patches of 16 x 16 pixels every ``stride`` pixels, embedded by one convolution (``proj``).
+
+    Args:
+        stride: The stride (height, width).
+    """
+
+    def __init__(self, stride: tuple[int, int]) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, EMBED_DIM, kernel_size=PATCH_SIZE, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N x 3 x H x W -> N x (patches) x 768."""
+        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class VisionTransformer(nn.Module):
@@ -130,22 +163,20 @@ class VisionTransformer(nn.Module):
             )
         if pretrain and pretrain_path and not os.path.isfile(pretrain_path):
             raise InvalidArgument("pretrain_path", f"is not a file: {pretrain_path}")
-        blocks, heads, mlp_ratio, qkv_bias, attn_scale, url = VIT_SPECS[depth]
+        blocks, heads, mlp_ratio, qkv_bias, small_scale, url = VIT_SPECS[depth]
         self.depth = depth
         self.img_size = (int(img_size[0]), int(img_size[1]))
         self.grid = tuple(
             (size - PATCH_SIZE) // stride + 1 for size, stride in zip(self.img_size, stride_size)
         )
         self.out_channels = EMBED_DIM
-        self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(
-            3, EMBED_DIM, kernel_size=PATCH_SIZE, stride=tuple(int(s) for s in stride_size)
-        )
+        self.patch_embed = PatchEmbed((int(stride_size[0]), int(stride_size[1])))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, EMBED_DIM))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, EMBED_DIM))
         self.pos_drop = nn.Dropout(p=drop_rate)
         rates = torch.linspace(0, drop_path_rate, blocks).tolist()
-        norm = functools.partial(nn.LayerNorm, eps=1e-6)
+        norm = cast(type[nn.Module], functools.partial(nn.LayerNorm, eps=1e-6))
+        attention = SmallViTAttention if small_scale else Attention
         self.blocks = nn.ModuleList(
             Block(
                 EMBED_DIM,
@@ -156,13 +187,10 @@ class VisionTransformer(nn.Module):
                 attn_drop=attn_drop_rate,
                 drop_path=rate,
                 norm_layer=norm,
+                attn_layer=attention,
             )
             for rate in rates
         )
-        if attn_scale is not None:  # ViT-S's scale 768^-0.5 instead of head_dim^-0.5
-            for block in self.blocks:
-                block.attn.scale = attn_scale
-                block.attn.fused_attn = False  # the fused kernel uses head_dim^-0.5
         self.norm = norm(EMBED_DIM)
         self._init_weights()
         if pretrain:
@@ -253,7 +281,7 @@ class VisionTransformer(nn.Module):
                 f"(INPUT.SIZE_TRAIN), got {x.shape[2]}x{x.shape[3]}: set INPUT.SIZE_TEST to "
                 f"INPUT.SIZE_TRAIN"
             )
-        x = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.pos_drop(x + self.pos_embed)
         for block in self.blocks:

@@ -144,7 +144,7 @@ def test_vit_overlapping_patches_and_the_small_variant(vit_small):
     assert len(model.blocks) == 8 and model.blocks[0].attn.num_heads == 8
     assert model.blocks[0].mlp.fc1.out_features == 3 * 768 and model.blocks[0].attn.qkv.bias is None
     attn = model.blocks[0].attn
-    assert attn.scale == 768**-0.5 and not attn.fused_attn
+    assert attn.qk_scale == 768**-0.5
     x = torch.randn(1, 5, 768)
     q, k, v = attn.qkv(x).reshape(1, 5, 3, 8, 96).permute(2, 0, 3, 1, 4)
     expected = ((q @ k.transpose(-2, -1)) * 768**-0.5).softmax(-1) @ v
