@@ -112,6 +112,7 @@ def test_resnest_published_weights_load_from_the_hub_cache(hub_dir):
         torch.testing.assert_close(value, state[key], msg=key)
 
 
+@pytest.mark.slow
 def test_resnest_missing_published_file_names_it(hub_dir):
     with pytest.raises(RuntimeError, match="resnest50-528c19ca.pth.*no network"):
         ResNeSt("50x", pretrain=True)
@@ -157,6 +158,7 @@ def test_vit_drop_path_rises_to_the_configured_rate(vit_small):
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.1) and rates == sorted(rates)
 
 
+@pytest.mark.slow
 def test_vit_refuses_images_of_another_size():
     model = VisionTransformer((64, 32), "base").eval()
     with pytest.raises(
@@ -223,6 +225,7 @@ def test_vit_published_weights_load_with_the_position_embedding_resized(hub_dir,
             torch.testing.assert_close(value, state[key], msg=key)
 
 
+@pytest.mark.slow
 def test_vit_identity_pool_model_and_errors():
     opts = [
         "MODEL.BACKBONE.NAME", "build_vit_backbone", "MODEL.BACKBONE.DEPTH", "small",
