@@ -37,9 +37,10 @@ from reid.utils.checkpoint import (
     Checkpointer,
     ExistingRunError,
     check_new_run,
+    checkpoint_num_classes,
     completed_epochs,
     load_checkpoint_file,
-    load_state_strict,
+    load_model_weights,
 )
 from reid.utils.env import collect_env_info, draw_seed, seed_all_rng
 from reid.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
@@ -781,9 +782,9 @@ def build_model_for_eval(cfg: CfgNode) -> nn.Module:
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("--eval-only needs MODEL.WEIGHTS: the checkpoint to evaluate")
     checkpoint = load_checkpoint_file(cfg.MODEL.WEIGHTS)
-    num_classes = int(checkpoint.get("num_classes", 0)) or cfg.MODEL.HEADS.NUM_CLASSES
+    num_classes = checkpoint_num_classes(checkpoint) or cfg.MODEL.HEADS.NUM_CLASSES
     if not num_classes:
         num_classes = build_train_records(cfg)[1]
     model = build_model(with_num_classes(cfg, num_classes))
-    load_state_strict(model, checkpoint["model"], source=cfg.MODEL.WEIGHTS)
+    load_model_weights(model, checkpoint, source=cfg.MODEL.WEIGHTS)
     return model

@@ -1,12 +1,13 @@
 """The quick setting: any paper config shrunk to a tiny run on the synthetic data.
 
 It keeps each config's architecture, losses and training plan and shrinks what costs time: a tiny
-synthetic dataset (the test suite's), ResNet-18 without pretrained weights, 64x32 inputs (tall
-enough for MGN's three stripes), P = 4 x K = 4, no AMP, no loader processes. The schedule shrinks
-consistently, from the loaded config:
+synthetic dataset (the test suite's), ResNet-18 without pretrained weights, 96x32 inputs (tall
+enough for MGN's three stripes cut with torch.chunk, 2 rows each), P = 4 x K = 4, no AMP, no loader
+processes. The schedule shrinks consistently, from the loaded config:
 
-- every training stage lasts 1 epoch (a run without stages: 1 epoch), so MAX_EPOCH = the number
-  of stages;
+- every training stage lasts 1 epoch (a run without stages: 1 epoch, or 2 for a cosine decay
+  that starts after the warm-up, fastreid's SCHED_CLOCK "after_warmup", so that the decay has an
+  epoch), so MAX_EPOCH = the number of stages;
 - a warm-up (epochs or iterations) becomes 1 iteration, a cosine delay 0 epochs, FREEZE_ITERS at
   most 1 (so freezing and its release both run), in the run's and in every stage's schedule;
 - MultiStepLR steps stay as they are (they fall after the end of the tiny run);
@@ -34,9 +35,9 @@ QUICK_OPTS: dict[str, Any] = {
     "MODEL.BACKBONE.DEPTH": "18x",
     "MODEL.BACKBONE.FEAT_DIM": 0,
     "MODEL.BACKBONE.PRETRAIN": False,
-    "INPUT.SIZE_TRAIN": [64, 32],
-    "INPUT.SIZE_TEST": [64, 32],
-    "INPUT.RESIZE_THEN_CROP.RESIZE": [72, 36],
+    "INPUT.SIZE_TRAIN": [96, 32],
+    "INPUT.SIZE_TEST": [96, 32],
+    "INPUT.RESIZE_THEN_CROP.RESIZE": [108, 36],
     "INPUT.PADDING.SIZE": 4,
     "DATALOADER.NUM_INSTANCE": 4,
     "DATALOADER.NUM_WORKERS": 0,
@@ -68,6 +69,11 @@ def _shrunk_schedule(schedule: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _cosine_after_warmup(solver: CfgNode, opts: Mapping[str, Any]) -> bool:
+    warmup = int(opts.get("SOLVER.WARMUP_ITERS", 0)) > 0
+    return warmup and solver.SCHED_CLOCK == "after_warmup" and solver.SCHED == "CosineAnnealingLR"
+
+
 def quick_schedule_opts(cfg: CfgNode) -> dict[str, Any]:
     """Overrides that shrink ``cfg``'s training plan to 1 epoch per stage (see the module doc).
 
@@ -85,7 +91,7 @@ def quick_schedule_opts(cfg: CfgNode) -> dict[str, Any]:
         stages.append(stage)
     if stages:
         opts["SOLVER.STAGES"] = stages
-    opts["SOLVER.MAX_EPOCH"] = max(1, len(stages))
+    opts["SOLVER.MAX_EPOCH"] = len(stages) or (2 if _cosine_after_warmup(solver, opts) else 1)
     return opts
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fastreid_checkpoint import convert_fastreid_state, fastreid_num_classes, is_fastreid_state
 from .file_io import DiskFullError, atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -227,6 +228,67 @@ def load_state_strict(
     return report
 
 
+def is_fastreid_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint (as :func:`load_checkpoint_file` returns it) was written by fastreid:
+    no reid ``checkpoint_version`` and fastreid's head keys (see :func:`is_fastreid_state`)."""
+    return "checkpoint_version" not in checkpoint and is_fastreid_state(checkpoint["model"])
+
+
+def checkpoint_num_classes(checkpoint: Mapping[str, Any]) -> int:
+    """The number of training identities a checkpoint's model was built for; 0 = not recorded
+    (reid keeps it as ``num_classes``; fastreid's is its classifier's row count)."""
+    if checkpoint.get("num_classes"):
+        return int(checkpoint["num_classes"])
+    return fastreid_num_classes(checkpoint["model"]) if is_fastreid_checkpoint(checkpoint) else 0
+
+
+def load_model_weights(
+    model: nn.Module,
+    checkpoint: Mapping[str, Any],
+    source: str,
+    *,
+    reinit_identities: bool = True,
+) -> LoadReport:
+    """Load a checkpoint's model weights strictly (:func:`load_state_strict`), reid's or fastreid's.
+
+    A fastreid checkpoint (:func:`is_fastreid_checkpoint`) has its keys renamed to reid's first
+    (:func:`reid.utils.fastreid_checkpoint.convert_fastreid_state`); the network must be the one
+    its config builds (fastreid's conventions are the schema defaults). Pixel normalisation
+    buffers it holds must equal the model's (MODEL.PIXEL_MEAN / PIXEL_STD).
+
+    Args:
+        model: The model (DDP-wrapped or not).
+        checkpoint: ``{"model": state dict, ...}`` (see :func:`load_checkpoint_file`).
+        source: Named in the report and the errors (the file).
+        reinit_identities: See :func:`load_state_strict`.
+
+    Returns:
+        The report.
+
+    Raises:
+        WeightsMismatchError: The weights do not fit (the message names ``source``).
+    """
+    state = checkpoint["model"]
+    if is_fastreid_checkpoint(checkpoint):
+        target = unwrap_model(model)
+        own = {k: v.shape for k, v in target.state_dict().items()}
+        state, pixels = convert_fastreid_state(state, own)
+        for name, value in pixels.items():
+            mine = getattr(target, name, None)
+            if not isinstance(mine, torch.Tensor) or not torch.allclose(
+                mine.detach().cpu().flatten(), value.detach().cpu().float().flatten()
+            ):
+                raise WeightsMismatchError(
+                    f"{source}: the fastreid checkpoint normalises images with {name} "
+                    f"{value.flatten().tolist()}, the model with "
+                    f"{None if mine is None else mine.flatten().tolist()}: set "
+                    f"MODEL.{name.upper()} to the checkpoint's values"
+                )
+        logger.info("%s is a fastreid checkpoint: its keys are renamed to reid's", source)
+        source = f"{source} (fastreid checkpoint, keys renamed)"
+    return load_state_strict(model, state, source=source, reinit_identities=reinit_identities)
+
+
 def load_checkpoint_file(path: str) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; a bare state dict becomes {"model": ...}."""
     if not os.path.isfile(path):
@@ -383,9 +445,10 @@ class Checkpointer:
         """Load a checkpoint; returns what remains (epoch, iteration, ...) after restoring state."""
         data = load_checkpoint_file(path)
         # A resumed run continues on its own identity set; fine-tuning may change it.
-        load_state_strict(
-            self.model, data.pop("model"), source=path, reinit_identities=not restore_training_state
+        load_model_weights(
+            self.model, data, source=path, reinit_identities=not restore_training_state
         )
+        data.pop("model")
         if restore_training_state:
             for key, obj in self.checkpointables.items():
                 if key not in data:

@@ -72,3 +72,43 @@ def test_vehicleid_schedule_is_the_repositorys(dataset, images, per_epoch, drops
 def test_person_configs_count_fastreids_epoch_and_start_the_cosine_after_the_warm_up():
     cfg = load_config(os.path.join(PAPERS, "adasp", "Market1501", "mgn_single_adasp.yml"))
     assert (cfg.DATALOADER.EPOCH_LENGTH, cfg.SOLVER.SCHED_CLOCK) == ("images", "after_warmup")
+
+
+# fastreid's conventions, which the repository's networks and losses use (the schema defaults);
+# reid's Base-bagtricks.yml states reid's own, so the AdaSP rows start from fastreid's file.
+FASTREID_CONVENTIONS = {
+    "MODEL.BACKBONE.STEM_POOL": "ceil",
+    "MODEL.BACKBONE.NL_INTER_CHANNELS": 1,
+    "MODEL.BACKBONE.NL_INIT": "pytorch",
+    "MODEL.HEADS.LINEAR_INIT_STD": 0.01,
+    "MODEL.LOSSES.CE.SMOOTH_OVER": "others",
+    "MODEL.LOSSES.TRI.ANCHOR_AS_POSITIVE": True,
+    "MODEL.MGN.STRIPES": "chunk",
+    "DATALOADER.EPOCH_LENGTH": "images",
+    "SOLVER.SCHED_CLOCK": "after_warmup",
+}
+
+
+@pytest.mark.parametrize("path", ROWS, ids=lambda p: os.path.relpath(p, PAPERS))
+def test_rows_use_fastreids_conventions_as_the_repository(path):
+    cfg = load_config(path)
+    for key, value in FASTREID_CONVENTIONS.items():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, (key, node)
+
+
+def test_the_rows_start_from_fastreids_bag_of_tricks_file():
+    from reid.config.config import load_yaml_with_base  # noqa: PLC0415
+
+    ours = load_yaml_with_base(os.path.join(PAPERS, "adasp", "Base-bagtricks.yml"))
+    fastreid = os.path.join(os.path.dirname(__file__), "..", "data_fastreid", "configs")
+    theirs = load_yaml_with_base(os.path.join(fastreid, "Base-bagtricks.yml"))
+    assert ours.pop("MODEL")["DEVICE"] == "auto"
+    theirs_model = theirs.pop("MODEL")
+    assert ours == theirs
+    assert load_yaml_with_base(os.path.join(PAPERS, "adasp", "Base-bagtricks.yml"))["MODEL"] == {
+        **theirs_model,
+        "DEVICE": "auto",
+    }

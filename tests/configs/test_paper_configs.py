@@ -1,7 +1,7 @@
 """Every config under configs/papers loads; every row config trains and evaluates in quick setting.
 
 The run test is what ``tools/reproduce.py --quick`` does for one cell: the row config, the quick
-setting (tiny synthetic set, ResNet-18, 64x32, 1 epoch per stage), then the test's overrides; one
+setting (tiny synthetic set, ResNet-18, 96x32, 1 epoch per stage), then the test's overrides; one
 in-process run per config.
 """
 
@@ -103,7 +103,10 @@ def test_row_config_trains_and_evaluates_in_the_quick_setting(path, tmp_path, sy
     plan = plan_table(record, str(tmp_path), quick=True, opts=opts)
     (run,) = [r for r in plan.runs.values() if r.config == path]
     cfg = run.load()
-    stages = max(1, len(cfg.SOLVER.STAGES))
+    cosine_after_warmup = cfg.SOLVER.SCHED_CLOCK == "after_warmup" and (
+        cfg.SOLVER.SCHED == "CosineAnnealingLR" and cfg.SOLVER.WARMUP_ITERS > 0
+    )
+    stages = len(cfg.SOLVER.STAGES) or (2 if cosine_after_warmup else 1)
     assert cfg.SOLVER.MAX_EPOCH == stages and cfg.MODEL.BACKBONE.DEPTH == "18x"
 
     try:

@@ -229,7 +229,15 @@ REMOVED_KEYS: dict[str, str] = {
 }
 # Arguments added since (a path into the facts, e.g. ("model", "backbone", "stem_pool")) -> the
 # value every config must build with to train as before; any other new argument fails the test.
-ADDED_ARGUMENTS: dict[tuple[str, ...], Any] = {}
+ADDED_ARGUMENTS: dict[tuple[str, ...], Any] = {
+    # fastreid's conventions are the schema defaults; reid's configs keep reid's (issue 12)
+    ("model", "backbone", "stem_pool"): "padded",
+    ("model", "backbone", "nl_inter_channels"): 0,
+    ("model", "backbone", "nl_init"): "kaiming",
+    ("model", "mgn", "stripes"): "balanced",
+    ("model", "losses", "CrossEntropyLoss", "args", "smooth_over"): "all",
+    ("model", "losses", "TripletLoss", "args", "anchor_as_positive"): False,
+}
 # (key, value before as JSON) -> the value that means the same now.
 RENAMED_VALUES: dict[tuple[str, str], Any] = {
     # "images" was ceil(#images / batch) batches and at least one identity pass; it is now
@@ -237,23 +245,16 @@ RENAMED_VALUES: dict[tuple[str, str], Any] = {
     ("DATALOADER.EPOCH_LENGTH", '"images"'): "images_ceil",
 }
 
-# Configs changed on purpose since the record: path prefix -> (the keys that changed, the facts
-# not compared, why). The AdaSP configs follow the AdaSP repository exactly (issue 12), whose
-# fastreid epoch and schedule clock differ from reid's; tests/configs/test_adasp_configs.py checks
-# their schedules.
+# Configs changed on purpose since the record: path prefix -> (the keys that changed, "*" for
+# any, the facts not compared, why). The AdaSP rows follow the AdaSP repository exactly (issue 12):
+# they start from fastreid's Base-bagtricks.yml, not reid's, so fastreid's epoch, schedule clock
+# and conventions, AutoAugment, the camera-balanced sampler and VehicleID's training set;
+# tests/configs/test_adasp_configs.py checks them against the repository.
 CHANGED_ON_PURPOSE: dict[str, tuple[set[str], set[str], str]] = {
     os.path.join("configs", "papers", "adasp", ""): (
-        {
-            "DATALOADER.EPOCH_LENGTH",
-            "SOLVER.SCHED_CLOCK",
-            "DATALOADER.SAMPLER_TRAIN",
-            "INPUT.AUTOAUG.ENABLED",
-            "INPUT.AUTOAUG.PROB",
-            "DATASETS.NAMES",
-        },
-        {"schedule"},
-        "fastreid's #images // IMS_PER_BATCH epoch and after-warm-up schedule, AutoAugment, the "
-        "camera-balanced sampler and VehicleID's training set, as the repository",
+        {"*"},
+        {"schedule", "model"},
+        "the AdaSP repository's files on fastreid's bag of tricks",
     ),
 }
 
@@ -275,8 +276,13 @@ def reference() -> dict[str, Any]:
     return _load_reference()
 
 
+def _changed_on_purpose(path: str) -> bool:
+    return any(path.startswith(prefix) for prefix in CHANGED_ON_PURPOSE)
+
+
 def test_every_recorded_config_still_exists_and_every_config_is_recorded(reference):
-    assert sorted(reference["configs"]) == config_files()
+    recorded = [p for p in sorted(reference["configs"]) if not _changed_on_purpose(p)]
+    assert recorded == [p for p in config_files() if not _changed_on_purpose(p)]
     assert FAST <= set(config_files())
 
 
@@ -311,7 +317,11 @@ def _expected_config(reference: dict[str, Any], path: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "path",
-    [pytest.param(p, marks=() if p in FAST else pytest.mark.slow) for p in config_files()],
+    [
+        pytest.param(p, marks=() if p in FAST else pytest.mark.slow)
+        for p in config_files()
+        if p in _load_reference()["configs"]
+    ],
 )
 def test_config_trains_what_it_trained_before(reference, path):
     expected = reference["configs"][path]
@@ -326,7 +336,9 @@ def test_config_trains_what_it_trained_before(reference, path):
     changed = {
         key: (value, config.get(key, "<missing>"))
         for key, value in _expected_config(reference, path).items()
-        if key not in keys_changed and (key not in config or not _same(value, config[key]))
+        if "*" not in keys_changed
+        and key not in keys_changed
+        and (key not in config or not _same(value, config[key]))
     }
     assert changed == {}, f"{path}: key: (before, now)"
     for where, value in ADDED_ARGUMENTS.items():

@@ -198,7 +198,8 @@ def test_quick_shrinks_warmup_delay_and_freezing_in_iterations():
         "SOLVER.WARMUP_ITERS": 1,
         "SOLVER.FREEZE_ITERS": 1,
         "SOLVER.DELAY_EPOCHS": 0,
-        "SOLVER.MAX_EPOCH": 1,
+        # fastreid's cosine starts after the epoch the warm-up ends in: one more epoch
+        "SOLVER.MAX_EPOCH": 2,
     }
     assert "SOLVER.STAGES" not in opts
     no_warmup = load_config(None, ["SOLVER.WARMUP_EPOCHS", "0", "SOLVER.WARMUP_ITERS", "0"])

@@ -95,7 +95,23 @@ def find_published_file(depth: int, with_ibn: bool, download: bool = True) -> st
         FileNotFoundError: Not cached and ``download`` is False.
         RuntimeError: The download failed; the message says where to put the file by hand.
     """
-    urls = published_urls(depth, with_ibn)
+    return find_cached_or_download(published_urls(depth, with_ibn), download)
+
+
+def find_cached_or_download(urls: Sequence[str], download: bool = True) -> str:
+    """The first of ``urls``' files found in the torch hub cache, else the first one downloaded.
+
+    Args:
+        urls: The published URLs of one set of weights, the one to download first.
+        download: Download the file when none is cached.
+
+    Returns:
+        The path of the file.
+
+    Raises:
+        FileNotFoundError: Not cached and ``download`` is False.
+        RuntimeError: The download failed; the message says where to put the file by hand.
+    """
     directory = hub_checkpoint_dir()
     for url in urls:
         candidate = os.path.join(directory, os.path.basename(url))
@@ -166,14 +182,23 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_pretrained(model: nn.Module, path: str, new_modules: Sequence[str] = ()) -> LoadReport:
+def load_pretrained(
+    model: nn.Module,
+    path: str,
+    new_modules: Sequence[str] = (),
+    foreign_keys: Sequence[str] = CLASSIFIER_PREFIXES,
+    state: Mapping[str, torch.Tensor] | None = None,
+) -> LoadReport:
     """Load ImageNet weights into a backbone, strictly (see :func:`load_state_strict`).
 
     Args:
         model: The backbone.
         path: The weight file (see :func:`read_state_dict`).
         new_modules: Key prefixes of modules the ImageNet network does not have (non-local or SE
-            blocks), left as initialised. The file's ImageNet classifier (``fc.*``) is ignored.
+            blocks), left as initialised.
+        foreign_keys: Key prefixes of the file to ignore: its ImageNet classifier (``fc.*``).
+        state: The file's tensors already read (and adapted, e.g. a resized position
+            embedding); default: read ``path``.
 
     Returns:
         What was loaded, left as initialised and ignored.
@@ -185,13 +210,14 @@ def load_pretrained(model: nn.Module, path: str, new_modules: Sequence[str] = ()
     try:
         return load_state_strict(
             model,
-            read_state_dict(path),
+            read_state_dict(path) if state is None else state,
             source=path,
             reinit_identities=False,
             new_modules=new_modules,
-            foreign_keys=CLASSIFIER_PREFIXES,
+            foreign_keys=foreign_keys,
         )
     except WeightsMismatchError as e:
         raise WeightsMismatchError(
-            f"{e}\n(are MODEL.BACKBONE.DEPTH and WITH_IBN those these weights were trained with?)"
+            f"{e}\n(are MODEL.BACKBONE.NAME, DEPTH and WITH_IBN those these weights were trained "
+            f"with?)"
         ) from None

@@ -35,7 +35,10 @@ RESNET_CONFIG = ConfigBlock(
     {
         "DEPTH": Key(
             "50x",
-            'ResNet depth: "18x", "34x", "50x" or "101x" (fastreid\'s spelling; 50 works too).',
+            (
+                'Depth (fastreid\'s spelling; 50 works too): ResNet "18x", "34x", "50x", "101x"; '
+                'ResNeSt "50x", "101x", "200x", "269x"; ViT "small" or "base".'
+            ),
         ),
         "LAST_STRIDE": Key(
             1,
@@ -62,8 +65,37 @@ RESNET_CONFIG = ConfigBlock(
                 "34x/50x, 2 and 9 for 101x, 1 and 1 for 18x)."
             ),
         ),
+        "STEM_POOL": Key(
+            "ceil",
+            (
+                "The stem's 3x3 stride-2 max-pool: \"ceil\" = no padding, ceil_mode (fastreid's "
+                'ResNet; its checkpoints need it), "padded" = padding 1 (torchvision\'s ResNet, '
+                "reid's Base files). Same output size on even inputs, windows shifted by one pixel."
+            ),
+        ),
+        "NL_INTER_CHANNELS": Key(
+            1,
+            (
+                "Channels of the non-local blocks' theta / phi / g maps: 1 = fastreid's Non_local "
+                "(inter_channels = reduc_ratio // reduc_ratio) and the AGW authors' code, 0 = "
+                "half the block's input channels (Wang et al.; reid's Base files). The AGW "
+                "network has 25.1 M parameters with 1, 32.5 M with half."
+            ),
+        ),
+        "NL_INIT": Key(
+            "pytorch",
+            (
+                "Initialisation of the non-local blocks' convolutions: \"pytorch\" = PyTorch's "
+                'default (fastreid adds the blocks after initialising the ResNet), "kaiming" = '
+                "Kaiming-normal fan-out like every other conv of the backbone (reid's Base files). "
+                "The norm closing each block starts at zero either way."
+            ),
+        ),
     },
 )
+
+STEM_POOLS = ("ceil", "padded")
+NL_INITS = ("pytorch", "kaiming")
 
 
 class _ReIDBlock:
@@ -214,6 +246,12 @@ class ResNet(nn.Module):
             MODEL.BACKBONE.PRETRAIN defaults to True, as fastreid's).
         pretrain_path: The weight file to load; "" = the published file for this depth and IBN
             setting (see :func:`find_published_file`).
+        stem_pool: The stem's max-pool: "ceil" (fastreid's: no padding, ceil_mode) or "padded"
+            (torchvision's: padding 1).
+        nl_inter_channels: The non-local blocks' inner channels: 1 (fastreid's), or 0 = half
+            their input channels (Wang et al.).
+        nl_init: The non-local convs' initialisation: "pytorch" (PyTorch's default, fastreid's) or
+            "kaiming" (Kaiming-normal fan-out, as the backbone's convs).
     """
 
     config_block = RESNET_CONFIG
@@ -233,9 +271,23 @@ class ResNet(nn.Module):
         with_nl: bool = False,
         pretrain: bool = False,
         pretrain_path: str = "",
+        stem_pool: str = "ceil",
+        nl_inter_channels: int = 1,
+        nl_init: str = "pytorch",
     ) -> None:
         super().__init__()
         self.depth = parse_depth(depth)
+        if stem_pool not in STEM_POOLS:
+            raise InvalidArgument(
+                "stem_pool", f"must be one of {list(STEM_POOLS)}, got {stem_pool!r}"
+            )
+        if nl_inter_channels < 0:
+            raise InvalidArgument(
+                "nl_inter_channels",
+                f"must be >= 0 (0 = half the input channels), got {nl_inter_channels}",
+            )
+        if nl_init not in NL_INITS:
+            raise InvalidArgument("nl_init", f"must be one of {list(NL_INITS)}, got {nl_init!r}")
         if last_stride not in (1, 2):
             raise InvalidArgument("last_stride", f"must be 1 or 2, got {last_stride}")
         if pretrain and pretrain_path and not os.path.isfile(pretrain_path):
@@ -247,7 +299,10 @@ class ResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = get_norm(norm, 64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        if stem_pool == "ceil":
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
+        else:
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         strides = (1, 2, 2, last_stride)
         for i, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), blocks, strides)):
             self.add_module(
@@ -255,8 +310,15 @@ class ResNet(nn.Module):
                 self._make_layer(block, planes, n, stride, with_ibn and IBN_STAGES[i]),
             )
         self.out_channels = 512 * block.expansion
-        self.nl_after = self._add_non_local_blocks(block) if with_nl else {}
-        self._init_weights()
+        # "pytorch": the non-local blocks are added after the ResNet's initialisation (fastreid's
+        # order); "kaiming": before it, which then covers them too.
+        if nl_init == "pytorch":
+            self._init_weights()
+        self.nl_after = (
+            self._add_non_local_blocks(block, nl_inter_channels or None) if with_nl else {}
+        )
+        if nl_init == "kaiming":
+            self._init_weights()
         if pretrain:
             path = pretrain_path or find_published_file(self.depth, with_ibn)
             load_pretrained(self, path, new_modules=self.added_module_prefixes())
@@ -292,7 +354,9 @@ class ResNet(nn.Module):
         ]
         return nn.Sequential(*layers)
 
-    def _add_non_local_blocks(self, block: Block) -> dict[int, list[int]]:
+    def _add_non_local_blocks(
+        self, block: Block, inter_channels: int | None
+    ) -> dict[int, list[int]]:
         """Add ``NL_<stage>``: ``NL_<stage>[str(i)]`` runs after block i of layer<stage>.
 
         Returns:
@@ -304,10 +368,10 @@ class ResNet(nn.Module):
                 continue
             positions = list(range(len(layer) - count, len(layer)))
             channels = 64 * 2 ** (stage - 1) * block.expansion
-            self.add_module(
-                f"NL_{stage}",
-                nn.ModuleDict({str(p): NonLocalBlock(channels, self.norm) for p in positions}),
+            blocks = nn.ModuleDict(
+                {str(p): NonLocalBlock(channels, self.norm, inter_channels) for p in positions}
             )
+            self.add_module(f"NL_{stage}", blocks)
             nl_after[stage] = positions
         return nl_after
 

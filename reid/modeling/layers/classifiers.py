@@ -28,7 +28,7 @@ from reid.modeling.losses.margin_logits import (
     cosface_margin,
     cosine_logits,
 )
-from reid.modeling.losses.utils import LogScale
+from reid.modeling.losses.utils import LogScale, check_positive
 from reid.structures import OutputKeys
 from reid.utils.registry import Registry, RegistryKeyError
 
@@ -52,6 +52,14 @@ CLASSIFIER_CONFIG = ConfigBlock(
             (
                 "Cosine classifiers: learn the scale as a parameter log s, initialised from "
                 "SCALE (NormFace style). Not valid with Linear."
+            ),
+        ),
+        "LINEAR_INIT_STD": Key(
+            0.01,
+            (
+                "Standard deviation of the normal initialisation of the Linear classifier's "
+                "weight: 0.01 as fastreid's EmbeddingHead, 0.001 in reid's Base files (the bag of "
+                "tricks authors' code). The cosine classifiers start from 0.01."
             ),
         ),
     },
@@ -78,14 +86,14 @@ class Classifier(nn.Module):
     Args:
         in_dim: The dimension D of the features.
         num_classes: The number of classes C (training identities); must be positive.
+        weight_std: The standard deviation of the weight's initialisation.
     """
 
     config_block = CLASSIFIER_CONFIG
-    weight_std: ClassVar[float]
     # One row per training identity: re-initialised when weights of another identity set load.
     identity_parameters: ClassVar[tuple[str, ...]] = ("weight",)
 
-    def __init__(self, in_dim: int, num_classes: int) -> None:
+    def __init__(self, in_dim: int, num_classes: int, weight_std: float = 0.01) -> None:
         super().__init__()
         if num_classes <= 0:
             raise InvalidArgument(
@@ -94,7 +102,7 @@ class Classifier(nn.Module):
                 f"MODEL.HEADS.NUM_CLASSES from the training set when it builds the model)",
             )
         self.weight = nn.Parameter(torch.empty(num_classes, in_dim))
-        nn.init.normal_(self.weight, std=self.weight_std)
+        nn.init.normal_(self.weight, std=weight_std)
 
     @classmethod
     def from_config(cls, cfg: CfgNode, in_dim: int, num_classes: int) -> ConfigArgs:
@@ -105,7 +113,7 @@ class Classifier(nn.Module):
             in_dim: The dimension of the features.
             num_classes: The number of classes.
         """
-        args = CLASSIFIER_CONFIG.arguments(cfg, skip=("CLS_LAYER",))
+        args = CLASSIFIER_CONFIG.arguments(cfg, skip=("CLS_LAYER", "LINEAR_INIT_STD"))
         return args.set("in_dim", in_dim).set("num_classes", num_classes)
 
     def outputs(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -126,9 +134,9 @@ class Linear(Classifier):
         scale: The scale s of the logits.
         margin: Must be 0 (no margin).
         learn_scale: Must be False.
+        init_std: The standard deviation of the weight's normal initialisation (fastreid's 0.01;
+            the bag of tricks authors' code uses 0.001).
     """
-
-    weight_std = 0.001
 
     @configurable
     def __init__(
@@ -138,6 +146,7 @@ class Linear(Classifier):
         scale: float = 1.0,
         margin: float = 0.0,
         learn_scale: bool = False,
+        init_std: float = 0.01,
     ) -> None:
         if margin != 0.0:
             raise InvalidArgument(
@@ -148,8 +157,21 @@ class Linear(Classifier):
                 "learn_scale",
                 "applies to the cosine classifiers (NSL, CosFace, ArcFace, Circle), not Linear",
             )
-        super().__init__(in_dim, num_classes)
+        super().__init__(in_dim, num_classes, check_positive("init_std", init_std))
         self.scale = scale
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, in_dim: int, num_classes: int) -> ConfigArgs:
+        """The base's arguments and ``init_std`` from MODEL.HEADS.LINEAR_INIT_STD.
+
+        Args:
+            cfg: The whole config.
+            in_dim: The dimension of the features.
+            num_classes: The number of classes.
+        """
+        args = super().from_config(cfg, in_dim, num_classes)
+        key = CLASSIFIER_CONFIG.full_key("LINEAR_INIT_STD")
+        return args.set("init_std", CLASSIFIER_CONFIG.value(cfg, "LINEAR_INIT_STD"), key)
 
     def forward(
         self, features: torch.Tensor, targets: torch.Tensor | None = None
@@ -172,7 +194,6 @@ class CosineClassifier(Classifier):
         learn_scale: Learn s as a parameter ``log s``.
     """
 
-    weight_std = 0.01
     margin_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
 
     @configurable

@@ -7,6 +7,8 @@ import logging
 import torch
 from torch import nn
 
+from reid.config.schema import InvalidArgument
+
 from .norm import get_norm
 
 logger = logging.getLogger(__name__)
@@ -21,12 +23,17 @@ class NonLocalBlock(nn.Module):
     Args:
         in_channels: The channels of the input (and output).
         norm: The norm after ``W`` (see :func:`get_norm`).
-        reduction: ``theta``, ``phi`` and ``g`` map to ``in_channels // reduction`` channels.
+        inter_channels: The channels ``theta``, ``phi`` and ``g`` map to; None = ``in_channels //
+            2`` (Wang et al.). fastreid's ``Non_local`` uses 1 (its ``reduc_ratio // reduc_ratio``).
     """
 
-    def __init__(self, in_channels: int, norm: str = "BN", reduction: int = 2) -> None:
+    def __init__(
+        self, in_channels: int, norm: str = "BN", inter_channels: int | None = None
+    ) -> None:
         super().__init__()
-        inter = max(1, in_channels // reduction)
+        inter = max(1, in_channels // 2) if inter_channels is None else int(inter_channels)
+        if inter <= 0:
+            raise InvalidArgument("inter_channels", f"must be positive, got {inter_channels}")
         self.g = nn.Conv2d(in_channels, inter, kernel_size=1)
         self.theta = nn.Conv2d(in_channels, inter, kernel_size=1)
         self.phi = nn.Conv2d(in_channels, inter, kernel_size=1)

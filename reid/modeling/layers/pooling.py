@@ -28,7 +28,8 @@ POOLING_CONFIG = ConfigBlock(
             (
                 'Registered pooling layer: "GlobalAvgPool", "GlobalMaxPool", "AdaptiveAvgMaxPool" '
                 '(their sum), "GeneralizedMeanPooling" (GeM, fixed p), "GeneralizedMeanPoolingP" '
-                '(GeM, learned p); fastreid\'s "FastGlobalAvgPool" is accepted.'
+                '(GeM, learned p), "Identity" (none: for backbones that give N x C x 1 x 1, the '
+                'ViT); fastreid\'s "FastGlobalAvgPool" is accepted.'
             ),
         ),
         "GEM_P": Key(3.0, "GeM power p (its initial value when learned); must be positive."),
@@ -112,6 +113,22 @@ class GeneralizedMeanPoolingP(GeneralizedMeanPooling):
     def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
         super().__init__(p, eps)
         self.p = nn.Parameter(torch.full((1,), float(p)))
+
+
+@POOLING_REGISTRY.register()
+class Identity(nn.Module):
+    """No pooling: for a backbone whose output is already N x C x 1 x 1 (the ViT's class token),
+    as fastreid's ``Identity`` pool layer."""
+
+    config_block = POOLING_CONFIG
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2:] != (1, 1):
+            raise ValueError(
+                f'MODEL.HEADS.POOL_LAYER "Identity" expects an N x C x 1 x 1 feature map, got '
+                f"{tuple(x.shape)}: choose a pooling layer (e.g. GlobalAvgPool)"
+            )
+        return x
 
 
 POOLING_REGISTRY.register(GlobalAvgPool, name="FastGlobalAvgPool")

@@ -9,6 +9,7 @@ from .center import CenterLoss, center_loss
 from .circle import CircleLoss, pairwise_circle_loss
 from .contrastive import ContrastiveLoss, contrastive_loss
 from .cross_entropy import CrossEntropyLoss, cross_entropy_loss, ohem
+from .focal import FocalLoss, focal_loss
 from .margin_logits import (
     arcface_logits,
     arcface_margin,
@@ -22,6 +23,7 @@ from .margin_logits import (
 from .mpn_tuplet import MPNTupletLoss, build_phi, mpn_tuplet_loss
 from .ntuplet import NTupletLoss, count_triplets, ntuplet_loss, sample_tuplets
 from .p2s_triplet import P2STripletLoss, p2s_triplet_loss
+from .pairwise_cosface import PairwiseCosFaceLoss, pairwise_cosface_loss
 from .pn_tuplet import PNTupletLoss, pn_tuplet_loss, prototype_tuplet_loss
 from .proxy_nca import ProxyNCALoss, proxy_nca_loss
 from .ratio import RatioLoss, ratio_loss
@@ -38,10 +40,12 @@ __all__ = [
     "CircleLoss",
     "ContrastiveLoss",
     "CrossEntropyLoss",
+    "FocalLoss",
     "MPNTupletLoss",
     "NTupletLoss",
     "P2STripletLoss",
     "PNTupletLoss",
+    "PairwiseCosFaceLoss",
     "ProxyNCALoss",
     "RatioLoss",
     "SparsePairwiseLoss",
@@ -58,12 +62,14 @@ __all__ = [
     "cosine_logits",
     "count_triplets",
     "cross_entropy_loss",
+    "focal_loss",
     "mpn_tuplet_loss",
     "normalized_softmax_logits",
     "ntuplet_loss",
     "ohem",
     "p2s_triplet_loss",
     "pairwise_circle_loss",
+    "pairwise_cosface_loss",
     "pn_tuplet_loss",
     "prototype_tuplet_loss",
     "proxy_nca_loss",

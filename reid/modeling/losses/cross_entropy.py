@@ -13,6 +13,7 @@ from reid.structures import OutputKeys
 
 from .base import WEIGHT, ReidLoss
 from .build import LOSS_REGISTRY
+from .utils import check_choice
 
 CE_CONFIG = ConfigBlock(
     "MODEL.LOSSES.CE",
@@ -20,10 +21,16 @@ CE_CONFIG = ConfigBlock(
     {
         "EPSILON": Key(
             0.0,
-            "Label smoothing epsilon (0 = plain CE): targets (1 - eps) on the true class + eps / C "
-            "everywhere. A negative value selects fastreid's adaptive smoothing: eps_i = ALPHA * "
-            "p_i(true class), detached, targets 1 - eps_i on the true class and eps_i / (C - 1) on "
-            "each other class.",
+            "Label smoothing epsilon (0 = plain CE), spread as SMOOTH_OVER says. A negative value "
+            "selects fastreid's adaptive smoothing: eps_i = ALPHA * p_i(true class), detached, "
+            "targets 1 - eps_i on the true class and eps_i / (C - 1) on each other class.",
+        ),
+        "SMOOTH_OVER": Key(
+            "others",
+            'Where label smoothing puts eps: "others" = eps / (C - 1) on each other class, 1 - eps '
+            'on the true one (fastreid\'s cross_entropy_loss); "all" = eps / C on every class, '
+            "true one included, i.e. 1 - eps + eps / C there (Szegedy et al., torch's "
+            "label_smoothing; reid's Base files).",
         ),
         "ALPHA": Key(0.2, "Adaptive smoothing factor, used only when EPSILON < 0."),
         "OHEM_RATIO": Key(
@@ -36,25 +43,31 @@ CE_CONFIG = ConfigBlock(
 )
 
 
+SMOOTH_OVER = ("all", "others")
+
+
 def cross_entropy_loss(
     logits: torch.Tensor,
     y: torch.Tensor,
     epsilon: float = 0.0,
     alpha: float = 0.2,
     reduction: str = "mean",
+    smooth_over: str = "all",
 ) -> torch.Tensor:
     """Cross-entropy of ``logits`` against labels ``y``, with label smoothing.
 
     Args:
         logits: B x C logits.
         y: B labels in [0, C).
-        epsilon: ``>= 0``: target weights ``(1 - eps)[k = y] + eps / C`` (equals
-            ``F.cross_entropy(..., label_smoothing=eps)``). ``< 0``: fastreid's adaptive
-            smoothing, per sample ``eps_i = alpha * p_i(y_i)`` (the detached softmax probability
-            of the true class) and target weights ``(1 - eps_i)`` on the true class,
+        epsilon: ``>= 0``: label smoothing spread as ``smooth_over`` says. ``< 0``: fastreid's
+            adaptive smoothing, per sample ``eps_i = alpha * p_i(y_i)`` (the detached softmax
+            probability of the true class) and target weights ``(1 - eps_i)`` on the true class,
             ``eps_i / (C - 1)`` on each other class.
         alpha: The adaptive smoothing factor, used when ``epsilon < 0``.
         reduction: "mean" or "none" (per-sample losses, e.g. for :func:`ohem`).
+        smooth_over: With ``epsilon >= 0``: "all" = target weights ``(1 - eps)[k = y] + eps / C``
+            (equals ``F.cross_entropy(..., label_smoothing=eps)``); "others" = ``1 - eps`` on the
+            true class and ``eps / (C - 1)`` on each other class (fastreid's).
 
     Returns:
         The 0-dim mean loss, or the B per-sample losses.
@@ -65,6 +78,8 @@ def cross_entropy_loss(
     0.8955
     >>> round(float(cross_entropy_loss(logits, y, epsilon=0.1)), 4)
     0.9455
+    >>> round(float(cross_entropy_loss(logits, y, epsilon=0.1, smooth_over="others")), 4)
+    0.9705
     >>> round(float(cross_entropy_loss(logits, y, epsilon=-1.0, alpha=0.2)), 4)
     1.0423
     """
@@ -77,11 +92,20 @@ def cross_entropy_loss(
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     if epsilon > 1:
         raise ValueError(f"label smoothing epsilon must be <= 1, got {epsilon}")
+    if smooth_over not in SMOOTH_OVER:
+        raise ValueError(f"smooth_over must be one of {list(SMOOTH_OVER)}, got {smooth_over!r}")
     num_classes = logits.shape[1]
     log_probs = F.log_softmax(logits, dim=1)
     nll = -log_probs.gather(1, y.unsqueeze(1)).squeeze(1)
-    if epsilon >= 0:
+    if epsilon == 0:
+        losses = nll
+    elif epsilon > 0 and smooth_over == "all":
         losses = (1.0 - epsilon) * nll - epsilon * log_probs.mean(dim=1)
+    elif epsilon > 0:
+        if num_classes < 2:
+            raise ValueError('label smoothing over the "others" needs at least 2 classes')
+        others = -log_probs.sum(dim=1) - nll
+        losses = (1.0 - epsilon) * nll + epsilon / (num_classes - 1) * others
     else:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"adaptive label smoothing alpha must be in [0, 1], got {alpha}")
@@ -135,14 +159,23 @@ class CrossEntropyLoss(ReidLoss):
         epsilon: Label smoothing (0 = plain CE; < 0 = fastreid's adaptive smoothing).
         alpha: The adaptive smoothing factor, used when ``epsilon < 0``.
         ohem_ratio: OHEM: drop this share of the samples with the lowest loss (0 = off).
+        smooth_over: "others" (fastreid's eps / (C - 1), the default here as in the config) or
+            "all" (eps / C, the plain function's default).
     """
 
     config_block = CE_CONFIG
     log_name = "loss_cls"
 
     @configurable
-    def __init__(self, epsilon: float = 0.0, alpha: float = 0.2, ohem_ratio: float = 0.0) -> None:
+    def __init__(
+        self,
+        epsilon: float = 0.0,
+        alpha: float = 0.2,
+        ohem_ratio: float = 0.0,
+        smooth_over: str = "others",
+    ) -> None:
         super().__init__()
+        self.smooth_over = check_choice("smooth_over", smooth_over, SMOOTH_OVER)
         self.epsilon = float(epsilon)
         self.alpha = float(alpha)
         self.ohem_ratio = float(ohem_ratio)
@@ -159,13 +192,23 @@ class CrossEntropyLoss(ReidLoss):
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         logits = self.read(outputs, OutputKeys.LOGITS)
-        losses = cross_entropy_loss(logits, targets, self.epsilon, self.alpha, reduction="none")
+        losses = cross_entropy_loss(
+            logits,
+            targets,
+            self.epsilon,
+            self.alpha,
+            reduction="none",
+            smooth_over=self.smooth_over,
+        )
         if self.ohem_ratio > 0:
             return ohem(losses, self.ohem_ratio)
         return losses.mean()
 
     def extra_repr(self) -> str:
-        return f"epsilon={self.epsilon}, alpha={self.alpha}, ohem_ratio={self.ohem_ratio}"
+        return (
+            f"epsilon={self.epsilon}, smooth_over={self.smooth_over}, alpha={self.alpha}, "
+            f"ohem_ratio={self.ohem_ratio}"
+        )
 
 
 __all__ = ["CrossEntropyLoss", "cross_entropy_loss", "ohem", "ohem_keep_count"]

@@ -63,6 +63,16 @@ TRI_CONFIG = ConfigBlock(
         "LEARN_SCALE": Key(
             False, "Learn the soft margin's scale as a parameter log s, initialised from SIM_SCALE."
         ),
+        "ANCHOR_AS_POSITIVE": Key(
+            True,
+            (
+                "Count the anchor among its own positives (distance 0 to itself), as fastreid's "
+                "triplet_loss does: it enters the weighted mining's softmax and the 'all' "
+                "triplets, and gives an anchor without another positive d_ap = 0 instead of "
+                "leaving it out. False = positives are the other images of the identity (reid's "
+                "Base files)."
+            ),
+        ),
         "FEAT_KEY": FEAT_KEY,
         "SCALE": WEIGHT,
     },
@@ -90,9 +100,10 @@ def triplet_loss(
     normalize: bool = False,
     soft_margin: bool = False,
     scale: ScaleLike = 1.0,
+    anchor_positive: bool = False,
 ) -> torch.Tensor:
-    """Triplet loss over the batch; ``P(i)`` = other samples of y_i's class, ``N(i)`` = the
-    samples of other classes.
+    """Triplet loss over the batch; ``P(i)`` = other samples of y_i's class (and i itself with
+    ``anchor_positive``), ``N(i)`` = the samples of other classes.
 
     Per triplet ``[d_ap - d_an + m]_+``, or ``softplus(scale (d_ap - d_an) + m)`` when
     ``soft_margin``.
@@ -109,6 +120,8 @@ def triplet_loss(
             ``normalize`` = 2 - 2cos).
         soft_margin: The softplus instead of the hinge.
         scale: The soft margin's scale; only applies there, and may be a learnable tensor.
+        anchor_positive: Count each anchor among its positives, as fastreid does (its distance
+            to itself is 0, or 1e-6 for ``euclidean``, whose squares are clamped at 1e-12).
 
     Returns:
         The 0-dim loss.
@@ -119,6 +132,8 @@ def triplet_loss(
     0.019
     >>> round(float(triplet_loss(f, y, margin=0.3, mining="all", distance="cosine")), 4)
     0.025
+    >>> round(float(triplet_loss(f, y, margin=0.3, mining="all", anchor_positive=True)), 4)
+    0.0048
     """
     check_features_labels(f, y, "triplet_loss")
     check_choice("mining", mining, MINING)
@@ -131,6 +146,8 @@ def triplet_loss(
         )
     dist = pairwise_distance(f, f, distance, normalize)
     pos, neg = same_label_masks(y)
+    if anchor_positive:
+        pos = pos | torch.eye(y.shape[0], dtype=torch.bool, device=y.device)
     if mining == "all":
         # One row per (anchor, positive) pair against every sample, masked to the anchor's
         # negatives: |pairs| x B instead of B x B x B.
@@ -163,6 +180,8 @@ class TripletLoss(FeatureLoss):
         soft_margin: ``softplus(s (d_ap - d_an) + margin)`` instead of the hinge.
         sim_scale: The soft margin's scale ``s`` (1.0 with the hinge).
         learn_scale: Learn ``s`` as a parameter ``log s`` (soft margin only).
+        anchor_as_positive: Count the anchor among its positives (fastreid's convention, the
+            default here as in the config; the plain function's default is False).
         feat_key: The outputs key of the features.
 
     From a config, fastreid's keys keep their meaning: HARD_MINING True/False (an alias) = MINING
@@ -184,9 +203,11 @@ class TripletLoss(FeatureLoss):
         soft_margin: bool = False,
         sim_scale: float = 1.0,
         learn_scale: bool = False,
+        anchor_as_positive: bool = True,
         feat_key: str = OutputKeys.FEATURES,
     ) -> None:
         super().__init__(feat_key)
+        self.anchor_as_positive = bool(anchor_as_positive)
         self.margin = float(margin)
         self.mining = check_choice("mining", mining, MINING)
         self.distance = check_choice("distance", distance, DISTANCES)
@@ -231,10 +252,12 @@ class TripletLoss(FeatureLoss):
             normalize=self.normalize,
             soft_margin=self.soft_margin,
             scale=self.scale(),
+            anchor_positive=self.anchor_as_positive,
         )
 
     def extra_repr(self) -> str:
         return (
             f"margin={self.margin}, mining={self.mining}, distance={self.distance}, "
-            f"normalize={self.normalize}, soft_margin={self.soft_margin}"
+            f"normalize={self.normalize}, soft_margin={self.soft_margin}, "
+            f"anchor_as_positive={self.anchor_as_positive}"
         )

@@ -57,6 +57,16 @@ MGN_CONFIG = ConfigBlock(
                 "b1. [2, 3] = the MGN paper: heads b1, b2, b3, b21, b22, b31, b32, b33."
             ),
         ),
+        "STRIPES": Key(
+            "chunk",
+            (
+                'How a part branch cuts its feature map of height H into n stripes: "chunk" = '
+                "torch.chunk, ceil(H / n) rows each and the rest last (fastreid's MGN; on H = 16 "
+                'with 3 stripes: 6, 6, 4 rows), "balanced" = torch.tensor_split, sizes differing '
+                "by at most one row (6, 5, 5; reid's Base files). Both agree when n divides H "
+                "(24 rows at 384x128)."
+            ),
+        ),
         "HEAD_LOSSES": Key(
             ["CrossEntropyLoss"],
             (
@@ -81,6 +91,9 @@ MGN_CONFIG = ConfigBlock(
         ),
     },
 )
+
+
+STRIPES = ("chunk", "balanced")
 
 
 def _branch_weights(values: Sequence[float], names: Sequence[str], argument: str) -> list[float]:
@@ -127,6 +140,7 @@ class MGN(MetaArchBase):
         head_weights: One weight per head, in :meth:`head_names_for` order; empty = 1/heads each.
         group_weights: One weight per feature group (b1, b2, ..., b2_parts, ...); empty =
             1/groups each.
+        stripes: "chunk" (torch.chunk, fastreid's) or "balanced" (torch.tensor_split).
         pixel_mean: The per-channel mean (R, G, B) on the 0..255 scale.
         pixel_std: The per-channel standard deviation (R, G, B).
     """
@@ -144,10 +158,14 @@ class MGN(MetaArchBase):
         head_losses: Sequence[str] = ("CrossEntropyLoss",),
         head_weights: Sequence[float] = (),
         group_weights: Sequence[float] = (),
+        stripes: str = "chunk",
         pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
         pixel_std: Sequence[float] = IMAGENET_PIXEL_STD,
     ) -> None:
         super().__init__(pixel_mean, pixel_std)
+        if stripes not in STRIPES:
+            raise InvalidArgument("stripes", f"must be one of {list(STRIPES)}, got {stripes!r}")
+        self.stripes = stripes
         self._check_arguments(backbone, heads, loss_set, parts, head_losses)
         self.part_heads = self._part_heads(parts)
         self.branch_names = ["b1"] + list(self.part_heads)
@@ -261,15 +279,18 @@ class MGN(MetaArchBase):
         maps = {name: getattr(self, name)(shared) for name in self.branch_names}
         for branch, names in self.part_heads.items():
             fmap = maps[branch]
-            if fmap.shape[2] < len(names):
+            parts = (
+                torch.chunk(fmap, len(names), dim=2)
+                if self.stripes == "chunk"
+                else torch.tensor_split(fmap, len(names), dim=2)
+            )
+            if len(parts) < len(names) or min(p.shape[2] for p in parts) == 0:
                 raise ValueError(
                     f"MGN branch {branch} cuts its feature map of height {fmap.shape[2]} into "
-                    f"{len(names)} stripes: the input images (height {images.shape[2]}) are too "
-                    f"small"
+                    f"{len(names)} stripes ({self.stripes}), which leaves a stripe empty: the "
+                    f"input images (height {images.shape[2]}) are too small"
                 )
-            # Balanced stripes (fastreid's torch.chunk gives the same ones when the height
-            # divides, e.g. 384x128).
-            maps.update(zip(names, torch.tensor_split(fmap, len(names), dim=2)))
+            maps.update(zip(names, parts))
         return maps
 
     def forward(self, batch: Mapping[str, Any]) -> torch.Tensor | dict[str, Any]:

@@ -117,7 +117,7 @@ def test_missing_and_unexpected_keys_are_an_error_naming_the_file(tmp_path):
     assert message.startswith(f"{path}: the weights do not fit the model (ResNet)")
     assert "missing from the weights: layer2.1.conv2.weight" in message
     assert "not in the model: layer9.extra" in message
-    assert "are MODEL.BACKBONE.DEPTH and WITH_IBN those these weights were trained with?" in message
+    assert "are MODEL.BACKBONE.NAME, DEPTH and WITH_IBN those these weights were trained" in message
 
 
 def test_shape_mismatch_and_a_file_that_fits_nothing_are_errors(tmp_path):

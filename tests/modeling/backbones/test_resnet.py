@@ -56,7 +56,7 @@ def test_set_stride_of_a_bottleneck_keeps_its_parameters():
 
 def test_same_architecture_as_torchvision_when_loaded_with_its_weights():
     tv = torchvision.models.resnet18().eval()
-    ours = ResNet(18, last_stride=2).eval()
+    ours = ResNet(18, last_stride=2, stem_pool="padded").eval()
     missing, unexpected = ours.load_state_dict(tv.state_dict(), strict=False)
     assert missing == [] and sorted(unexpected) == ["fc.bias", "fc.weight"]
     x = _images(64, 64)

@@ -51,8 +51,8 @@ def _non_local_loop(block: NonLocalBlock, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_non_local_matches_pairwise_loop():
-    block = NonLocalBlock(4, reduction=2).double().eval()
-    assert block.g.out_channels == 2
+    block = NonLocalBlock(4).double().eval()
+    assert block.g.out_channels == 2  # C / 2 by default (Wang et al.)
     with torch.no_grad():
         block.W[1].weight.fill_(1.0)
         block.W[1].bias.fill_(0.25)

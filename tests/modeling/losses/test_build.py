@@ -34,6 +34,8 @@ EXPECTED_NAMES = {
     "MPNTupletLoss": ("MPN", "loss_mpn_tuplet"),
     "SparsePairwiseLoss": ("SP", "loss_sp"),
     "AdaSPLoss": ("SP", "loss_sp"),
+    "FocalLoss": ("FL", "loss_focal"),
+    "Cosface": ("COSFACE", "loss_cosface"),
 }
 
 # Registered name -> (a key of its block, a value the loss rejects, the problem it reports).
@@ -51,14 +53,16 @@ BAD_VALUES = {
     "MPNTupletLoss": ("REDUCTION", 5, r"\(5\) must be a positive divisor of the feature dim 16"),
     "SparsePairwiseLoss": ("TEMP", 0.0, "must be positive, got 0.0"),
     "AdaSPLoss": ("TYPE", "sp", r"must be one of \['sp-h', 'sp-lh', 'adasp'\], got 'sp'"),
+    "FocalLoss": ("ALPHA", 1.5, r"must be in \[0, 1\], got 1.5"),
+    "Cosface": ("GAMMA", 0.0, "must be positive, got 0.0"),
 }
 
 # Registered name -> (non-default values of every key of its block but SCALE, the attributes of
 # the module built from them). TRI's fastreid keys are tested in test_triplet.py.
 ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "CrossEntropyLoss": (
-        {"EPSILON": 0.1, "ALPHA": 0.3, "OHEM_RATIO": 0.2},
-        {"epsilon": 0.1, "alpha": 0.3, "ohem_ratio": 0.2},
+        {"EPSILON": 0.1, "ALPHA": 0.3, "OHEM_RATIO": 0.2, "SMOOTH_OVER": "all"},
+        {"epsilon": 0.1, "alpha": 0.3, "ohem_ratio": 0.2, "smooth_over": "all"},
     ),
     "TripletLoss": (
         {
@@ -69,9 +73,11 @@ ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "SOFT_MARGIN": True,
             "SIM_SCALE": 2.0,
             "LEARN_SCALE": True,
+            "ANCHOR_AS_POSITIVE": False,
             "FEAT_KEY": "neck_features",
         },
         {
+            "anchor_as_positive": False,
             "margin": 0.5,
             "mining": "all",
             "distance": "sqeuclidean",
@@ -106,6 +112,11 @@ ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"MARGIN": 0.3, "GAMMA": 32.0, "FEAT_KEY": "neck_features"},
         {"margin": 0.3, "gamma": 32.0, "feat_key": "neck_features"},
     ),
+    "Cosface": (
+        {"MARGIN": 0.3, "GAMMA": 32.0, "FEAT_KEY": "neck_features"},
+        {"margin": 0.3, "gamma": 32.0, "feat_key": "neck_features"},
+    ),
+    "FocalLoss": ({"ALPHA": 0.5, "GAMMA": 1.0}, {"alpha": 0.5, "gamma": 1.0}),
     "ProxyNCALoss": (
         {
             "EXCLUDE_POSITIVE": False,

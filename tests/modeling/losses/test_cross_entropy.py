@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reid.config import InvalidArgument
+from reid.config import InvalidArgument, get_cfg, merge_from_list
 from reid.modeling.losses import CrossEntropyLoss, cross_entropy_loss, ohem
 from reid.modeling.losses.cross_entropy import ohem_keep_count
 
@@ -43,6 +43,59 @@ def _ref_adaptive(logits: torch.Tensor, y: torch.Tensor, alpha: float) -> list[f
             - sum(eps / (len(z) - 1) * logp[k] for k in range(len(z)) if k != t)
         )
     return out
+
+
+def _ref_smoothed_others(logits: torch.Tensor, y: torch.Tensor, eps: float) -> list[float]:
+    """fastreid's fixed smoothing: targets 1 - eps on y and eps / (C - 1) on every other class."""
+    out = []
+    for i in range(logits.shape[0]):
+        z = logits[i].tolist()
+        lse = math.log(sum(math.exp(v) for v in z))
+        logp = [v - lse for v in z]
+        t = int(y[i])
+        out.append(
+            -(1 - eps) * logp[t]
+            - sum(eps / (len(z) - 1) * logp[k] for k in range(len(z)) if k != t)
+        )
+    return out
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_smoothing_over_the_other_classes_matches_fastreids_formula(eps: float) -> None:
+    logits, y = _logits(seed=7)
+    per = cross_entropy_loss(logits, y, eps, reduction="none", smooth_over="others")
+    expected = torch.tensor(_ref_smoothed_others(logits, y, eps), dtype=torch.float64)
+    torch.testing.assert_close(per, expected, rtol=1e-12, atol=1e-12)
+    if eps > 0:  # eps / (C - 1) is not eps / C
+        assert not torch.allclose(per, cross_entropy_loss(logits, y, eps, reduction="none"))
+    logits.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda z: cross_entropy_loss(z, y, eps, smooth_over="others"), (logits,)
+    )
+
+
+def test_smoothing_over_the_others_needs_two_classes_and_a_known_choice() -> None:
+    logits, y = torch.zeros(2, 1, dtype=torch.float64), torch.zeros(2, dtype=torch.int64)
+    with pytest.raises(ValueError, match='"others" needs at least 2 classes'):
+        cross_entropy_loss(logits, y, 0.1, smooth_over="others")
+    with pytest.raises(ValueError, match=r"smooth_over must be one of \['all', 'others'\]"):
+        cross_entropy_loss(logits, y, 0.1, smooth_over="rest")
+    with pytest.raises(InvalidArgument, match=r"^smooth_over must be one of"):
+        CrossEntropyLoss(smooth_over="rest")
+
+
+def test_module_and_config_default_to_fastreids_smoothing() -> None:
+    logits, y = _logits(seed=8)
+    expected = sum(_ref_smoothed_others(logits, y, 0.1)) / len(y)
+    assert CrossEntropyLoss(epsilon=0.1)({"logits": logits}, y).item() == pytest.approx(
+        expected, rel=1e-12
+    )
+    cfg = get_cfg()
+    merge_from_list(cfg, ["MODEL.LOSSES.CE.EPSILON", "0.1"])
+    assert CrossEntropyLoss(cfg).smooth_over == "others"
+    fastreid = pytest.importorskip("fastreid.modeling.losses", reason="fastreid not installed")
+    theirs = fastreid.cross_entropy_loss(logits, y, 0.1, 0.2)
+    assert theirs.item() == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
@@ -128,7 +181,7 @@ def test_ohem_is_invariant_to_batch_order() -> None:
 
 def test_module_reads_logits_and_applies_smoothing_and_ohem() -> None:
     logits, y = _logits(10, 6, seed=3)
-    module = CrossEntropyLoss(epsilon=0.1, ohem_ratio=0.2)
+    module = CrossEntropyLoss(epsilon=0.1, ohem_ratio=0.2, smooth_over="all")
     per = torch.tensor(_ref_smoothed(logits, y, 0.1), dtype=torch.float64)
     expected = per.sort(descending=True).values[:8].mean()
     assert module({"logits": logits}, y).item() == pytest.approx(expected.item(), rel=1e-12)

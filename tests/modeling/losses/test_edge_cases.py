@@ -14,6 +14,7 @@ from reid.modeling.losses import (
     ntuplet_loss,
     p2s_triplet_loss,
     pairwise_circle_loss,
+    pairwise_cosface_loss,
     pn_tuplet_loss,
     proxy_nca_loss,
     ratio_loss,
@@ -53,6 +54,15 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "triplet_weighted": lambda f, y: triplet_loss(f, y, 0.3, "weighted", normalize=True),
     "contrastive": lambda f, y: contrastive_loss(f, y, 0.1, 5.0),
     "circle": lambda f, y: pairwise_circle_loss(f, y, 0.25, 128.0),
+    "cosface": lambda f, y: pairwise_cosface_loss(f, y, 0.25, 128.0),
+    # With the anchor among its positives every anchor with a negative has a term (soft margin:
+    # never 0), singletons and all-distinct batches too.
+    "triplet_hard_anchor": lambda f, y: triplet_loss(
+        f, y, 0.0, soft_margin=True, anchor_positive=True
+    ),
+    "triplet_weighted_anchor": lambda f, y: triplet_loss(
+        f, y, 0.0, "weighted", soft_margin=True, anchor_positive=True
+    ),
     "ntuplet": lambda f, y: ntuplet_loss(f, y, 3, generator=torch.Generator().manual_seed(0)),
     "p2s": lambda f, y: p2s_triplet_loss(f, y, "euclidean", 1.0),
     "p2s_exclude": lambda f, y: p2s_triplet_loss(f, y, "cosine", 4.0, exclude_anchor=True),
@@ -74,6 +84,7 @@ NO_POSITIVE = {
     "triplet_all_soft_cos",
     "triplet_weighted",
     "circle",
+    "cosface",
     "ntuplet",
     "p2s_exclude",
     "pn_exclude",
@@ -82,7 +93,10 @@ NO_NEGATIVE = {
     "triplet_hard",
     "triplet_all_soft_cos",
     "triplet_weighted",
+    "triplet_hard_anchor",
+    "triplet_weighted_anchor",
     "circle",
+    "cosface",
     "ntuplet",
     "p2s",
     "p2s_exclude",
@@ -97,7 +111,7 @@ NO_NEGATIVE = {
 ZERO = {
     "all_distinct": NO_POSITIVE,
     "one_class": NO_NEGATIVE,
-    "single_sample": NO_POSITIVE | NO_NEGATIVE | {"contrastive"},
+    "single_sample": NO_POSITIVE | NO_NEGATIVE | {"contrastive"},  # the anchor: no negative
 }
 
 

@@ -19,7 +19,7 @@ def _dist(a: torch.Tensor, b: torch.Tensor, distance: str, normalize: bool) -> f
     if normalize:
         a, b = a / a.norm(), b / b.norm()
     sq = float(((a - b) ** 2).sum())
-    return sq if distance == "sqeuclidean" else math.sqrt(sq)
+    return sq if distance == "sqeuclidean" else math.sqrt(max(sq, 1e-12))  # fastreid's clamp
 
 
 def _term(x: float, margin: float, soft: bool, scale: float) -> float:
@@ -41,13 +41,15 @@ def reference_triplet(
     normalize: bool,
     soft: bool,
     scale: float,
+    anchor_positive: bool = False,
 ) -> float:
-    """Independent loop over anchors (and over positives and negatives for mining "all")."""
+    """Independent loop over anchors (and over positives and negatives for mining "all");
+    ``anchor_positive`` counts each anchor among its positives (fastreid's convention)."""
     n = len(y)
     d = [[_dist(f[i], f[j], distance, normalize) for j in range(n)] for i in range(n)]
     terms: list[float] = []
     for a in range(n):
-        pos = [p for p in range(n) if p != a and y[p] == y[a]]
+        pos = [p for p in range(n) if (p != a or anchor_positive) and y[p] == y[a]]
         neg = [q for q in range(n) if y[q] != y[a]]
         if mining == "all":
             terms += [_term(d[a][p] - d[a][q], margin, soft, scale) for p in pos for q in neg]
@@ -78,19 +80,55 @@ CASES: list[dict[str, Any]] = [
 ]
 
 
+@pytest.mark.parametrize("anchor", [False, True], ids=["others", "anchor_positive"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
 def test_triplet_matches_loop_on_unequal_classes(
-    make_batch: MakeBatch, case: dict[str, Any]
+    make_batch: MakeBatch, case: dict[str, Any], anchor: bool
 ) -> None:
-    f, y = make_batch([4, 1, 2, 3], dim=5)
+    f, y = make_batch([4, 1, 2, 3], dim=5)  # a singleton: with the anchor it has d_ap = d_aa
     scale = 1.7 if case["soft"] else 1.0
     value = triplet_loss(
-        f, y, 0.3, case["mining"], case["distance"], case["normalize"], case["soft"], scale
+        f,
+        y,
+        0.3,
+        case["mining"],
+        case["distance"],
+        case["normalize"],
+        case["soft"],
+        scale,
+        anchor_positive=anchor,
     )
     expected = reference_triplet(
-        f, y.tolist(), 0.3, case["mining"], case["distance"], case["normalize"], case["soft"], scale
+        f,
+        y.tolist(),
+        0.3,
+        case["mining"],
+        case["distance"],
+        case["normalize"],
+        case["soft"],
+        scale,
+        anchor_positive=anchor,
     )
     assert value.item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_anchor_as_positive_changes_the_loss_as_fastreid_counts_it(make_batch: MakeBatch) -> None:
+    f, y = make_batch([2, 1, 3], dim=4)
+    for mining in ("all", "weighted"):
+        apart = triplet_loss(f, y, 0.3, mining)
+        counted = triplet_loss(f, y, 0.3, mining, anchor_positive=True)
+        assert counted.item() != pytest.approx(apart.item(), rel=1e-3)
+    # batch_hard: the anchor only matters for an identity with one image, which becomes an anchor
+    # with d_ap = 1e-6 (the clamped self-distance) instead of being left out.
+    single = torch.tensor([0, 1, 1, 2, 2])
+    g = f[:5]
+    expected = reference_triplet(
+        g, single.tolist(), 0.3, "batch_hard", "euclidean", False, False, 1.0, True
+    )
+    assert triplet_loss(g, single, 0.3, anchor_positive=True).item() == pytest.approx(
+        expected, rel=1e-9
+    )
+    assert triplet_loss(g, single, 0.3).item() != pytest.approx(expected, rel=1e-3)
 
 
 @pytest.mark.parametrize("mining", ["weighted", "all"])
@@ -102,6 +140,10 @@ def test_triplet_gradcheck_where_smooth(make_batch: MakeBatch, mining: str) -> N
     )
     assert torch.autograd.gradcheck(
         lambda x: triplet_loss(x, y, 0.2, mining, "cosine", soft_margin=True), (f,)
+    )
+    assert torch.autograd.gradcheck(
+        lambda x: triplet_loss(x, y, 0.2, mining, "cosine", soft_margin=True, anchor_positive=True),
+        (f,),
     )
 
 
@@ -178,8 +220,8 @@ def test_fastreid_hard_mining_selects_the_mining(
     merge_from_list(cfg, opts)  # each command-line pair overrides the ones before it
     assert "HARD_MINING" not in cfg.MODEL.LOSSES.TRI  # MINING is the one key that decides
     module = TripletLoss(cfg)
-    assert module.mining == mining
-    expected = reference_triplet(f, y.tolist(), 0.3, mining, "euclidean", False, False, 1.0)
+    assert module.mining == mining and module.anchor_as_positive  # fastreid's defaults
+    expected = reference_triplet(f, y.tolist(), 0.3, mining, "euclidean", False, False, 1.0, True)
     assert module({"features": f}, y).item() == pytest.approx(expected, rel=1e-9)
 
 
@@ -192,6 +234,7 @@ def test_module_cosine_soft_margin_with_learnable_scale_and_feat_key(make_batch:
         soft_margin=True,
         sim_scale=5.0,
         learn_scale=True,
+        anchor_as_positive=False,
         feat_key="neck_features",
     ).double()
     assert [n for n, _ in module.named_parameters()] == ["scale.log_scale"]
