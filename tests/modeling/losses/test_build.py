@@ -32,6 +32,7 @@ EXPECTED_NAMES = {
     "P2STripletLoss": ("P2S", "loss_p2s"),
     "PNTupletLoss": ("PN", "loss_pn_tuplet"),
     "MPNTupletLoss": ("MPN", "loss_mpn_tuplet"),
+    "MetaNTupletLoss": ("META_NTUPLET", "loss_meta_ntuplet"),
     "SparsePairwiseLoss": ("SP", "loss_sp"),
     "AdaSPLoss": ("SP", "loss_sp"),
 }
@@ -49,6 +50,7 @@ BAD_VALUES = {
     "P2STripletLoss": ("NEGATIVE", "semi", "must be one of"),
     "PNTupletLoss": ("CLASSES_PER_TUPLET", 1, r"must be 0 \(all classes of the batch\) or >= 2"),
     "MPNTupletLoss": ("REDUCTION", 5, r"\(5\) must be a positive divisor of the feature dim 16"),
+    "MetaNTupletLoss": ("REDUCTION", 3, r"\(3\) must be a positive divisor of the feature dim 16"),
     "SparsePairwiseLoss": ("TEMP", 0.0, "must be positive, got 0.0"),
     "AdaSPLoss": ("TYPE", "sp", r"must be one of \['sp-h', 'sp-lh', 'adasp'\], got 'sp'"),
 }
@@ -196,6 +198,26 @@ ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "feat_key": "neck_features",
         },
     ),
+    "MetaNTupletLoss": (
+        {
+            "CLASSES_PER_TUPLET": 3,
+            "NUM_TUPLETS": 40,
+            "REDUCTION": 4,
+            "FEAT_DIM": 32,
+            "SIM_SCALE": 8.0,
+            "LEARN_SCALE": False,
+            "FEAT_KEY": "neck_features",
+        },
+        {
+            "n_classes": 3,
+            "num_tuplets": 40,
+            "phi.0.out_features": 8,
+            "feat_dim": 32,
+            "scale.fixed": 8.0,
+            "scale.learnable": False,
+            "feat_key": "neck_features",
+        },
+    ),
     "SparsePairwiseLoss": (
         {"TEMP": 0.05, "TYPE": "SP_LH", "FEAT_KEY": "neck_features"},
         {"temperature": 0.05, "kind": "sp-lh", "feat_key": "neck_features"},
@@ -297,6 +319,7 @@ def test_every_loss_builds_and_runs_from_the_config() -> None:
         "losses.CenterLoss.centers",
         "losses.ProxyNCALoss.proxies",
         "losses.MPNTupletLoss.phi.0.weight",
+        "losses.MetaNTupletLoss.phi.0.weight",
         "losses.NTupletLoss.scale.log_scale",
         "losses.PNTupletLoss.scale.log_scale",
     } <= owned
