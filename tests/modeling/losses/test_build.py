@@ -59,8 +59,8 @@ BAD_VALUES = {
 # the module built from them). TRI's fastreid keys are tested in test_triplet.py.
 ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "CrossEntropyLoss": (
-        {"EPSILON": 0.1, "ALPHA": 0.3, "OHEM_RATIO": 0.2},
-        {"epsilon": 0.1, "alpha": 0.3, "ohem_ratio": 0.2},
+        {"EPSILON": 0.1, "ALPHA": 0.3, "OHEM_RATIO": 0.2, "OHEM_ROUNDING": "round"},
+        {"epsilon": 0.1, "alpha": 0.3, "ohem_ratio": 0.2, "ohem_rounding": "round"},
     ),
     "TripletLoss": (
         {
@@ -125,8 +125,8 @@ ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
     ),
     "RatioLoss": (
-        {"EPS": 0.2, "DISTANCE": "chord", "FEAT_KEY": "features"},
-        {"eps": 0.2, "distance": "chord", "feat_key": "features"},
+        {"EPS": 0.2, "DISTANCE": "chord", "AVERAGE_OVER": "all_classes", "FEAT_KEY": "features"},
+        {"eps": 0.2, "distance": "chord", "average_over": "all_classes", "feat_key": "features"},
     ),
     "NTupletLoss": (
         {
