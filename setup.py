@@ -20,7 +20,14 @@ setup(
         "h5py>=3.8",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "ruff==0.17.6", "mypy==2.4.1"],
+        "dev": [
+            "pytest>=7.4",
+            "pytest-timeout>=2.1",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            "matplotlib>=3.7",
+        ],
+        "figures": ["matplotlib>=3.7"],
         "faiss": ["faiss-cpu>=1.7.4"],
     },
 )
