@@ -8,7 +8,8 @@ with bias), (b) the normalised softmax (NSL: ``s cos`` of the feature and the cl
 row). The paper's network follows its reference [30], which is not available: the CNN here is the
 LeNet++ of the center-loss paper (Wen et al. 2016), the usual 2-D feature network, with 6
 convolutions (5x5, 32-32-64-64-128-128 channels, PReLU, max-pooling after each pair), the 2-D
-feature layer and the classifier: 8 layers with weights.
+feature layer and the classifier: 8 layers with weights; a batch norm after each convolution
+keeps SGD stable for all three losses.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ class ToySettings:
 
 
 class LeNetPlusPlus(nn.Module):
-    """28 x 28 grey images -> 2-D features: 3 x (two 5x5 convolutions with PReLU, 2x2 max-pool),
-    then a linear layer to ``feat_dim``.
+    """28 x 28 grey images -> 2-D features: 3 x (two 5x5 convolutions, each with batch norm and
+    PReLU, then 2x2 max-pool), then a linear layer to ``feat_dim``; weights initialised for PReLU
+    (He et al. 2015).
 
     >>> LeNetPlusPlus()(torch.zeros(4, 1, 28, 28)).shape
     torch.Size([4, 2])
@@ -108,11 +110,22 @@ class LeNetPlusPlus(nn.Module):
         channels = 1
         for width in (32, 64, 128):
             for _ in range(2):
-                layers += [nn.Conv2d(channels, width, 5, padding=2), nn.PReLU(width)]
+                layers += [
+                    nn.Conv2d(channels, width, 5, padding=2, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.PReLU(width),
+                ]
                 channels = width
             layers.append(nn.MaxPool2d(2))
         self.body = nn.Sequential(*layers)
         self.feature = nn.Linear(128 * 3 * 3, feat_dim)
+        # He et al.'s initialisation for PReLU networks. Without it (torch's default) the 2-D
+        # feature starts at std ~0.01 and softmax does not start learning; without the batch norms
+        # SGD at 0.01 diverges (softmax) or blows the feature norm up (NSL).
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, a=0.25)
+        nn.init.zeros_(self.feature.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.feature(self.body(images).flatten(1))
@@ -126,7 +139,10 @@ class ToyHead(nn.Module):
         self.variant = variant
         self.nsl_scale = nsl_scale
         self.weight = nn.Parameter(torch.empty(NUM_CLASSES, feat_dim))
-        nn.init.normal_(self.weight, std=0.01 if variant == "softmax" else 1.0)
+        if variant == "softmax":
+            nn.init.xavier_uniform_(self.weight)
+        else:  # only the direction matters
+            nn.init.normal_(self.weight)
         self.bias = nn.Parameter(torch.zeros(NUM_CLASSES)) if variant == "softmax" else None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,10 @@ def test_the_cnn_has_six_convolutions_a_2d_feature_layer_and_the_classifier_make
     assert [c.out_channels for c in convs] == [32, 32, 64, 64, 128, 128]
     assert all(c.kernel_size == (5, 5) and c.padding == (2, 2) for c in convs)
     assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.modules()) == 3
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 6
+    # Initialised for PReLU: the 2-D feature of normalised inputs is not vanishingly small.
+    torch.manual_seed(0)
+    assert net(torch.randn(64, 1, 28, 28)).std() > 0.1
     assert (net.feature.in_features, net.feature.out_features) == (128 * 3 * 3, 2)
     assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 2)
 
