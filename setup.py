@@ -22,7 +22,14 @@ setup(
         "timm>=1.0",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "ruff==0.17.6", "mypy==2.4.1"],
+        "dev": [
+            "pytest>=7.4",
+            "pytest-timeout>=2.1",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            "matplotlib>=3.7",
+        ],
+        "figures": ["matplotlib>=3.7"],
         "faiss": ["faiss-cpu>=1.7.4"],
         # What fastreid 1.4.0 imports besides torch, for the tests that compare against it.
         # fastreid itself pins torch 1.13.1, so it is installed without its dependencies:

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from reid.config import load_config
 from reid.config.schema import ConfigBlock, ConfigError, Key, declare
 from reid.data.build import build_reid_test_loader, build_reid_train_loader, check_test_set
 from reid.data.datasets import build_train_records
+from reid.data.datasets.bases import Record
 from reid.data.samplers import sampler_class
 from reid.evaluation.evaluator import (
     EvalSettings,
@@ -29,6 +30,7 @@ from reid.evaluation.evaluator import (
     format_results_table,
     inference_on_dataset,
 )
+from reid.evaluation.gallery_draws import check_gallery_draws
 from reid.modeling import build_model
 from reid.solver import WarmupLRScheduler, build_optimizer, describe_schedule
 from reid.solver.stages import Stage, StagedSchedule, build_training_plan
@@ -418,6 +420,7 @@ class DefaultTrainer(SimpleTrainer):
             EvalSettings.from_config(cfg, name)
             check_test_set(cfg, name)
         check_visualize_config(cfg)
+        check_gallery_draws(cfg)
         data_loader, num_classes = self.build_train_loader(cfg)
         cfg = with_num_classes(cfg, num_classes)
         iters_per_epoch = len(data_loader)
@@ -516,9 +519,25 @@ class DefaultTrainer(SimpleTrainer):
         return build_reid_test_loader(cfg, dataset_name)
 
     @classmethod
-    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, num_query: int) -> ReidEvaluator:
-        """The evaluator of one test set; it writes OUTPUT_DIR/inference/<dataset>.json."""
-        return ReidEvaluator(cfg, num_query, output_dir=cfg.OUTPUT_DIR, dataset_name=dataset_name)
+    def build_evaluator(
+        cls,
+        cfg: CfgNode,
+        dataset_name: str,
+        num_query: int,
+        records: Sequence[Record] | None = None,
+    ) -> ReidEvaluator:
+        """The evaluator of one test set; it writes OUTPUT_DIR/inference/<dataset>.json.
+
+        ``records``: the test loader's images, from which TEST.GALLERY_DRAWS draws the galleries
+        of a test set whose gallery is a random draw.
+        """
+        return ReidEvaluator(
+            cfg,
+            num_query,
+            output_dir=cfg.OUTPUT_DIR,
+            dataset_name=dataset_name,
+            records=records,
+        )
 
     @staticmethod
     def wrap_distributed(module: nn.Module) -> nn.Module:
@@ -634,7 +653,9 @@ class DefaultTrainer(SimpleTrainer):
     def test(
         cls, cfg: CfgNode, model: nn.Module, epoch: int | None = None
     ) -> dict[str, dict[str, float]]:
-        """Evaluate on every DATASETS.TESTS set; prints a table and writes OUTPUT_DIR/results.json.
+        """Evaluate on every DATASETS.TESTS set; prints a table and writes OUTPUT_DIR/results.json
+        (``{"epoch": ..., "results": {test set: metrics}}``, and ``"gallery_draws": {test set: N}``
+        for the sets whose numbers are the mean of N > 1 gallery draws, TEST.GALLERY_DRAWS).
 
         Args:
             cfg: The config (DATASETS.TESTS, TEST.*, OUTPUT_DIR).
@@ -645,18 +666,29 @@ class DefaultTrainer(SimpleTrainer):
             {test set: {metric: value in percent}} (empty on processes other than the main one).
         """
         results: dict[str, dict[str, float]] = OrderedDict()
+        draws: dict[str, int] = {}
         for name in cfg.DATASETS.TESTS:
             loader, num_query = cls.build_test_loader(cfg, name)
-            evaluator = cls.build_evaluator(cfg, name, num_query)
+            records = getattr(loader.dataset, "records", None)
+            evaluator = cls.build_evaluator(cfg, name, num_query, records=records)
             results[name] = inference_on_dataset(
                 model, loader, evaluator, flip=cfg.TEST.FLIP.ENABLED
             )
+            if evaluator.num_draws > 1:
+                draws[name] = evaluator.num_draws
         if comm.is_main_process():
             after = "" if epoch is None else f" after epoch {epoch}"
-            logger.info("Evaluation results%s:\n%s", after, format_results_table(results))
-            atomic_write_json(
-                os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), {"epoch": epoch, "results": results}
+            averaged = "".join(
+                f"\n{name}: the mean of {n} gallery draws (seeds 0..{n - 1})"
+                for name, n in draws.items()
             )
+            logger.info(
+                "Evaluation results%s:\n%s%s", after, format_results_table(results), averaged
+            )
+            content: dict[str, Any] = {"epoch": epoch, "results": results}
+            if draws:
+                content["gallery_draws"] = draws
+            atomic_write_json(os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), content)
         return results
 
 

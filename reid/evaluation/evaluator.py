@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,12 +36,14 @@ from reid.config.schema import (
     declare,
 )
 from reid.data.datasets import DATASET_REGISTRY
+from reid.data.datasets.bases import Record
 from reid.structures import BatchKeys
 from reid.utils import comm
 from reid.utils.file_io import atomic_write_json
 
 from .distance import DISTANCE_REGISTRY, Distance, build_distance
 from .gallery import GalleryIndex
+from .gallery_draws import GalleryDraw, draws_gallery, gallery_draws
 from .query_expansion import AQE_CONFIG, alpha_query_expansion, check_expansion
 from .rank import auto_chunk_size, iter_chunks, score_chunks
 from .rank_cuhk03 import CUHK03_CLASSIC_CONFIG, check_repeats
@@ -88,6 +90,15 @@ TEST_CONFIG = declare(
                 "torch CPU threads for the ranking metric's passes (distances keep torch's "
                 "setting); 0 = torch's setting. One thread avoids the stalls of multi-threaded "
                 "short passes on shared cores.",
+            ),
+            "GALLERY_DRAWS": Key(
+                1,
+                "For a test set whose gallery is a random draw (VehicleID): N > 1 scores the draws "
+                "of seeds 0..N-1 on the features extracted once and reports the mean of each "
+                "metric (the published VehicleID protocol: 10; results.json records N per test "
+                "set). 1 = the split the dataset was loaded with (DATASETS.VEHICLEID.REPEAT). Test "
+                "sets with a fixed gallery ignore it; N > 1 with none of them in DATASETS.TESTS is "
+                "an error.",
             ),
             "OFFICIAL_MARKET_AP": Key(
                 False,
@@ -161,6 +172,8 @@ class EvalSettings:
         roc: Also report the TPR at each false positive rate of ``roc_fprs``.
         single_gallery_shot: The classic CUHK03 CMC (``cuhk03_repeats`` draws seeded from
             ``cuhk03_seed``); mAP and mINP stay the full gallery's.
+        gallery_draws: The number of random gallery draws whose mean is reported (1 for a test
+            set with a fixed gallery; see :mod:`~reid.evaluation.gallery_draws`).
         config_keys: Setting -> the config key it was read from (``from_config`` fills it), so
             that errors name the key.
     """
@@ -182,6 +195,7 @@ class EvalSettings:
     single_gallery_shot: bool = False
     cuhk03_repeats: int = 10
     cuhk03_seed: int = 0
+    gallery_draws: int = 1
     config_keys: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -203,6 +217,8 @@ class EvalSettings:
                 check_fprs(self.roc_fprs)
             if self.single_gallery_shot:
                 check_repeats(self.cuhk03_repeats)
+            if self.gallery_draws < 1:
+                raise InvalidArgument("gallery_draws", f"must be >= 1, got {self.gallery_draws}")
 
     @classmethod
     def from_config(cls, cfg: CfgNode, dataset_name: str | None = None) -> EvalSettings:
@@ -211,7 +227,8 @@ class EvalSettings:
         Args:
             cfg: The whole config.
             dataset_name: The registered dataset being evaluated: TEST.CUHK03_CLASSIC applies
-                when its class asks for the single-gallery-shot CMC.
+                when its class asks for the single-gallery-shot CMC, TEST.GALLERY_DRAWS when its
+                gallery is a random draw.
 
         Raises:
             ConfigError: A key has a value the evaluation cannot use; the message names it.
@@ -224,6 +241,8 @@ class EvalSettings:
         enabled = bool(args["single_gallery_shot"])
         args["single_gallery_shot"] = enabled and single_gallery_shot_cmc(dataset_name)
         args["roc_fprs"] = tuple(args["roc_fprs"])
+        if not draws_gallery(dataset_name) and int(args["gallery_draws"]) >= 1:
+            args["gallery_draws"] = 1
         return cls(**args, config_keys=dict(args.sources))
 
     @contextmanager
@@ -367,9 +386,13 @@ class ReidEvaluator:
         output_dir: With ``dataset_name``, ``evaluate`` writes its results to
             ``<output_dir>/inference/<dataset_name>.json``.
         dataset_name: Names the test set in messages and in the results file.
+        draws: Gallery draws (see :mod:`~reid.evaluation.gallery_draws`): the results are the
+            mean over these re-splits of the processed images (``num_query`` then only checks the
+            loader); None = the processed order as it is.
 
-    ``ReidEvaluator(cfg, num_query, output_dir=..., dataset_name=...)`` reads the settings from
-    TEST (see :meth:`EvalSettings.from_config`).
+    ``ReidEvaluator(cfg, num_query, output_dir=..., dataset_name=..., records=...)`` reads the
+    settings from TEST (see :meth:`EvalSettings.from_config`); with TEST.GALLERY_DRAWS > 1 for a
+    test set that draws its gallery, ``records`` (the loader's images) give the draws.
     """
 
     @configurable
@@ -379,6 +402,7 @@ class ReidEvaluator:
         settings: EvalSettings | None = None,
         output_dir: str | None = None,
         dataset_name: str | None = None,
+        draws: Sequence[GalleryDraw] | None = None,
     ) -> None:
         if num_query < 1:
             raise InvalidArgument(
@@ -390,6 +414,8 @@ class ReidEvaluator:
         self.output_dir = output_dir
         self.dataset_name = dataset_name
         self._label = dataset_name or "test set"
+        self.draws = list(draws) if draws else []
+        self.draw_results: list[dict[str, float]] = []
         self._features: list[torch.Tensor] = []
         self._pids: list[torch.Tensor] = []
         self._camids: list[torch.Tensor] = []
@@ -402,14 +428,35 @@ class ReidEvaluator:
         num_query: int,
         output_dir: str | None = None,
         dataset_name: str | None = None,
+        records: Sequence[Record] | None = None,
     ) -> dict[str, Any]:
-        """The evaluator of the test set ``dataset_name`` with the settings of TEST."""
+        """The evaluator of the test set ``dataset_name`` with the settings of TEST.
+
+        Raises:
+            ConfigError: TEST.GALLERY_DRAWS asks for draws but ``records`` are not given.
+        """
+        settings = EvalSettings.from_config(cfg, dataset_name)
+        draws = None
+        if settings.gallery_draws > 1:
+            if records is None or dataset_name is None:
+                raise ConfigError(
+                    f"TEST.GALLERY_DRAWS {settings.gallery_draws}: averaging the gallery draws of "
+                    f"{dataset_name} needs its test images (the records argument: the test "
+                    f"loader's dataset.records)"
+                )
+            draws = gallery_draws(dataset_name, records, settings.gallery_draws)
         return {
             "num_query": num_query,
-            "settings": EvalSettings.from_config(cfg, dataset_name),
+            "settings": settings,
             "output_dir": output_dir,
             "dataset_name": dataset_name,
+            "draws": draws,
         }
+
+    @property
+    def num_draws(self) -> int:
+        """How many gallery draws the results are the mean of (1 without draws)."""
+        return max(1, len(self.draws))
 
     def reset(self) -> None:
         """Forget the features processed so far."""
@@ -439,17 +486,26 @@ class ReidEvaluator:
             return {}
         features, pids, camids = gathered
         start = time.perf_counter()
-        results = score_features(features, pids, camids, self.num_query, self.settings)
+        if self.draws:
+            results = self._score_draws(features, pids)
+        else:
+            results = score_features(features, pids, camids, self.num_query, self.settings)
         logger.info(
-            "Evaluated %s (%d queries, %d gallery) in %.1f s",
+            "Evaluated %s (%d queries, %d gallery%s) in %.1f s",
             self._label,
-            self.num_query,
-            features.shape[0] - self.num_query,
+            self.draws[0].num_query if self.draws else self.num_query,
+            features.shape[0] - (self.draws[0].num_query if self.draws else self.num_query),
+            f"; the mean of {len(self.draws)} gallery draws" if self.draws else "",
             time.perf_counter() - start,
         )
         if self.output_dir and self.dataset_name:
             path = os.path.join(self.output_dir, "inference", f"{self.dataset_name}.json")
-            atomic_write_json(path, {self.dataset_name: results})
+            content: dict[str, Any] = {self.dataset_name: results}
+            if self.draws:
+                content["gallery_draws"] = [
+                    {"seed": d.seed, **r} for d, r in zip(self.draws, self.draw_results)
+                ]
+            atomic_write_json(path, content)
         return results
 
     def gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -466,6 +522,30 @@ class ReidEvaluator:
             )
         device = self._device if self._device is not None else torch.device("cpu")
         return features.to(device), pids.to(device), camids.to(device)
+
+    def _score_draws(self, features: torch.Tensor, pids: torch.Tensor) -> dict[str, float]:
+        """The mean over the gallery draws of each metric (each draw's in ``draw_results``)."""
+        expected = self.draws[0].order.numel()
+        if features.shape[0] != expected:
+            raise ValueError(
+                f"{self._label}: {features.shape[0]} images were processed, but the gallery draws "
+                f"re-split {expected} test images"
+            )
+        self.draw_results = []
+        for draw in self.draws:
+            order = draw.order.to(features.device)
+            self.draw_results.append(
+                score_features(
+                    features[order],
+                    pids[order],
+                    draw.camids.to(features.device),
+                    draw.num_query,
+                    self.settings,
+                )
+            )
+        return {
+            key: float(np.mean([r[key] for r in self.draw_results])) for key in self.draw_results[0]
+        }
 
     def _gather(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All ranks' features in rank order (the inference sampler gives each rank a contiguous

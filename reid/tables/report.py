@@ -43,6 +43,8 @@ class CellResult:
         final: ``ours`` comes from the run's last epoch.
         mark: Why there is no number of ours ("" when there is one).
         run: The run behind the cell.
+        draws: How many random gallery draws ``ours`` is the mean of (results.json's
+            ``gallery_draws``; 1 for a fixed gallery).
     """
 
     paper: float | None
@@ -51,6 +53,7 @@ class CellResult:
     final: bool
     mark: str
     run: str | None
+    draws: int = 1
 
 
 @dataclass
@@ -126,12 +129,17 @@ def _cell(
     failed: Mapping[str, str],
 ) -> CellResult:
     """One cell: ours if the run has it, else the mark that says why not."""
-    ours, final = None, False
+    ours, final, draws = None, False, 1
     mark = _not_run_mark(plan, row, col, ref, missing, failed)
     if not mark and ref.run is not None:
-        ours, final, mark = _our_number(results.get(ref.run), ref, plan.runs[ref.run].max_epoch)
+        run_results = results.get(ref.run)
+        ours, final, mark = _our_number(run_results, ref, plan.runs[ref.run].max_epoch)
+        if ours is not None and run_results is not None:
+            draws = int(run_results.get("gallery_draws", {}).get(ref.test, 1))
     delta = ours - paper if ours is not None and paper is not None else None
-    return CellResult(paper=paper, ours=ours, delta=delta, final=final, mark=mark, run=ref.run)
+    return CellResult(
+        paper=paper, ours=ours, delta=delta, final=final, mark=mark, run=ref.run, draws=draws
+    )
 
 
 def _not_run_mark(
@@ -215,8 +223,20 @@ def _markdown_cells(cell: CellResult, decimals: int) -> list[str]:
 
 
 def _markdown_footer(result: TableResult) -> list[str]:
-    """The missing datasets, the failed runs and the notes, each as a list under a title."""
+    """The columns whose numbers of ours are means of gallery draws, the missing datasets, the
+    failed runs and the notes, each as a list under a title."""
     lines: list[str] = []
+    averaged: dict[str, set[int]] = {}
+    for row in result.cells:
+        for label, cell in zip(result.columns, row):
+            if cell.draws > 1:
+                averaged.setdefault(label, set()).add(cell.draws)
+    if averaged:
+        lines += ["", "Gallery draws (ours):"]
+        lines += [
+            f"- {label}: the mean of {' / '.join(str(n) for n in sorted(counts))} draws"
+            for label, counts in averaged.items()
+        ]
     if result.missing_datasets:
         lines += ["", "Missing datasets (their cells were not run):"]
         for key, reason in result.missing_datasets.items():

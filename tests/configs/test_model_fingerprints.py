@@ -8,7 +8,8 @@ parameter count, a hash of the state dict's key names and shapes, a seeded eval 
 feature of 2 images) and a seeded training forward (every loss value on a P=2 x K batch).
 
 Re-record (only when a change is MEANT to change a network): ``python
-tests/configs/test_model_fingerprints.py --write``.
+tests/configs/test_model_fingerprints.py --write``. Re-recorded since: the survey's CE + ArcFace and
+CE + circle rows (issue 15: the survey's plain CE and ArcFace as written); added: issue 15's rows.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def test_stem_pool_ceil_is_fastreids_and_padded_torchvisions():
 def test_agw_has_fastreids_25_1_m_parameters_and_reids_c_over_2_is_one_key_away():
     agw = CPU + [
         "MODEL.BACKBONE.WITH_NL", "True", "MODEL.HEADS.POOL_LAYER", "GeneralizedMeanPooling",
-        "MODEL.HEADS.NUM_CLASSES", "751",
+        "MODEL.HEADS.NUM_CLASSES", "751", "MODEL.HEADS.WITH_BNNECK", "True",
     ]  # fmt: skip
     assert _params(build_model(load_config(None, agw))) == 25_078_863
     half = agw + ["MODEL.BACKBONE.NL_INTER_CHANNELS", "0"]
@@ -84,8 +84,8 @@ def test_reid_base_files_keep_reids_conventions():
     assert cfg.MODEL.BACKBONE.NL_INIT == "kaiming" and cfg.MODEL.HEADS.LINEAR_INIT_STD == 0.001
     assert cfg.MODEL.LOSSES.CE.SMOOTH_OVER == "all"
     assert cfg.MODEL.LOSSES.TRI.ANCHOR_AS_POSITIVE is False
-    mgn = load_config("configs/papers/adasp/Base-MGN.yml", CPU)
-    assert mgn.MODEL.MGN.STRIPES == "balanced"
+    # the AdaSP rows follow the AdaSP repository, i.e. fastreid's torch.chunk stripes
+    assert load_config("configs/papers/adasp/Base-MGN.yml", CPU).MODEL.MGN.STRIPES == "chunk"
     fastreid = load_config(None, CPU)  # the schema: fastreid's
     assert (fastreid.MODEL.BACKBONE.STEM_POOL, fastreid.MODEL.BACKBONE.NL_INTER_CHANNELS) == (
         "ceil",
@@ -105,6 +105,7 @@ def test_mgn_stripes(stripes, rows):
     cfg = load_config(
         None,
         CPU + ["MODEL.META_ARCHITECTURE", "MGN", "MODEL.BACKBONE.DEPTH", "18x",
+               "MODEL.BACKBONE.FEAT_DIM", "0",
                "MODEL.HEADS.NUM_CLASSES", "3", "MODEL.MGN.STRIPES", stripes],
     )  # fmt: skip
     model = build_model(cfg).eval()

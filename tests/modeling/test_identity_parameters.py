@@ -13,7 +13,7 @@ NUM_CLASSES = 37  # no other dimension of these models has 37 rows
 
 BASE = [
     "MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.PRETRAIN", "False",
-    "MODEL.HEADS.NUM_CLASSES", str(NUM_CLASSES),
+    "MODEL.BACKBONE.FEAT_DIM", "0", "MODEL.HEADS.NUM_CLASSES", str(NUM_CLASSES),
 ]  # fmt: skip
 # Every registered loss but the sparse pair-wise pair (one SP block for two names).
 ALL_LOSSES = sorted(set(LOSS_REGISTRY.names()) - {"AdaSPLoss"})

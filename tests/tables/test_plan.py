@@ -28,9 +28,11 @@ def test_plan_has_one_run_per_config_and_dataset(tmp_path):
     assert list(cfg.DATASETS.NAMES) == ["DukeMTMC"] and list(cfg.DATASETS.TESTS) == ["DukeMTMC"]
     assert cfg.MODEL.LOSSES.CE.OHEM_RATIO == 0.2 and cfg.OUTPUT_DIR == run.output_dir
     assert run.max_epoch == 150
-    # Both metrics of a dataset come from the same run.
-    assert plan.cells[(2, 2)].run == plan.cells[(2, 3)].run == "ratio/nsl_ohem/DukeMTMC"
-    assert (plan.cells[(2, 2)].metric, plan.cells[(2, 3)].metric) == ("mAP", "Rank-1")
+    # Both metrics of a dataset come from the same run; the quoted rows have none.
+    ohem = [r.name for r in record.rows].index("Baseline + OHEM")
+    assert plan.cells[(ohem, 2)].run == plan.cells[(ohem, 3)].run == "ratio/nsl_ohem/DukeMTMC"
+    assert (plan.cells[(ohem, 2)].metric, plan.cells[(ohem, 3)].metric) == ("mAP", "Rank-1")
+    assert plan.cells[(0, 0)].run is None and record.rows[0].name == "IDE [7] (quoted)"
 
 
 def test_dataset_layer_options_reach_the_config(tmp_path):
@@ -54,7 +56,8 @@ def test_requested_datasets_only_and_unknown_dataset_is_an_error(tmp_path):
     record = load_table("ratio_table1")
     plan = plan_table(record, str(tmp_path), datasets=["DukeMTMC"])
     assert [r.dataset for r in plan.runs.values()] == ["DukeMTMC"] * 4
-    assert plan.cells[(0, 0)].run is None and plan.cells[(0, 2)].run == "ratio/nsl/DukeMTMC"
+    nsl = [r.name for r in record.rows].index("Baseline (NSL)")
+    assert plan.cells[(nsl, 0)].run is None and plan.cells[(nsl, 2)].run == "ratio/nsl/DukeMTMC"
     with pytest.raises(
         ValueError,
         match=r"unknown dataset\(s\) \['Market'\]; its datasets are \['Market1501', 'DukeMTMC'\]",

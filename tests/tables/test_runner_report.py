@@ -163,14 +163,20 @@ def test_report_numbers_differences_and_marks(table1):
         missing={"DukeMTMC": "DukeMTMC: dataset folder not found: x; expected layout: y"},
         failed={"ratio/nsl_ratio_ohem/Market1501": "ValueError: bad\nmore"},
     )
-    # Row 0: Market finished, Duke missing (the missing mark wins over its intermediate results).
-    c = result.cells[0]
+    # The paper's own rows follow the 12 quoted ones (no number of ours).
+    first = result.rows.index("Baseline (NSL)")
+    assert first == 12 and all(cell.mark == NO_NUMBER for cell in result.cells[0])
+    # Baseline: Market finished, Duke missing (the missing mark wins over its intermediate
+    # results).
+    c = result.cells[first]
     assert (c[0].paper, c[0].ours, round(c[0].delta, 6), c[0].final) == (81.65, 80.0, -1.65, True)
     assert (c[1].ours, round(c[1].delta, 6)) == (93.125, 0.815)
     assert (c[2].ours, c[2].mark) == (None, MISSING)
-    assert result.cells[1][0].mark == NO_METRIC and result.cells[1][1].ours == 90.0
-    assert result.cells[2][0].mark == NO_METRIC  # results of another test set
-    assert result.cells[3][0].mark == "failed"
+    assert result.cells[first + 1][0].mark == NO_METRIC and result.cells[first + 1][1].ours == 90.0
+    assert result.cells[first + 2][0].mark == NO_METRIC  # results of another test set
+    assert result.cells[first + 3][0].mark == "failed"
+    assert all(cell.draws == 1 for row in result.cells for cell in row)
+    assert "Gallery draws" not in to_markdown(result)
 
     md = to_markdown(result)
     lines = md.splitlines()
@@ -220,4 +226,31 @@ def test_report_json_round_trips(table1):
     result = collect(table1)
     data = json.loads(json.dumps(result.to_json()))
     assert data["name"] == "ratio_table1" and data["columns"][0] == "Market1501 mAP"
-    assert data["cells"][3][0]["paper"] == 83.12 and data["cells"][3][0]["mark"] == NOT_RUN
+    assert data["cells"][15][0]["paper"] == 83.12 and data["cells"][15][0]["mark"] == NOT_RUN
+    assert data["cells"][0][0]["paper"] == 46.0 and data["rows"][0] == "IDE [7] (quoted)"
+
+
+def test_report_says_how_many_gallery_draws_a_number_is_the_mean_of(tmp_path):
+    plan = plan_table(load_table("adasp"), str(tmp_path), datasets=["VehicleID", "VeRi"])
+    run = plan.runs["adasp/VehicleID/norm_single_adasp/VehicleID"]
+    metrics = {"Rank-1": 86.0, "mAP": 80.0}
+    payload = {
+        "epoch": run.max_epoch,
+        "results": {"SmallVehicleID": metrics, "MediumVehicleID": metrics},
+        "gallery_draws": {"SmallVehicleID": 10, "MediumVehicleID": 10},
+    }
+    os.makedirs(run.output_dir)
+    with open(os.path.join(run.output_dir, "results.json"), "w") as f:
+        json.dump(payload, f)
+    _write_results(plan.runs["adasp/VeRi/norm_single_adasp/VeRi"], 60, {"mAP": 77.0})
+    result = collect(plan)
+    adasp = result.cells[result.rows.index("AdaSP")]
+    assert [c.draws for c in adasp] == [1, 1, 1, 1, 10, 10]
+    assert (adasp[4].ours, adasp[3].ours) == (86.0, 77.0)
+    md = to_markdown(result)
+    assert (
+        "Gallery draws (ours):\n"
+        "- VehicleID-small Rank-1: the mean of 10 draws\n"
+        "- VehicleID-medium Rank-1: the mean of 10 draws\n"
+    ) in md
+    assert json.loads(json.dumps(result.to_json()))["cells"][2][4]["draws"] == 10

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import ClassVar
 
 from reid.config.schema import ConfigBlock, InvalidArgument, Key, configurable
@@ -20,7 +21,8 @@ VEHICLEID_CONFIG = ConfigBlock(
         "REPEAT": Key(
             0,
             "Seed of the gallery draw (one image per test vehicle to the gallery, the rest to the "
-            "query); the published protocol runs and averages repeats 0..9.",
+            "query); the published protocol averages the draws of seeds 0..9, which TEST."
+            "GALLERY_DRAWS 10 does in one evaluation.",
         ),
     },
 )
@@ -97,20 +99,48 @@ class VehicleID(ImageDataset):
             (Record(path, vid, 0, self.name) for path, vid in self._read("train_list.txt")),
             key=lambda r: r.path,
         )
-        by_vehicle: dict[int, list[str]] = defaultdict(list)
-        for path, vid in self._read(f"test_list_{self.test_size}.txt"):
-            by_vehicle[vid].append(path)
-        rng = random.Random(self.repeat)
+        test = [
+            Record(path, vid, QUERY_CAMID, self.name)
+            for path, vid in self._read(f"test_list_{self.test_size}.txt")
+        ]
+        query, gallery = self.draw_gallery(test, self.repeat)
+        return train, query, gallery
+
+    @staticmethod
+    def draw_gallery(records: Sequence[Record], seed: int) -> tuple[list[Record], list[Record]]:
+        """The test protocol's split of the test images: per vehicle one image to the gallery, the
+        others to the query.
+
+        ``random.Random(seed)`` draws, over the vehicles in ascending id order, the index of the
+        gallery image among the vehicle's image paths in ascending order. Query images get camera
+        id 0, gallery images 1, so that the same-camera rule drops nothing.
+
+        Args:
+            records: The test images (any order, any camera ids).
+            seed: The draw's seed (``DATASETS.VEHICLEID.REPEAT``; the evaluation's
+                ``TEST.GALLERY_DRAWS`` N scores the draws of seeds 0..N-1).
+
+        Returns:
+            (query, gallery), each sorted by path.
+
+        >>> images = [Record(f"{i}.jpg", vid, 0, "VehicleID") for i, vid in enumerate([7, 7, 7, 9])]
+        >>> query, gallery = VehicleID.draw_gallery(images, seed=0)
+        >>> [(r.path, r.camid) for r in gallery], [r.path for r in query]
+        ([('1.jpg', 1), ('3.jpg', 1)], ['0.jpg', '2.jpg'])
+        """
+        by_vehicle: dict[int, list[Record]] = defaultdict(list)
+        for record in records:
+            by_vehicle[record.pid].append(record)
+        rng = random.Random(seed)
         query: list[Record] = []
         gallery: list[Record] = []
         for vid in sorted(by_vehicle):
-            paths = sorted(by_vehicle[vid])
-            pick = rng.randrange(len(paths))
-            gallery.append(Record(paths[pick], vid, GALLERY_CAMID, self.name))
-            query.extend(
-                Record(p, vid, QUERY_CAMID, self.name) for i, p in enumerate(paths) if i != pick
-            )
-        return train, sorted(query, key=lambda r: r.path), sorted(gallery, key=lambda r: r.path)
+            members = sorted(by_vehicle[vid], key=lambda r: r.path)
+            pick = rng.randrange(len(members))
+            for i, r in enumerate(members):
+                camid = GALLERY_CAMID if i == pick else QUERY_CAMID
+                (gallery if i == pick else query).append(Record(r.path, vid, camid, r.dataset))
+        return sorted(query, key=lambda r: r.path), sorted(gallery, key=lambda r: r.path)
 
     def official_counts(self) -> dict[str, tuple[int | None, int | None]]:
         return {"train": (13164, 113346), "gallery": (self.test_size, self.test_size)}

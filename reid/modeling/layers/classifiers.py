@@ -23,6 +23,7 @@ from yacs.config import CfgNode
 
 from reid.config.schema import ConfigArgs, ConfigBlock, InvalidArgument, Key, configurable
 from reid.modeling.losses.margin_logits import (
+    ARCFACE_FALLBACKS,
     arcface_margin,
     circle_margin,
     cosface_margin,
@@ -239,9 +240,25 @@ class CosFace(CosineClassifier):
     margin_fn = staticmethod(cosface_margin)
 
 
-@CLASSIFIER_REGISTRY.register()
+ARCFACE_CONFIG = ConfigBlock(
+    "MODEL.HEADS.ARCFACE",
+    "The ArcFace classifier (CLS_LAYER ArcFace / ArcSoftmax).",
+    {
+        "FALLBACK": Key(
+            "insightface",
+            '(open) The true-class logit where theta > pi - MARGIN: "insightface" = cos(theta) - '
+            "m sin(m) (insightface's code, fastreid's ArcSoftmax) or \"plain\" = cos(theta + m) "
+            "everywhere (the formula as written, e.g. by the survey).",
+        ),
+    },
+)
+
+
+@CLASSIFIER_REGISTRY.register(config_block=ARCFACE_CONFIG)
 class ArcFace(CosineClassifier):
-    """Additive angular margin: ``s cos(theta + m)`` on the true class, ``m`` in [0, pi)."""
+    """Additive angular margin: ``s cos(theta + m)`` on the true class, ``m`` in [0, pi);
+    ``fallback`` ("insightface" or "plain") decides the logit where ``theta > pi - m`` (see
+    :func:`~reid.modeling.losses.margin_logits.arcface_margin`)."""
 
     margin_fn = staticmethod(arcface_margin)
 
@@ -253,10 +270,36 @@ class ArcFace(CosineClassifier):
         scale: float = 1.0,
         margin: float = 0.0,
         learn_scale: bool = False,
+        fallback: str = "insightface",
     ) -> None:
         super().__init__(in_dim, num_classes, scale, margin, learn_scale)
         if not 0.0 <= margin < math.pi:
             raise InvalidArgument("margin", f"of ArcFace is an angle in [0, pi), got {margin}")
+        if fallback not in ARCFACE_FALLBACKS:
+            raise InvalidArgument(
+                "fallback", f"must be one of {list(ARCFACE_FALLBACKS)}, got {fallback!r}"
+            )
+        self.fallback = fallback
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, in_dim: int, num_classes: int) -> ConfigArgs:
+        """MODEL.HEADS' keys (see :meth:`Classifier.from_config`) and MODEL.HEADS.ARCFACE's."""
+        args = super().from_config(cfg, in_dim, num_classes)
+        args.update_from(ARCFACE_CONFIG.arguments(cfg))
+        return args
+
+    def forward(
+        self, features: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Logits ``s cos``, the margin (with this layer's fallback) applied in training mode when
+        ``targets`` are given."""
+        cos = cosine_logits(features, self.weight)
+        if self.training and targets is not None:
+            cos = arcface_margin(cos, targets, self.margin, self.fallback)
+        return self.outputs(cos * self.logit_scale())
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, fallback={self.fallback}"
 
 
 @CLASSIFIER_REGISTRY.register()

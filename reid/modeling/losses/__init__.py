@@ -20,6 +20,7 @@ from .margin_logits import (
     cosine_logits,
     normalized_softmax_logits,
 )
+from .meta_ntuplet import MetaNTupletLoss, meta_ntuplet_loss
 from .mpn_tuplet import MPNTupletLoss, build_phi, mpn_tuplet_loss
 from .ntuplet import NTupletLoss, count_triplets, ntuplet_loss, sample_tuplets
 from .p2s_triplet import P2STripletLoss, p2s_triplet_loss
@@ -41,6 +42,7 @@ __all__ = [
     "ContrastiveLoss",
     "CrossEntropyLoss",
     "FocalLoss",
+    "MetaNTupletLoss",
     "MPNTupletLoss",
     "NTupletLoss",
     "P2STripletLoss",
@@ -63,6 +65,7 @@ __all__ = [
     "count_triplets",
     "cross_entropy_loss",
     "focal_loss",
+    "meta_ntuplet_loss",
     "mpn_tuplet_loss",
     "normalized_softmax_logits",
     "ntuplet_loss",

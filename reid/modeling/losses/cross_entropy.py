@@ -38,6 +38,11 @@ CE_CONFIG = ConfigBlock(
             "OHEM on the ID loss: drop the floor(r * B) samples with the lowest loss, average the "
             "rest (0 = off).",
         ),
+        "OHEM_ROUNDING": Key(
+            "floor",
+            '(open) How many samples OHEM drops: "floor" = floor(r * B) (12 of 64 at r = 0.2) or '
+            '"round" = r * B rounded half up (13 of 64).',
+        ),
         "SCALE": WEIGHT,
     },
 )
@@ -117,24 +122,37 @@ def cross_entropy_loss(
     return losses.mean() if reduction == "mean" else losses
 
 
-def ohem_keep_count(batch_size: int, ratio: float) -> int:
-    """``B - floor(r B)`` computed on the decimal value of ``r`` (0.29 * 100 drops 29, not 28).
+OHEM_ROUNDINGS = ("floor", "round")
+
+
+def ohem_keep_count(batch_size: int, ratio: float, rounding: str = "floor") -> int:
+    """``B - floor(r B)`` (or ``B - round(r B)``, halves rounded up), computed on the decimal value
+    of ``r`` (0.29 * 100 drops 29, not 28).
 
     >>> ohem_keep_count(100, 0.29)
     71
+    >>> ohem_keep_count(64, 0.2), ohem_keep_count(64, 0.2, rounding="round")
+    (52, 51)
     """
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"OHEM ratio must be in [0, 1), got {ratio}")
+    if rounding not in OHEM_ROUNDINGS:
+        raise ValueError(f"OHEM rounding must be one of {list(OHEM_ROUNDINGS)}, got {rounding!r}")
     r = Fraction(repr(float(ratio)))
-    return batch_size - (r.numerator * batch_size) // r.denominator
+    dropped = r * batch_size
+    if rounding == "round":
+        dropped += Fraction(1, 2)
+    return batch_size - dropped.numerator // dropped.denominator
 
 
-def ohem(losses: torch.Tensor, ratio: float) -> torch.Tensor:
+def ohem(losses: torch.Tensor, ratio: float, rounding: str = "floor") -> torch.Tensor:
     """Online hard example mining: the mean of the ``B - floor(ratio B)`` largest losses.
 
     Args:
         losses: B per-sample losses.
         ratio: The share of samples dropped, in [0, 1).
+        rounding: ``floor`` drops ``floor(ratio B)`` samples, ``round`` drops ``ratio B`` rounded
+            half up.
 
     Returns:
         The 0-dim mean of the kept losses (zero, with a graph, if none is kept).
@@ -144,7 +162,7 @@ def ohem(losses: torch.Tensor, ratio: float) -> torch.Tensor:
     """
     if losses.dim() != 1:
         raise ValueError(f"ohem expects per-sample losses (1-D), got shape {tuple(losses.shape)}")
-    keep = ohem_keep_count(losses.shape[0], ratio)
+    keep = ohem_keep_count(losses.shape[0], ratio, rounding)
     if keep == 0:
         return (losses * 0).sum()
     return losses.topk(keep, sorted=False).values.mean()
@@ -161,6 +179,7 @@ class CrossEntropyLoss(ReidLoss):
         ohem_ratio: OHEM: drop this share of the samples with the lowest loss (0 = off).
         smooth_over: "others" (fastreid's eps / (C - 1), the default here as in the config) or
             "all" (eps / C, the plain function's default).
+        ohem_rounding: "floor" or "round": how ``ohem_ratio * B`` becomes a count.
     """
 
     config_block = CE_CONFIG
@@ -173,6 +192,7 @@ class CrossEntropyLoss(ReidLoss):
         alpha: float = 0.2,
         ohem_ratio: float = 0.0,
         smooth_over: str = "others",
+        ohem_rounding: str = "floor",
     ) -> None:
         super().__init__()
         self.smooth_over = check_choice("smooth_over", smooth_over, SMOOTH_OVER)
@@ -189,6 +209,11 @@ class CrossEntropyLoss(ReidLoss):
             raise InvalidArgument(
                 "ohem_ratio", f"must be in [0, 1) (0 = off), got {self.ohem_ratio}"
             )
+        if ohem_rounding not in OHEM_ROUNDINGS:
+            raise InvalidArgument(
+                "ohem_rounding", f"must be one of {list(OHEM_ROUNDINGS)}, got {ohem_rounding!r}"
+            )
+        self.ohem_rounding = str(ohem_rounding)
 
     def forward(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         logits = self.read(outputs, OutputKeys.LOGITS)
@@ -201,13 +226,13 @@ class CrossEntropyLoss(ReidLoss):
             smooth_over=self.smooth_over,
         )
         if self.ohem_ratio > 0:
-            return ohem(losses, self.ohem_ratio)
+            return ohem(losses, self.ohem_ratio, self.ohem_rounding)
         return losses.mean()
 
     def extra_repr(self) -> str:
         return (
             f"epsilon={self.epsilon}, smooth_over={self.smooth_over}, alpha={self.alpha}, "
-            f"ohem_ratio={self.ohem_ratio}"
+            f"ohem_ratio={self.ohem_ratio}, ohem_rounding={self.ohem_rounding}"
         )
 
 

@@ -43,23 +43,43 @@ def cosface_margin(cos: torch.Tensor, y: torch.Tensor, margin: float) -> torch.T
     return cos - margin * _target_mask(cos, y).to(cos.dtype)
 
 
-def arcface_margin(cos: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
-    """True class: ``cos(theta + m)`` if ``theta <= pi - m``, else ``cos(theta) - m sin(m)``; cos
-    clamped to [-1, 1]. ``sin(theta)`` is taken as ``sqrt(max(1 - cos^2, 1e-12))`` so the gradient
-    stays finite at cos = +-1.
+ARCFACE_FALLBACKS = ("insightface", "plain")
+
+
+def arcface_margin(
+    cos: torch.Tensor, y: torch.Tensor, margin: float, fallback: str = "insightface"
+) -> torch.Tensor:
+    """True class: ``cos(theta + m)``; cos clamped to [-1, 1]. ``sin(theta)`` is taken as
+    ``sqrt(max(1 - cos^2, 1e-12))`` so the gradient stays finite at cos = +-1.
+
+    Args:
+        cos: B x C cosines.
+        y: B labels.
+        margin: ``m`` in [0, pi).
+        fallback: Where ``theta > pi - m`` (cos(theta + m) rises again there): ``insightface``
+            uses ``cos(theta) - m sin(m)`` (insightface's reference code, monotonic in theta);
+            ``plain`` keeps ``cos(theta + m)`` everywhere (the formula as the survey writes it).
 
     >>> cos, y = torch.tensor([[0.6, 0.8]]), torch.tensor([0])
     >>> arcface_margin(cos, y, 0.5)
     tensor([[0.1430, 0.8000]])
+    >>> far = torch.tensor([[-0.99, 0.5]])  # theta = 3.0 > pi - m
+    >>> arcface_margin(far, y, 0.5), arcface_margin(far, y, 0.5, fallback="plain")
+    (tensor([[-1.2297,  0.5000]]), tensor([[-0.9364,  0.5000]]))
     """
     if not 0.0 <= margin < math.pi:
         raise ValueError(f"ArcFace margin must be in [0, pi), got {margin}")
+    if fallback not in ARCFACE_FALLBACKS:
+        raise ValueError(
+            f"ArcFace fallback must be one of {list(ARCFACE_FALLBACKS)}, got {fallback!r}"
+        )
     mask = _target_mask(cos, y)
     cos = cos.clamp(-1.0, 1.0)
     sin = (1.0 - cos * cos).clamp_min(1e-12).sqrt()
-    shifted = cos * math.cos(margin) - sin * math.sin(margin)
-    fallback = cos - margin * math.sin(margin)
-    target = torch.where(cos >= math.cos(math.pi - margin), shifted, fallback)
+    target = cos * math.cos(margin) - sin * math.sin(margin)
+    if fallback == "insightface":
+        beyond = cos < math.cos(math.pi - margin)
+        target = torch.where(beyond, cos - margin * math.sin(margin), target)
     return torch.where(mask, target, cos)
 
 
@@ -112,16 +132,21 @@ def cosface_logits(
 
 
 def arcface_logits(
-    f: torch.Tensor, W: torch.Tensor, y: torch.Tensor, scale: ScaleLike = 64.0, margin: float = 0.5
+    f: torch.Tensor,
+    W: torch.Tensor,
+    y: torch.Tensor,
+    scale: ScaleLike = 64.0,
+    margin: float = 0.5,
+    fallback: str = "insightface",
 ) -> torch.Tensor:
-    """ArcFace: ``s cos(theta + m)`` on the true class (see :func:`arcface_margin`), ``s cos``
-    elsewhere; arguments as :func:`cosface_logits`.
+    """ArcFace: ``s cos(theta + m)`` on the true class (see :func:`arcface_margin` for
+    ``fallback``), ``s cos`` elsewhere; the other arguments as :func:`cosface_logits`.
 
     >>> f, W, y = torch.tensor([[0.6, 0.8]]), torch.eye(2), torch.tensor([0])
     >>> arcface_logits(f, W, y, scale=10.0, margin=0.5)
     tensor([[1.4301, 8.0000]])
     """
-    return scale * arcface_margin(cosine_logits(f, W), y, margin)
+    return scale * arcface_margin(cosine_logits(f, W), y, margin, fallback)
 
 
 def circle_logits(

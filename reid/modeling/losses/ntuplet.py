@@ -259,18 +259,47 @@ def ntuplet_loss(
     """
     check_features_labels(f, y, "ntuplet_loss")
     check_scale(scale)
+    tuplets = resolve_tuplets(y, n_classes, num_tuplets, tuplets, generator)
+    if tuplets.shape[0] == 0:
+        return zero_loss(f)
+    return tuplet_softmax_loss(f, f, tuplets, scale)
+
+
+def resolve_tuplets(
+    y: torch.Tensor,
+    n_classes: int,
+    num_tuplets: int | None,
+    tuplets: torch.Tensor | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``tuplets`` checked, or ``num_tuplets`` (default: :func:`count_triplets`) tuplets drawn
+    with :func:`sample_tuplets` when it is None."""
     if tuplets is None:
         count = count_triplets(y) if num_tuplets is None else num_tuplets
-        tuplets = sample_tuplets(y, n_classes, count, generator)
-    elif tuplets.dim() != 2 or tuplets.shape[1] < 3:
+        return sample_tuplets(y, n_classes, count, generator)
+    if tuplets.dim() != 2 or tuplets.shape[1] < 3:
         raise ValueError(
             f"tuplets must be T x (n + 1) with n >= 2, got shape {tuple(tuplets.shape)}"
         )
-    if tuplets.shape[0] == 0:
-        return zero_loss(f)
+    return tuplets
+
+
+def tuplet_softmax_loss(
+    f: torch.Tensor, refs: torch.Tensor, tuplets: torch.Tensor, scale: ScaleLike
+) -> torch.Tensor:
+    """Mean over the T tuplets of ``-log softmax`` of the positive among the logits
+    ``s cos(f_a, refs_j)``, j = the positive then the negatives of the tuplet.
+
+    Args:
+        f: B x D anchor features.
+        refs: B x D reference nodes of the same samples (``f`` for the N-tuplet loss,
+            ``phi(f)`` for the meta N-tuplet loss).
+        tuplets: T x (n + 1) batch indices (anchor, positive, negatives), T >= 1.
+        scale: ``s``, a number or a learnable tensor.
+    """
     b = f.shape[0]
     flat = (tuplets[:, :1] * b + tuplets[:, 1:]).reshape(-1)
-    logits = scale * cosine_matrix(f, f).reshape(-1).index_select(0, flat).view(
+    logits = scale * cosine_matrix(f, refs).reshape(-1).index_select(0, flat).view(
         tuplets.shape[0], -1
     )
     return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()

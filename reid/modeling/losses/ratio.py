@@ -23,8 +23,9 @@ from .utils import (
 
 RATIO_CONFIG = ConfigBlock(
     "MODEL.LOSSES.RATIO",
-    "RatioLoss (circle-based ratio loss): mean over the batch's classes j of max_{y_i = j} "
-    'd(f^_i, w^_j) / (min_{k != j} d(w^_k, w^_j) + EPS), w = outputs["cls_weight"].',
+    "RatioLoss (circle-based ratio loss): the sum over the batch's classes j of max_{y_i = j} "
+    'd(f^_i, w^_j) / (min_{k != j} d(w^_k, w^_j) + EPS), w = outputs["cls_weight"], divided as '
+    "AVERAGE_OVER says.",
     {
         "EPS": Key(
             0.5, "The moderating term eps added to the inter-class distance (the paper: 0.5)."
@@ -33,6 +34,14 @@ RATIO_CONFIG = ConfigBlock(
             "cosine",
             '"cosine" (1 - cos), "chord" (Euclidean distance on the unit sphere) or "angle" '
             "(acos).",
+        ),
+        "AVERAGE_OVER": Key(
+            "batch_classes",
+            '(open) The normalisation of the sum over the batch\'s classes j: "batch_classes" '
+            '(divide by their number, the mean over the classes present) or "all_classes" (divide '
+            "by the number C of training classes, Eq. 3's 1/C; classes absent from the batch add "
+            "no term). With P = 16 identities per batch, all_classes is smaller by C / 16 (47 on "
+            "Market-1501).",
         ),
         "FEAT_KEY": Key(
             OutputKeys.NECK_FEATURES,
@@ -44,6 +53,7 @@ RATIO_CONFIG = ConfigBlock(
 
 
 RATIO_DISTANCES = ("cosine", "chord", "angle")
+RATIO_AVERAGES = ("batch_classes", "all_classes")
 
 
 def _cos_to_distance(cos: torch.Tensor, distance: str) -> torch.Tensor:
@@ -55,11 +65,16 @@ def _cos_to_distance(cos: torch.Tensor, distance: str) -> torch.Tensor:
 
 
 def ratio_loss(
-    f: torch.Tensor, y: torch.Tensor, W: torch.Tensor, eps: float = 0.5, distance: str = "cosine"
+    f: torch.Tensor,
+    y: torch.Tensor,
+    W: torch.Tensor,
+    eps: float = 0.5,
+    distance: str = "cosine",
+    average_over: str = "batch_classes",
 ) -> torch.Tensor:
-    """``mean_j d_j / (D_j + eps)`` over the classes j of the batch, with
-    ``d_j = max_{y_i = j} dist(f^_i, W^_j)`` and ``D_j = min_{k != j} dist(W^_k, W^_j)`` over all C
-    classes.
+    """``sum_j d_j / (D_j + eps)`` over the classes j of the batch, divided by their number (or by
+    C), with ``d_j = max_{y_i = j} dist(f^_i, W^_j)`` and ``D_j = min_{k != j} dist(W^_k, W^_j)``
+    over all C classes.
 
     Args:
         f: B x D features.
@@ -69,6 +84,8 @@ def ratio_loss(
         distance: ``cosine`` = 1 - cos, ``chord`` = sqrt(max(2 - 2cos, 1e-12)) (Euclidean on the
             sphere) or ``angle`` = acos (cos clamped to [-1 + 1e-7, 1 - 1e-7] to keep the gradient
             finite).
+        average_over: ``batch_classes`` (the mean over the classes of the batch) or
+            ``all_classes`` (the sum divided by C, the ``1/C`` of the paper's Eq. 3).
 
     Returns:
         The 0-dim loss.
@@ -77,9 +94,12 @@ def ratio_loss(
     >>> W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     >>> round(float(ratio_loss(f, torch.tensor([0, 0, 1]), W)), 4)
     0.1333
+    >>> round(float(ratio_loss(f, torch.tensor([0, 0, 1]), W, average_over="all_classes")), 4)
+    0.0889
     """
     check_features_labels(f, y, "ratio_loss")
     check_choice("distance", distance, RATIO_DISTANCES)
+    check_choice("average_over", average_over, RATIO_AVERAGES)
     if W.dim() != 2 or W.shape[1] != f.shape[1]:
         raise ValueError(
             f"ratio_loss: class weights must be C x {f.shape[1]}, got {tuple(W.shape)}"
@@ -106,7 +126,10 @@ def ratio_loss(
     d_intra = torch.zeros(classes.shape[0], dtype=d_sample.dtype, device=d_sample.device)
     d_intra = d_intra.scatter_reduce(0, inverse, d_sample, reduce="amax", include_self=False)
     d_inter = _cos_to_distance(rowwise_cosine(w_class, w_nearest), distance)
-    return (d_intra / (d_inter + eps)).mean()
+    ratios = d_intra / (d_inter + eps)
+    if average_over == "all_classes":
+        return ratios.sum() / W.shape[0]
+    return ratios.mean()
 
 
 @LOSS_REGISTRY.register()
@@ -117,6 +140,8 @@ class RatioLoss(FeatureLoss):
     Args:
         eps: The moderating term; must be >= 0.
         distance: "cosine", "chord" or "angle".
+        average_over: "batch_classes" (the mean over the classes of the batch) or "all_classes"
+            (divided by the number of training classes, Eq. 3's 1/C).
         feat_key: The outputs key of the features; by default the classifier's input, since the
             loss compares features with class weights.
     """
@@ -129,6 +154,7 @@ class RatioLoss(FeatureLoss):
         self,
         eps: float = 0.5,
         distance: str = "cosine",
+        average_over: str = "batch_classes",
         feat_key: str = OutputKeys.NECK_FEATURES,
     ) -> None:
         super().__init__(feat_key)
@@ -136,10 +162,13 @@ class RatioLoss(FeatureLoss):
             raise InvalidArgument("eps", f"must be >= 0, got {eps}")
         self.eps = float(eps)
         self.distance = check_choice("distance", distance, RATIO_DISTANCES)
+        self.average_over = check_choice("average_over", average_over, RATIO_AVERAGES)
 
     def forward(self, outputs: Mapping[str, Any], targets: torch.Tensor) -> torch.Tensor:
         weight = self.read(outputs, OutputKeys.CLS_WEIGHT)
-        return ratio_loss(self.features(outputs), targets, weight, self.eps, self.distance)
+        return ratio_loss(
+            self.features(outputs), targets, weight, self.eps, self.distance, self.average_over
+        )
 
     def extra_repr(self) -> str:
-        return f"eps={self.eps}, distance={self.distance}"
+        return f"eps={self.eps}, distance={self.distance}, average_over={self.average_over}"

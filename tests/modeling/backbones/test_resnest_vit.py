@@ -173,6 +173,7 @@ def test_vit_keys_from_the_config_and_sie_coe():
         "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBONE.STRIDE_SIZE", "(12, 12)",
         "MODEL.BACKBONE.DROP_RATIO", "0.1", "MODEL.BACKBONE.ATT_DROP_RATE", "0.05",
         "MODEL.BACKBONE.DROP_PATH_RATIO", "0.3", "INPUT.SIZE_TRAIN", "[64, 40]",
+        "MODEL.BACKBONE.FEAT_DIM", "768",
     ]  # fmt: skip
     model = build_backbone(load_config(None, opts))
     assert model.img_size == (64, 40) and model.grid == (5, 3)
@@ -238,7 +239,8 @@ def test_vit_identity_pool_model_and_errors():
         assert model({"images": torch.rand(2, 3, 32, 32) * 255}).shape == (2, 768)
     resnet = [
         "MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.PRETRAIN", "False",
-        "MODEL.HEADS.POOL_LAYER", "Identity", "MODEL.HEADS.NUM_CLASSES", "3", "MODEL.DEVICE", "cpu",
+        "MODEL.BACKBONE.FEAT_DIM", "0", "MODEL.HEADS.POOL_LAYER", "Identity",
+        "MODEL.HEADS.NUM_CLASSES", "3", "MODEL.DEVICE", "cpu",
     ]  # fmt: skip
     model = build_model(load_config(None, resnet)).eval()
     with pytest.raises(ValueError, match='POOL_LAYER "Identity" expects an N x C x 1 x 1 feature'):

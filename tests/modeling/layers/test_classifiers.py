@@ -101,6 +101,31 @@ def test_margin_applies_only_in_training_with_targets(layer, fn, margin):
     assert torch.allclose(clf(f, y)["logits"], plain, rtol=1e-12)
 
 
+def test_arcface_fallback_from_the_argument_and_the_config():
+    f, y = _batch()
+    f[0] = -3.0 * torch.ones(5, dtype=torch.float64)  # far from every weight: theta near pi
+    for fallback in ("insightface", "plain"):
+        clf = ArcFace(5, 7, scale=30.0, margin=0.5, fallback=fallback).double()
+        with torch.no_grad():
+            clf.weight[0] = torch.ones(5, dtype=torch.float64)  # theta = pi for sample 0
+        W = clf.weight.detach()
+        expected = arcface_logits(f, W, y, 30.0, 0.5, fallback=fallback)
+        assert torch.allclose(clf(f, y)["logits"], expected, rtol=1e-12)
+        assert clf(f, y)["logits"][0, 0].item() == pytest.approx(
+            -30.0 * (math.cos(0.5) if fallback == "plain" else 1 + 0.5 * math.sin(0.5))
+        )
+    cfg = load_config(None, ["MODEL.HEADS.CLS_LAYER", "ArcSoftmax", "MODEL.HEADS.MARGIN", 0.5])
+    assert build_classifier(cfg, 5, 7).fallback == "insightface"
+    cfg.MODEL.HEADS.ARCFACE.FALLBACK = "plain"
+    assert build_classifier(cfg, 5, 7).fallback == "plain"
+    cfg.MODEL.HEADS.ARCFACE.FALLBACK = "easy"
+    with pytest.raises(
+        ConfigError,
+        match=r"^MODEL.HEADS.ARCFACE.FALLBACK must be one of \['insightface', 'plain'\]",
+    ):
+        build_classifier(cfg, 5, 7)
+
+
 def test_learnable_scale_is_a_log_parameter_that_trains():
     clf = _build("ArcFace", scale=16.0, margin=0.2, learn=True)
     assert clf.logit_scale.log_scale.item() == pytest.approx(math.log(16.0), rel=1e-6)

@@ -32,6 +32,7 @@ EXPECTED_NAMES = {
     "P2STripletLoss": ("P2S", "loss_p2s"),
     "PNTupletLoss": ("PN", "loss_pn_tuplet"),
     "MPNTupletLoss": ("MPN", "loss_mpn_tuplet"),
+    "MetaNTupletLoss": ("META_NTUPLET", "loss_meta_ntuplet"),
     "SparsePairwiseLoss": ("SP", "loss_sp"),
     "AdaSPLoss": ("SP", "loss_sp"),
     "FocalLoss": ("FL", "loss_focal"),
@@ -51,6 +52,7 @@ BAD_VALUES = {
     "P2STripletLoss": ("NEGATIVE", "semi", "must be one of"),
     "PNTupletLoss": ("CLASSES_PER_TUPLET", 1, r"must be 0 \(all classes of the batch\) or >= 2"),
     "MPNTupletLoss": ("REDUCTION", 5, r"\(5\) must be a positive divisor of the feature dim 16"),
+    "MetaNTupletLoss": ("REDUCTION", 3, r"\(3\) must be a positive divisor of the feature dim 16"),
     "SparsePairwiseLoss": ("TEMP", 0.0, "must be positive, got 0.0"),
     "AdaSPLoss": ("TYPE", "sp", r"must be one of \['sp-h', 'sp-lh', 'adasp'\], got 'sp'"),
     "FocalLoss": ("ALPHA", 1.5, r"must be in \[0, 1\], got 1.5"),
@@ -61,8 +63,20 @@ BAD_VALUES = {
 # the module built from them). TRI's fastreid keys are tested in test_triplet.py.
 ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "CrossEntropyLoss": (
-        {"EPSILON": 0.1, "ALPHA": 0.3, "OHEM_RATIO": 0.2, "SMOOTH_OVER": "all"},
-        {"epsilon": 0.1, "alpha": 0.3, "ohem_ratio": 0.2, "smooth_over": "all"},
+        {
+            "EPSILON": 0.1,
+            "ALPHA": 0.3,
+            "OHEM_RATIO": 0.2,
+            "SMOOTH_OVER": "all",
+            "OHEM_ROUNDING": "round",
+        },
+        {
+            "epsilon": 0.1,
+            "alpha": 0.3,
+            "ohem_ratio": 0.2,
+            "smooth_over": "all",
+            "ohem_rounding": "round",
+        },
     ),
     "TripletLoss": (
         {
@@ -134,8 +148,8 @@ ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
     ),
     "RatioLoss": (
-        {"EPS": 0.2, "DISTANCE": "chord", "FEAT_KEY": "features"},
-        {"eps": 0.2, "distance": "chord", "feat_key": "features"},
+        {"EPS": 0.2, "DISTANCE": "chord", "AVERAGE_OVER": "all_classes", "FEAT_KEY": "features"},
+        {"eps": 0.2, "distance": "chord", "average_over": "all_classes", "feat_key": "features"},
     ),
     "NTupletLoss": (
         {
@@ -200,6 +214,26 @@ ARGUMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {
             "n_classes": 4,
             "exclude_anchor": True,
+            "phi.0.out_features": 8,
+            "feat_dim": 32,
+            "scale.fixed": 8.0,
+            "scale.learnable": False,
+            "feat_key": "neck_features",
+        },
+    ),
+    "MetaNTupletLoss": (
+        {
+            "CLASSES_PER_TUPLET": 3,
+            "NUM_TUPLETS": 40,
+            "REDUCTION": 4,
+            "FEAT_DIM": 32,
+            "SIM_SCALE": 8.0,
+            "LEARN_SCALE": False,
+            "FEAT_KEY": "neck_features",
+        },
+        {
+            "n_classes": 3,
+            "num_tuplets": 40,
             "phi.0.out_features": 8,
             "feat_dim": 32,
             "scale.fixed": 8.0,
@@ -308,6 +342,7 @@ def test_every_loss_builds_and_runs_from_the_config() -> None:
         "losses.CenterLoss.centers",
         "losses.ProxyNCALoss.proxies",
         "losses.MPNTupletLoss.phi.0.weight",
+        "losses.MetaNTupletLoss.phi.0.weight",
         "losses.NTupletLoss.scale.log_scale",
         "losses.PNTupletLoss.scale.log_scale",
     } <= owned
@@ -343,7 +378,8 @@ def test_scale_weights_the_loss_and_stage_weights_replace_it() -> None:
     outputs, y = _outputs()
     values = losses(outputs, y)
     ce = torch.nn.functional.cross_entropy(outputs["logits"], y)
-    tri = triplet_loss(outputs["features"], y, 0.3, mining="weighted")  # fastreid's default
+    # fastreid's defaults: weighted mining, the anchor among its positives
+    tri = triplet_loss(outputs["features"], y, 0.3, mining="weighted", anchor_positive=True)
     assert values["loss_cls"].item() == pytest.approx(0.5 * ce.item(), rel=1e-6)
     assert values["loss_triplet"].item() == pytest.approx(3.0 * tri.item(), rel=1e-6)
     staged = losses(outputs, y, weights={"TripletLoss": 2.0, "CrossEntropyLoss": 0})

@@ -157,6 +157,23 @@ def test_ohem_keep_count_uses_exact_integer_arithmetic(ratio: float, batch: int,
     assert ohem_keep_count(batch, ratio) == keep
 
 
+@pytest.mark.parametrize(
+    "ratio,batch,keep",
+    # dropped = r B rounded half up: 12.8 -> 13, 2.5 -> 3, 0.25 -> 0, 29 -> 29, 0.5 -> 1
+    [(0.2, 64, 51), (0.25, 10, 7), (0.05, 5, 5), (0.29, 100, 71), (0.5, 1, 0), (0.0, 5, 5)],
+)
+def test_ohem_keep_count_rounded(ratio: float, batch: int, keep: int) -> None:
+    assert ohem_keep_count(batch, ratio, rounding="round") == keep
+
+
+def test_ohem_rounding_round_drops_one_more_of_64_at_the_papers_ratio() -> None:
+    losses = torch.arange(1, 65, dtype=torch.float64)  # 1..64
+    assert ohem(losses, 0.2).item() == pytest.approx(sum(range(13, 65)) / 52)
+    assert ohem(losses, 0.2, rounding="round").item() == pytest.approx(sum(range(14, 65)) / 51)
+    with pytest.raises(ValueError, match=r"OHEM rounding must be one of \['floor', 'round'\]"):
+        ohem(losses, 0.2, rounding="ceil")
+
+
 def test_ohem_averages_the_largest_losses_and_only_they_get_gradient() -> None:
     losses = torch.tensor(
         [0.5, 3.0, 0.1, 2.0, 1.0, 4.0, 0.2, 0.3, 0.4, 0.6], dtype=torch.float64, requires_grad=True
@@ -187,6 +204,19 @@ def test_module_reads_logits_and_applies_smoothing_and_ohem() -> None:
     assert module({"logits": logits}, y).item() == pytest.approx(expected.item(), rel=1e-12)
     assert CrossEntropyLoss.config_block.path == "MODEL.LOSSES.CE"
     assert CrossEntropyLoss.log_name == "loss_cls"
+
+
+def test_module_ohem_rounding() -> None:
+    logits, y = _logits(10, 6, seed=3)
+    per = torch.tensor(_ref_smoothed(logits, y, 0.0), dtype=torch.float64)
+    largest = per.sort(descending=True).values
+    # r B = 2.5: floor drops 2 (keeps 8), round drops 3 (keeps 7).
+    floor = CrossEntropyLoss(ohem_ratio=0.25)({"logits": logits}, y)
+    rounded = CrossEntropyLoss(ohem_ratio=0.25, ohem_rounding="round")({"logits": logits}, y)
+    assert floor.item() == pytest.approx(largest[:8].mean().item(), rel=1e-12)
+    assert rounded.item() == pytest.approx(largest[:7].mean().item(), rel=1e-12)
+    with pytest.raises(InvalidArgument, match=r"^ohem_rounding must be one of"):
+        CrossEntropyLoss(ohem_ratio=0.2, ohem_rounding="ceil")
 
 
 def test_module_negative_epsilon_selects_adaptive_smoothing_with_alpha() -> None:

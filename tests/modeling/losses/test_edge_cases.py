@@ -10,6 +10,7 @@ from reid.modeling.losses import (
     build_phi,
     center_loss,
     contrastive_loss,
+    meta_ntuplet_loss,
     mpn_tuplet_loss,
     ntuplet_loss,
     p2s_triplet_loss,
@@ -64,6 +65,9 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
         f, y, 0.0, "weighted", soft_margin=True, anchor_positive=True
     ),
     "ntuplet": lambda f, y: ntuplet_loss(f, y, 3, generator=torch.Generator().manual_seed(0)),
+    "meta_ntuplet": lambda f, y: meta_ntuplet_loss(
+        f, y, _PHI[f.dtype], 3, generator=torch.Generator().manual_seed(0)
+    ),
     "p2s": lambda f, y: p2s_triplet_loss(f, y, "euclidean", 1.0),
     "p2s_exclude": lambda f, y: p2s_triplet_loss(f, y, "cosine", 4.0, exclude_anchor=True),
     "pn": lambda f, y: pn_tuplet_loss(f, y, None, 16.0),
@@ -77,7 +81,7 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "proxy_nca_exclude": lambda f, y: proxy_nca_loss(f, y, rows(f), 2.0, exclude_positive=True),
     "ratio": lambda f, y: ratio_loss(f, y, rows(f)),
 }
-RANDOM = {"ntuplet"}  # samples tuplets, so the batch order changes the draw
+RANDOM = {"ntuplet", "meta_ntuplet"}  # samples tuplets, so the batch order changes the draw
 
 NO_POSITIVE = {
     "triplet_hard",
@@ -86,6 +90,7 @@ NO_POSITIVE = {
     "circle",
     "cosface",
     "ntuplet",
+    "meta_ntuplet",
     "p2s_exclude",
     "pn_exclude",
 }
@@ -98,6 +103,7 @@ NO_NEGATIVE = {
     "circle",
     "cosface",
     "ntuplet",
+    "meta_ntuplet",
     "p2s",
     "p2s_exclude",
     "pn",

@@ -72,6 +72,30 @@ def test_arcface_adds_the_angle_with_the_fallback_beyond_pi_minus_m(margin: floa
     assert torch.allclose(arcface_logits(f, W, y, 30.0, margin), expected, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("margin", [0.1, 0.5, 1.2])
+def test_arcface_plain_fallback_keeps_cos_theta_plus_m_everywhere(margin: float) -> None:
+    f, W, y = _setup(1)
+    f[1] = -W[3] * 2.0  # theta = pi: cos(pi + m) = -cos(m), above the insightface value
+    f[2] = -W[3] + 0.05 * W[0]  # theta just below pi, also beyond pi - m
+    expected = _loop(
+        f, W, y, lambda c: math.cos(math.acos(max(-1.0, min(1.0, c))) + margin), lambda c: c, 30.0
+    )
+    plain = arcface_logits(f, W, y, 30.0, margin, fallback="plain")
+    # atol: at theta = pi exactly sin(theta) is clamped to 1e-6 (a finite gradient there).
+    assert torch.allclose(plain, expected, rtol=1e-9, atol=1e-4)
+    assert plain[1, 3].item() == pytest.approx(-30.0 * math.cos(margin), abs=1e-4)
+    insightface = arcface_logits(f, W, y, 30.0, margin)
+    assert insightface[1, 3].item() == pytest.approx(-30.0 * (1 + margin * math.sin(margin)))
+    # The readings differ exactly on the true classes with theta > pi - m.
+    beyond = torch.zeros_like(plain, dtype=torch.bool)
+    for i, k in enumerate(y.tolist()):
+        beyond[i, k] = math.acos(max(-1.0, min(1.0, _cos(f[i], W[k])))) > math.pi - margin
+    assert beyond[1, 3] and beyond[2, 3]
+    assert torch.equal(~torch.isclose(plain, insightface, rtol=0, atol=1e-9), beyond)
+    with pytest.raises(ValueError, match=r"fallback must be one of \['insightface', 'plain'\]"):
+        arcface_logits(f, W, y, 30.0, margin, fallback="easy")
+
+
 def test_arcface_gradient_is_finite_at_aligned_features() -> None:
     _, W, y = _setup()
     f = W[y].clone().requires_grad_(True)  # theta = 0 on every true class

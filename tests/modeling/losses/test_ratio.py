@@ -44,6 +44,24 @@ def test_ratio_matches_class_loop_with_all_classes_in_the_minimum(
     assert value.item() == pytest.approx(reference_ratio(f, y.tolist(), W, 0.5, kind), rel=1e-9)
 
 
+@pytest.mark.parametrize("kind", ["cosine", "chord"])
+def test_ratio_all_classes_divides_the_sum_by_the_number_of_training_classes(
+    make_batch: MakeBatch, kind: str
+) -> None:
+    f, y = make_batch([3, 1, 2], dim=4, contiguous=True)
+    W = torch.randn(47, 4, dtype=torch.float64)  # 44 of the 47 classes are absent from the batch
+    batch_mean = reference_ratio(f, y.tolist(), W, 0.5, kind)  # the mean over the 3 classes
+    value = ratio_loss(f, y, W, 0.5, kind, average_over="all_classes")
+    assert value.item() == pytest.approx(batch_mean * 3 / 47, rel=1e-9)
+    default = ratio_loss(f, y, W, 0.5, kind)
+    assert default.item() == pytest.approx(batch_mean, rel=1e-9)
+    module = RatioLoss(distance=kind, average_over="all_classes")
+    outputs = {"neck_features": f, "cls_weight": W}
+    assert module(outputs, y).item() == pytest.approx(value.item(), rel=1e-12)
+    with pytest.raises(InvalidArgument, match=r"^average_over must be one of"):
+        RatioLoss(average_over="batch")
+
+
 def test_ratio_is_invariant_to_batch_order_and_feature_scale(make_batch: MakeBatch) -> None:
     f, y = make_batch([3, 2, 2], dim=4, contiguous=True)
     W = torch.randn(4, 4, dtype=torch.float64)
