@@ -9,7 +9,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -18,14 +18,16 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from reid.config import load_config
-from reid.config.schema import ConfigBlock, Key, declare
+from reid.config.schema import ConfigBlock, ConfigError, Key, declare
 from reid.data.build import build_reid_test_loader, build_reid_train_loader
 from reid.data.datasets import build_train_records
+from reid.data.loader import TrainLoader
 from reid.data.samplers import sampler_class
 from reid.evaluation.evaluator import (
     EvalSettings,
     ReidEvaluator,
     format_results_table,
+    inference_amp_dtype,
     inference_on_dataset,
 )
 from reid.modeling import build_model
@@ -44,7 +46,7 @@ from reid.utils.file_io import atomic_write_json, atomic_write_text
 from reid.utils.logger import setup_logger
 
 from . import hooks
-from .train_loop import HookBase, ModelWithLoss, SimpleTrainer, StepOptions
+from .train_loop import HookBase, LossGuard, ModelWithLoss, SimpleTrainer, StepOptions
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +128,26 @@ STEP_CONFIG = declare(
             ),
             "CHANNELS_LAST": Key(
                 False,
-                "Channels-last memory format for model and images on CUDA.",
+                (
+                    "Channels-last memory format for the model and its images, in training and "
+                    "evaluation (faster convolutions on tensor-core GPUs; any device)."
+                ),
+            ),
+            "COMPILE.ENABLED": Key(
+                False,
+                (
+                    "torch.compile the training step's module: the model's forward and its "
+                    "losses, in one graph (the first steps compile; evaluation stays eager)."
+                ),
+            ),
+            "COMPILE.MODE": Key(
+                "default",
+                'torch.compile mode: "default", "reduce-overhead" or "max-autotune".',
+            ),
+            "COMPILE.BACKEND": Key(
+                "inductor",
+                'torch.compile backend: "inductor" (generated kernels) or a debugging one '
+                '("aot_eager", "eager").',
             ),
             "CLIP_GRADIENTS.ENABLED": Key(
                 False,
@@ -308,6 +329,7 @@ class DefaultTrainer(SimpleTrainer):
     def __init__(self, cfg: CfgNode) -> None:
         for name in cfg.DATASETS.TESTS:  # a bad TEST key fails now, not after training
             EvalSettings.from_config(cfg, name)
+        inference_amp_dtype(cfg)
         data_loader, num_classes = self.build_train_loader(cfg)
         cfg = with_num_classes(cfg, num_classes)
         iters_per_epoch = len(data_loader)
@@ -327,8 +349,10 @@ class DefaultTrainer(SimpleTrainer):
             data_loader,
             optimizer,
             seed=cfg.SEED,
-            train_module=self.wrap_distributed(ModelWithLoss(model)),
+            train_module=compile_module(cfg, self.wrap_distributed(ModelWithLoss(model))),
             options=options,
+            log_period=cfg.LOG_PERIOD,
+            loss_guard=LossGuard(cfg),
         )
         self.cfg = cfg
         self.iters_per_epoch = iters_per_epoch
@@ -339,7 +363,7 @@ class DefaultTrainer(SimpleTrainer):
         self.register_hooks(self.build_hooks())
 
     @classmethod
-    def build_train_loader(cls, cfg: CfgNode) -> tuple[DataLoader, int]:
+    def build_train_loader(cls, cfg: CfgNode) -> tuple[TrainLoader | DataLoader, int]:
         """The training loader and the number of training identities."""
         return build_reid_train_loader(cfg)
 
@@ -482,11 +506,19 @@ class DefaultTrainer(SimpleTrainer):
             {test set: {metric: value in percent}} (empty on processes other than the main one).
         """
         results: dict[str, dict[str, float]] = OrderedDict()
+        amp_dtype = inference_amp_dtype(cfg)
+        if cfg.SOLVER.CHANNELS_LAST:
+            model = model.to(memory_format=torch.channels_last)
         for name in cfg.DATASETS.TESTS:
             loader, num_query = cls.build_test_loader(cfg, name)
             evaluator = cls.build_evaluator(cfg, name, num_query)
             results[name] = inference_on_dataset(
-                model, loader, evaluator, flip=cfg.TEST.FLIP.ENABLED
+                model,
+                loader,
+                evaluator,
+                flip=cfg.TEST.FLIP.ENABLED,
+                amp_dtype=amp_dtype,
+                channels_last=cfg.SOLVER.CHANNELS_LAST,
             )
         if comm.is_main_process():
             after = "" if epoch is None else f" after epoch {epoch}"
@@ -561,14 +593,42 @@ def build_step_options(cfg: CfgNode, model: nn.Module) -> StepOptions:
             f"{per_rank} / {accum} images is not a multiple of DATALOADER.NUM_INSTANCE "
             f"({cfg.DATALOADER.NUM_INSTANCE})"
         )
-    channels_last = s.CHANNELS_LAST and device.type == "cuda"
     return StepOptions(
         amp_dtype=amp_dtype,
         grad_scaler=scaler,
         clip_gradients=clip,
         accum_steps=accum,
-        channels_last=channels_last,
+        channels_last=bool(s.CHANNELS_LAST),
     )
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_module(cfg: CfgNode, module: nn.Module) -> nn.Module:
+    """``torch.compile(module)`` with SOLVER.COMPILE's mode and backend, or ``module`` when off.
+
+    Raises:
+        ConfigError: SOLVER.COMPILE.MODE or BACKEND is not one torch knows.
+    """
+    c = cfg.SOLVER.COMPILE
+    if not c.ENABLED:
+        return module
+    if c.MODE not in COMPILE_MODES:
+        raise ConfigError(
+            f"SOLVER.COMPILE.MODE must be one of {list(COMPILE_MODES)}, got {c.MODE!r}"
+        )
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if c.BACKEND not in backends:
+        raise ConfigError(f"SOLVER.COMPILE.BACKEND must be one of {backends}, got {c.BACKEND!r}")
+    if c.BACKEND != "inductor" and c.MODE != "default":
+        raise ConfigError(
+            f"SOLVER.COMPILE.MODE {c.MODE!r} applies to the inductor backend only, got BACKEND "
+            f"{c.BACKEND!r}"
+        )
+    logger.info("torch.compile of the training step: mode %s, backend %s", c.MODE, c.BACKEND)
+    mode = c.MODE if c.BACKEND == "inductor" else None
+    return cast(nn.Module, torch.compile(module, mode=mode, backend=c.BACKEND))
 
 
 def build_model_for_eval(cfg: CfgNode) -> nn.Module:

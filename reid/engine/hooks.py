@@ -143,6 +143,15 @@ class PeriodicWriter(HookBase):
         for writer in self.writers:
             writer.write(self.trainer.storage)
 
+    def before_train(self) -> None:
+        fetch_period = getattr(self.trainer, "log_period", None)
+        if fetch_period is not None and self.period % fetch_period != 0:
+            raise ValueError(
+                f"the writers' period ({self.period}) must be a multiple of the trainer's "
+                f"log_period ({fetch_period}), the period it fetches loss values at: a write "
+                f"in between would miss the losses of the iterations not fetched yet"
+            )
+
     def after_step(self) -> None:
         if (self.trainer.iter + 1) % self.period == 0:
             self._write()
@@ -159,7 +168,7 @@ class PeriodicWriter(HookBase):
 
 
 class ProgressBar(HookBase):
-    """A tqdm bar per epoch with the running total loss (only when stderr is a terminal)."""
+    """A tqdm bar per epoch with the latest fetched total loss (only when stderr is a terminal)."""
 
     def __init__(self) -> None:
         self._bar: Any = None
@@ -177,9 +186,10 @@ class ProgressBar(HookBase):
 
     def after_step(self) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(
-                loss=f"{self.trainer.storage.latest()['total_loss'][0]:.3f}", refresh=False
-            )
+            # The trainer fetches losses every LOG_PERIOD iterations: show the latest fetched.
+            latest = self.trainer.storage.latest().get("total_loss")
+            if latest is not None:
+                self._bar.set_postfix(loss=f"{latest[0]:.3f}", refresh=False)
             self._bar.update(1)
 
     def after_epoch(self) -> None:
