@@ -66,6 +66,13 @@ def _randint_below(upper: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.minimum((u * upper).long(), upper - 1)
 
 
+def _constant(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    """``values`` as a 1 x C x 1 x 1 tensor of ``like``'s dtype on its device, copied without
+    blocking (a blocking copy would wait for the device)."""
+    host = torch.tensor(list(values), dtype=like.dtype).view(1, -1, 1, 1)
+    return host.to(like.device, non_blocking=True)
+
+
 def _first_true(ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(index of the first True of each row, whether the row has one) of a B x T bool tensor."""
     return ok.int().argmax(dim=1), ok.any(dim=1)
@@ -123,6 +130,13 @@ class BatchRandomCrop(BatchOp):
         self.fill = [float(fill)] if isinstance(fill, (int, float)) else [float(f) for f in fill]
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.crop(images, generator)
+
+    def crop(
+        self, images: torch.Tensor, generator: torch.Generator, flip: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The crops; with ``flip`` (B booleans), of the images flipped where it is True first
+        (a flip followed by this crop in one gather)."""
         b, c, h, w = images.shape
         left, top, right, bottom = self.padding
         ph, pw = h + top + bottom, w + left + right
@@ -138,15 +152,28 @@ class BatchRandomCrop(BatchOp):
         x0 = _randint_below(torch.full((b,), pw - tw + 1, device=device), generator)
         rows = y0[:, None] + torch.arange(th, device=device) - top  # B x th, unpadded coords
         cols = x0[:, None] + torch.arange(tw, device=device) - left
-        rows, row_in = _source_index(rows, h, self.padding_mode)
-        cols, col_in = _source_index(cols, w, self.padding_mode)
+        mask = None
+        constant = self.padding_mode == "constant" and any(self.padding)
+        if constant and len(set(self.fill)) == 1:
+            # Pad the source by the widest side with the fill: every coordinate lands inside.
+            q = max(self.padding)
+            source = F.pad(images, (q, q, q, q), value=self.fill[0])
+            if flip is not None:
+                cols = torch.where(flip[:, None], w - 1 - cols, cols)
+            rows, cols, w = rows + q, cols + q, w + 2 * q
+        else:
+            source = images
+            rows, row_in = _source_index(rows, h, self.padding_mode)
+            cols, col_in = _source_index(cols, w, self.padding_mode)
+            if flip is not None:  # padding modes are symmetric: pad-then-flip = flip-then-pad
+                cols = torch.where(flip[:, None], w - 1 - cols, cols)
+            if constant:
+                mask = (row_in[:, :, None] & col_in[:, None, :])[:, None]
         index = (rows[:, :, None] * w + cols[:, None, :]).view(b, 1, th * tw)
-        out = images.reshape(b, c, h * w).gather(2, index.expand(b, c, th * tw))
+        out = source.reshape(b, c, -1).gather(2, index.expand(b, c, th * tw))
         out = out.view(b, c, th, tw)
-        if self.padding_mode == "constant" and any(self.padding):
-            inside = (row_in[:, :, None] & col_in[:, None, :])[:, None]
-            fill = torch.tensor(self.fill, device=device).to(images.dtype).view(1, -1, 1, 1)
-            out = torch.where(inside, out, fill)
+        if mask is not None:
+            out = torch.where(mask, out, _constant(self.fill, images))
         return out
 
 
@@ -156,9 +183,24 @@ class BatchHorizontalFlip(BatchOp):
     def __init__(self, p: float = 0.5) -> None:
         self.p = float(p)
 
+    def draw(self, b: int, generator: torch.Generator) -> torch.Tensor:
+        """Which of ``b`` images flip (B booleans)."""
+        return torch.rand(b, device=generator.device, generator=generator) < self.p
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        flip = torch.rand(images.shape[0], device=images.device, generator=generator) < self.p
+        flip = self.draw(images.shape[0], generator)
         return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+class _FlipThenCrop(BatchOp):
+    """A flip followed by a crop, drawn as the two would be and applied in one gather."""
+
+    def __init__(self, flip: BatchHorizontalFlip, crop: BatchRandomCrop) -> None:
+        self.flip, self.crop = flip, crop
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        flip = self.flip.draw(images.shape[0], generator)
+        return self.crop.crop(images, generator, flip)
 
 
 class BatchToFloat(BatchOp):
@@ -304,6 +346,10 @@ class BatchRandomErasing(BatchOp):
         return top, left, bh, bw, erase & found
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.erase_(images.clone(), generator)
+
+    def erase_(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Erase in place (for a batch the pipeline owns); returns ``images``."""
         b, c, h, w = images.shape
         if len(self.value) not in (1, c):
             raise ValueError(f"erasing value must have 1 or {c} values, got {self.value}")
@@ -311,11 +357,13 @@ class BatchRandomErasing(BatchOp):
         device = images.device
         rows = torch.arange(h, device=device)[None]
         cols = torch.arange(w, device=device)[None]
-        in_rows = (rows >= top[:, None]) & (rows < (top + bh)[:, None])
+        in_rows = (rows >= top[:, None]) & (rows < (top + bh)[:, None]) & erased[:, None]
         in_cols = (cols >= left[:, None]) & (cols < (left + bw)[:, None])
-        mask = (in_rows[:, :, None] & in_cols[:, None, :] & erased[:, None, None])[:, None]
-        fill = torch.tensor(self.value, device=device, dtype=images.dtype).view(1, -1, 1, 1)
-        return torch.where(mask, fill, images)
+        mask = in_rows[:, :, None] & in_cols[:, None, :]  # B x H x W
+        values = self.value * c if len(self.value) == 1 else self.value
+        for channel, value in enumerate(values):
+            images[:, channel].masked_fill_(mask, value)
+        return images
 
 
 @dataclass(frozen=True)
@@ -362,13 +410,26 @@ class BatchAugment:
         if sum(isinstance(op, BatchToFloat) for op in ops) != 1:
             raise ValueError("a batched pipeline converts to float once: one BatchToFloat step")
         self.ops = list(ops)
+        # How they run: a flip followed by a crop in one gather (the same draws, the same result).
+        self._plan: list[BatchOp] = []
+        for op in self.ops:
+            last = self._plan[-1] if self._plan else None
+            if isinstance(op, BatchRandomCrop) and isinstance(last, BatchHorizontalFlip):
+                self._plan[-1] = _FlipThenCrop(last, op)
+            else:
+                self._plan.append(op)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Augment ``images`` (B x 3 x H x W uint8) with draws from ``generator``."""
         if images.dtype != torch.uint8:
             raise ValueError(f"the batched pipeline takes uint8 images, got {images.dtype}")
-        for op in self.ops:
-            images = op(images, generator)
+        owned = False  # whether ``images`` is a tensor this call made (free to change in place)
+        for op in self._plan:
+            if owned and isinstance(op, BatchRandomErasing):
+                images = op.erase_(images, generator)
+            else:
+                images = op(images, generator)
+            owned = True
         return images.contiguous()
 
     def __repr__(self) -> str:

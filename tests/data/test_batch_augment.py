@@ -57,24 +57,37 @@ def _generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _offsets(out: torch.Tensor, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crop offsets in the padded image, read from the centre pixel of coordinate crops."""
+def _offsets(out: torch.Tensor, pad: int, left: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Crop offsets in the padded image (``pad`` on top, ``left`` on the left, default ``pad``),
+    read from the centre pixel of coordinate crops."""
     cy, cx = out.shape[2] // 2, out.shape[3] // 2
     rows = out[:, 0, cy, cx].long() - 1 - cy + pad
-    cols = out[:, 1, cy, cx].long() - 1 - cx + pad
+    cols = out[:, 1, cy, cx].long() - 1 - cx + (pad if left is None else left)
     return rows.numpy(), cols.numpy()
 
 
-@pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "symmetric"])
-def test_pad_and_crop_give_torchvisions_pixels_for_each_offset(mode):
-    pad = 3
-    op = BatchRandomCrop((H, W), padding=(pad,) * 4, padding_mode=mode)
-    out = op(_batch(200), _generator())
-    padded = TF.pad(_coordinates(), [pad], fill=0, padding_mode=mode)
-    tops, lefts = _offsets(out, pad)
-    assert len(set(zip(tops, lefts))) == (2 * pad + 1) ** 2  # every offset was drawn
-    for image, top, left in zip(out, tops, lefts):
-        assert torch.equal(image, TF.crop(padded, int(top), int(left), H, W))
+@pytest.mark.parametrize(
+    ("mode", "padding", "fill"),
+    [
+        ("constant", (3, 3, 3, 3), 0),
+        ("constant", (1, 3, 4, 2), 5),
+        ("constant", (3, 2, 1, 3), (9, 8, 6)),
+        ("edge", (3, 3, 3, 3), 0),
+        ("reflect", (2, 3, 3, 1), 0),
+        ("symmetric", (3, 3, 3, 3), 0),
+    ],
+)
+def test_pad_and_crop_give_torchvisions_pixels_for_each_offset(mode, padding, fill):
+    left, top, right, bottom = padding
+    op = BatchRandomCrop((H, W), padding=padding, padding_mode=mode, fill=fill)
+    out = op(_batch(300), _generator())
+    fill_arg = list(fill) if isinstance(fill, tuple) else fill
+    padded = TF.pad(_coordinates(), list(padding), fill=fill_arg, padding_mode=mode)
+    tops, lefts = _offsets(out, top, left)
+    drawn = set(zip(tops.tolist(), lefts.tolist()))
+    assert drawn == {(i, j) for i in range(top + bottom + 1) for j in range(left + right + 1)}
+    for image, i, j in zip(out, tops, lefts):
+        assert torch.equal(image, TF.crop(padded, int(i), int(j), H, W))
 
 
 def test_pad_and_crop_offsets_follow_the_per_image_distribution():
@@ -300,3 +313,31 @@ def test_rounding_matches_torchvisions_for_box_sides():
     values = torch.tensor([0.5, 1.5, 2.5, 3.49, 3.51])
     assert torch.round(values).tolist() == [float(round(v)) for v in values.tolist()]
     assert math.isclose(float(torch.exp(torch.tensor(math.log(2.0)))), 2.0, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fill", "padding"),
+    [
+        ("constant", 0.0, (3, 3, 3, 3)),
+        ("constant", 9.0, (1, 4, 2, 0)),
+        ("constant", (9.0, 8.0, 7.0), (2, 2, 2, 2)),
+        ("reflect", 0.0, (3, 1, 2, 3)),
+        ("symmetric", 0.0, (2, 2, 2, 2)),
+    ],
+)
+def test_the_pipeline_runs_a_flip_and_a_crop_in_one_gather_with_the_same_result(
+    mode, fill, padding
+):
+    flip = BatchHorizontalFlip(0.5)
+    crop = BatchRandomCrop((H, W), padding=padding, padding_mode=mode, fill=fill)
+    erase = BatchRandomErasing(0.7, value=(1.0, 2.0, 3.0))
+    fused = BatchAugment([flip, crop, BatchToFloat(), erase])
+    assert [type(op).__name__ for op in fused._plan] == [
+        "_FlipThenCrop",
+        "BatchToFloat",
+        "BatchRandomErasing",
+    ]
+    images = torch.randint(0, 256, (64, 3, H, W), generator=_generator(3), dtype=torch.uint8)
+    g = _generator(11)
+    expected = erase(crop(flip(images, g), g).float(), g)  # one op at a time
+    assert torch.equal(fused(images, _generator(11)), expected)
