@@ -11,7 +11,10 @@ as the per-image transforms of :mod:`reid.data.transforms` (torchvision's algori
 - :class:`BatchHorizontalFlip`: each image flipped with probability ``p``.
 - :class:`BatchRandomResizedCrop`: torchvision's box (area fraction uniform in ``scale``, log
   aspect ratio uniform in ``log(ratio)``, ten tries then the central crop), resampled to ``size``
-  (bilinear or bicubic, rounded to whole values as on uint8 images; not antialiased).
+  (bilinear or bicubic, rounded to whole values as on uint8 images). The pixels are those of
+  torchvision's float resize of the box without antialiasing (its uint8 CPU kernel rounds between
+  its two passes and differs by a few levels where bicubic overshoots); pixels next to the box's
+  edge read the image beyond it where torchvision repeats the edge.
 - :class:`BatchRandomErasing`: with probability ``p`` a rectangle (torchvision's ten tries)
   filled with ``value``.
 - :class:`BatchToFloat`: uint8 -> float32, values kept in 0..255.

@@ -36,6 +36,7 @@ from torch import nn
 
 from reid.config.schema import ConfigArgs, ConfigBlock, InvalidArgument, Key, configurable, declare
 from reid.structures import BatchKeys, EpochSampler, ReidModel
+from reid.utils import comm
 from reid.utils.checkpoint import Checkpointer
 from reid.utils.env import seed_all_rng
 from reid.utils.events import EventStorage
@@ -474,7 +475,7 @@ class SimpleTrainer(TrainerBase):
 
     def after_train(self) -> None:
         try:
-            self.fetch_losses()
+            self.fetch_losses(agree=False)  # another process may be gone: no collective
         except FloatingPointError as e:
             if self.error is None:
                 raise
@@ -501,15 +502,17 @@ class SimpleTrainer(TrainerBase):
         self.storage.put_scalar("data_time", data_time)
         self.storage.put_scalar("time", time.perf_counter() - start)
 
-    def fetch_losses(self) -> None:
+    def fetch_losses(self, agree: bool = True) -> None:
         """Read the pending loss values in one transfer, record them and check them.
 
         Every pending iteration's values go into the storage (``total_loss`` and one scalar per
         term) at the iteration that computed them; then the loss guard checks them in order.
+        With several processes (and ``agree``), all of them stop when any one's guard does.
 
         Raises:
             FloatingPointError: A term was not finite (:class:`LossDivergedError`: diverged),
-                naming it, the epoch and iteration it was computed at and the last checkpoint.
+                naming it, the epoch and iteration it was computed at and the last checkpoint;
+                or another process's guard stopped training.
         """
         if not self._pending:
             return
@@ -526,6 +529,15 @@ class SimpleTrainer(TrainerBase):
                 found = self.loss_guard.check(values)
                 if found is not None:
                     failure = self._loss_error(*found, iteration=p.iteration, epoch=p.epoch)
+        if agree and comm.get_world_size() > 1:
+            mine = torch.tensor([int(failure is not None)])
+            flags = torch.cat(comm.all_gather(mine)).tolist()
+            if failure is None and any(flags):
+                stopped = [rank for rank, flag in enumerate(flags) if flag]
+                failure = FloatingPointError(
+                    f"the loss guard of process(es) {stopped} stopped training (their log names "
+                    f"the loss term and the iteration); this process stops with them"
+                )
         if failure is not None:
             self.loss_failure = failure
             raise failure
@@ -533,9 +545,12 @@ class SimpleTrainer(TrainerBase):
     def _loss_error(
         self, name: str, value: float, early: float | None, iteration: int, epoch: int
     ) -> FloatingPointError:
-        last = self.checkpointer.last_saved if self.checkpointer is not None else None
         where = f"at epoch {epoch + 1}, iteration {iteration + 1}"
-        tail = f"training stopped. The last checkpoint is intact: {last or 'none written yet'}"
+        if self.checkpointer is not None and not self.checkpointer.save_to_disk:
+            tail = "training stopped. The checkpoints of the main process are intact"
+        else:
+            last = self.checkpointer.last_saved if self.checkpointer is not None else None
+            tail = f"training stopped. The last checkpoint is intact: {last or 'none written yet'}"
         if early is None:
             return FloatingPointError(f"Loss term '{name}' became {value} {where}; {tail}")
         return LossDivergedError(
