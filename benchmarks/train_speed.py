@@ -286,6 +286,10 @@ def measure_loop(cfg: Any, iters: int, warmup: int) -> float:
     return batch_size * (total - warmup) / (time.perf_counter() - start)
 
 
+def _progress(text: str) -> None:
+    print(f"... {text}", file=sys.stderr, flush=True)
+
+
 def _table(rows: list[tuple[str, str, str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows)
@@ -335,14 +339,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "images_per_s_one_core": per_core["images_per_s"],
             "images_per_cpu_s_one_core": per_core["images_per_cpu_s"],
         }
+        _progress(f"(a) loader {backend}: {results['loader'][backend]}")
     results["device"] = _device_name(resolve_device(cfg.MODEL.DEVICE))
     results["step"] = measure_step(cfg, args.iters, args.warmup)
+    _progress(f"(b) step alone: {results['step']:.1f} images/s")
     for backend in backends:
         bcfg = _cfg_with(cfg, "INPUT.BACKEND", backend)
         trainer_runs, loop_runs = [], []
         for _ in range(args.rounds):
             trainer_runs.append(measure_trainer(bcfg, args.iters, args.warmup))
             loop_runs.append(measure_loop(bcfg, args.iters, args.warmup))
+            _progress(
+                f"{backend}: (c) trainer {trainer_runs[-1]:.1f}, (d) loop {loop_runs[-1]:.1f} "
+                "images/s"
+            )
         results["trainer"][backend] = {
             "median": statistics.median(trainer_runs),
             "runs": trainer_runs,

@@ -298,11 +298,35 @@ class TrainingPlan(HookBase):
 
 
 class EMA(HookBase):
-    """Updates an exponential moving average of the model's weights after every step."""
+    """Updates an exponential moving average of the model's weights after every step.
+
+    For an average of parameters and buffers by a ``multi_avg_fn`` (what the trainer builds) the
+    update is ``AveragedModel.update_parameters``'s without its blocking copy of the step count
+    to the GPU, which would make every step wait for the device.
+    """
 
     def __init__(self, ema_model: torch.optim.swa_utils.AveragedModel, model: nn.Module) -> None:
         self.ema_model = ema_model
         self.model = model
 
     def after_step(self) -> None:
-        self.ema_model.update_parameters(self.model)
+        ema = self.ema_model
+        if ema.multi_avg_fn is None or not ema.use_buffers:
+            ema.update_parameters(self.model)
+            return
+        averaged = [*ema.module.parameters(), *ema.module.buffers()]
+        current = [*self.model.parameters(), *self.model.buffers()]
+        with torch.no_grad():
+            if int(ema.n_averaged) == 0:  # a host tensor: no device read
+                for a, c in zip(averaged, current, strict=True):
+                    a.detach().copy_(c.detach().to(a.device, non_blocking=True))
+            else:
+                groups: dict[tuple[torch.device, torch.dtype], tuple[list, list]] = {}
+                for a, c in zip(averaged, current, strict=True):
+                    group = groups.setdefault((a.device, a.dtype), ([], []))
+                    group[0].append(a.detach())
+                    group[1].append(c.detach().to(a.device, non_blocking=True))
+                for (device, _), (a_list, c_list) in groups.items():
+                    count = ema.n_averaged.to(device, non_blocking=True)
+                    ema.multi_avg_fn(a_list, c_list, count)
+        ema.n_averaged += 1

@@ -86,9 +86,9 @@ def test_the_steady_state_reads_nothing_back_from_the_device(tiny_cfg, monkeypat
     fetches = []
     fetch = trainer.fetch_losses
 
-    def counted_fetch():
+    def counted_fetch(**kwargs):
         fetches.append(bool(trainer._pending))
-        fetch()
+        fetch(**kwargs)
 
     trainer.fetch_losses = counter.wrap("fetch", counted_fetch)
     for hook in trainer.hooks:

@@ -320,9 +320,9 @@ def test_steps_read_nothing_back_and_each_fetch_reads_once(monkeypatch):
     trainer.run_step = _in_phase(counter, "step", trainer.run_step)
     fetch = trainer.fetch_losses
 
-    def counted_fetch():
+    def counted_fetch(**kwargs):
         fetches.append(len(trainer._pending))
-        return fetch()
+        return fetch(**kwargs)
 
     trainer.fetch_losses = _in_phase(counter, "fetch", counted_fetch)
     trainer.train(0, 2, 4)  # 8 iterations: fetched after 3, 6, at both epoch ends
@@ -469,3 +469,26 @@ def test_the_guard_state_travels_with_the_hook_states():
     resumed.load_hooks_state_dict({"LossGuard": state})
     resumed.set_training_state({"mse": 1.0, "bias": 1.0})  # the plan re-applies its stage
     assert resumed.loss_guard.state_dict() == state
+
+
+def test_the_ema_hook_averages_as_torchs_averaged_model():
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from reid.engine.hooks import EMA
+
+    def averaged(model):
+        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.7), use_buffers=True)
+
+    model = _ToyModel()
+    ours, torchs = averaged(model), averaged(model)
+    hook = EMA(ours, model)
+    for step in range(4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(dict(images=torch.randn(4, 3, dtype=torch.float64)))  # moves the norm's buffers
+        hook.after_step()
+        torchs.update_parameters(model)
+        for a, b in zip(ours.state_dict().values(), torchs.state_dict().values(), strict=True):
+            assert torch.equal(a, b), step
+    assert int(ours.n_averaged) == 4
