@@ -10,7 +10,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -23,11 +23,13 @@ from reid.config.schema import ConfigBlock, ConfigError, Key, declare
 from reid.data.build import build_reid_test_loader, build_reid_train_loader, check_test_set
 from reid.data.datasets import build_train_records
 from reid.data.datasets.bases import Record
+from reid.data.loader import TrainLoader
 from reid.data.samplers import sampler_class
 from reid.evaluation.evaluator import (
     EvalSettings,
     ReidEvaluator,
     format_results_table,
+    inference_amp_dtype,
     inference_on_dataset,
 )
 from reid.evaluation.gallery_draws import check_gallery_draws
@@ -54,7 +56,7 @@ from reid.visualization.report import check_visualize_config, visualize_test_set
 from . import hooks
 from .launch import DEFAULT_GLOO_TIMEOUT_S, DEFAULT_NCCL_TIMEOUT_S
 from .precise_bn import PreciseBN, batchnorm_layers, precise_bn_config
-from .train_loop import HookBase, ModelWithLoss, SimpleTrainer, StepOptions
+from .train_loop import HookBase, LossGuard, ModelWithLoss, SimpleTrainer, StepOptions
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +140,26 @@ STEP_CONFIG = declare(
             ),
             "CHANNELS_LAST": Key(
                 False,
-                "Channels-last memory format for model and images on CUDA.",
+                (
+                    "Channels-last memory format for the model and its images, in training and "
+                    "evaluation (faster convolutions on tensor-core GPUs; any device)."
+                ),
+            ),
+            "COMPILE.ENABLED": Key(
+                False,
+                (
+                    "torch.compile the training step's module: the model's forward and its "
+                    "losses, in one graph (the first steps compile; evaluation stays eager)."
+                ),
+            ),
+            "COMPILE.MODE": Key(
+                "default",
+                'torch.compile mode: "default", "reduce-overhead" or "max-autotune".',
+            ),
+            "COMPILE.BACKEND": Key(
+                "inductor",
+                'torch.compile backend: "inductor" (generated kernels) or a debugging one '
+                '("aot_eager", "eager").',
             ),
             "CLIP_GRADIENTS.ENABLED": Key(
                 False,
@@ -421,6 +442,7 @@ class DefaultTrainer(SimpleTrainer):
             check_test_set(cfg, name)
         check_visualize_config(cfg)
         check_gallery_draws(cfg)
+        inference_amp_dtype(cfg)
         data_loader, num_classes = self.build_train_loader(cfg)
         cfg = with_num_classes(cfg, num_classes)
         iters_per_epoch = len(data_loader)
@@ -440,8 +462,10 @@ class DefaultTrainer(SimpleTrainer):
             data_loader,
             optimizer,
             seed=cfg.SEED,
-            train_module=self.wrap_distributed(ModelWithLoss(model)),
+            train_module=compile_module(cfg, self.wrap_distributed(ModelWithLoss(model))),
             options=options,
+            log_period=cfg.LOG_PERIOD,
+            loss_guard=LossGuard(cfg),
         )
         self.cfg = cfg
         self.iters_per_epoch = iters_per_epoch
@@ -452,7 +476,7 @@ class DefaultTrainer(SimpleTrainer):
         self.register_hooks(self.build_hooks())
 
     @classmethod
-    def build_train_loader(cls, cfg: CfgNode) -> tuple[DataLoader, int]:
+    def build_train_loader(cls, cfg: CfgNode) -> tuple[TrainLoader | DataLoader, int]:
         """The training loader and the number of training identities."""
         return build_reid_train_loader(cfg)
 
@@ -667,12 +691,20 @@ class DefaultTrainer(SimpleTrainer):
         """
         results: dict[str, dict[str, float]] = OrderedDict()
         draws: dict[str, int] = {}
+        amp_dtype = inference_amp_dtype(cfg)
+        if cfg.SOLVER.CHANNELS_LAST:
+            model = model.to(memory_format=torch.channels_last)
         for name in cfg.DATASETS.TESTS:
             loader, num_query = cls.build_test_loader(cfg, name)
             records = getattr(loader.dataset, "records", None)
             evaluator = cls.build_evaluator(cfg, name, num_query, records=records)
             results[name] = inference_on_dataset(
-                model, loader, evaluator, flip=cfg.TEST.FLIP.ENABLED
+                model,
+                loader,
+                evaluator,
+                flip=cfg.TEST.FLIP.ENABLED,
+                amp_dtype=amp_dtype,
+                channels_last=cfg.SOLVER.CHANNELS_LAST,
             )
             if evaluator.num_draws > 1:
                 draws[name] = evaluator.num_draws
@@ -798,14 +830,42 @@ def build_step_options(cfg: CfgNode, model: nn.Module) -> StepOptions:
             f"{per_rank} / {accum} images is not a multiple of DATALOADER.NUM_INSTANCE "
             f"({cfg.DATALOADER.NUM_INSTANCE})"
         )
-    channels_last = s.CHANNELS_LAST and device.type == "cuda"
     return StepOptions(
         amp_dtype=amp_dtype,
         grad_scaler=scaler,
         clip_gradients=clip,
         accum_steps=accum,
-        channels_last=channels_last,
+        channels_last=bool(s.CHANNELS_LAST),
     )
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_module(cfg: CfgNode, module: nn.Module) -> nn.Module:
+    """``torch.compile(module)`` with SOLVER.COMPILE's mode and backend, or ``module`` when off.
+
+    Raises:
+        ConfigError: SOLVER.COMPILE.MODE or BACKEND is not one torch knows.
+    """
+    c = cfg.SOLVER.COMPILE
+    if not c.ENABLED:
+        return module
+    if c.MODE not in COMPILE_MODES:
+        raise ConfigError(
+            f"SOLVER.COMPILE.MODE must be one of {list(COMPILE_MODES)}, got {c.MODE!r}"
+        )
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if c.BACKEND not in backends:
+        raise ConfigError(f"SOLVER.COMPILE.BACKEND must be one of {backends}, got {c.BACKEND!r}")
+    if c.BACKEND != "inductor" and c.MODE != "default":
+        raise ConfigError(
+            f"SOLVER.COMPILE.MODE {c.MODE!r} applies to the inductor backend only, got BACKEND "
+            f"{c.BACKEND!r}"
+        )
+    logger.info("torch.compile of the training step: mode %s, backend %s", c.MODE, c.BACKEND)
+    mode = c.MODE if c.BACKEND == "inductor" else None
+    return cast(nn.Module, torch.compile(module, mode=mode, backend=c.BACKEND))
 
 
 def build_model_for_eval(cfg: CfgNode) -> nn.Module:

@@ -232,6 +232,15 @@ class PeriodicWriter(HookBase):
         for writer in self.writers:
             writer.write(self.trainer.storage)
 
+    def before_train(self) -> None:
+        fetch_period = getattr(self.trainer, "log_period", None)
+        if fetch_period is not None and self.period % fetch_period != 0:
+            raise ValueError(
+                f"the writers' period ({self.period}) must be a multiple of the trainer's "
+                f"log_period ({fetch_period}), the period it fetches loss values at: a write "
+                f"in between would miss the losses of the iterations not fetched yet"
+            )
+
     def after_step(self) -> None:
         if (self.trainer.iter + 1) % self.period == 0:
             self._write()
@@ -248,7 +257,7 @@ class PeriodicWriter(HookBase):
 
 
 class ProgressBar(HookBase):
-    """A tqdm bar per epoch with the running total loss (only when stderr is a terminal)."""
+    """A tqdm bar per epoch with the latest fetched total loss (only when stderr is a terminal)."""
 
     def __init__(self) -> None:
         self._bar: Any = None
@@ -266,9 +275,10 @@ class ProgressBar(HookBase):
 
     def after_step(self) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(
-                loss=f"{self.trainer.storage.latest()['total_loss'][0]:.3f}", refresh=False
-            )
+            # The trainer fetches losses every LOG_PERIOD iterations: show the latest fetched.
+            latest = self.trainer.storage.latest().get("total_loss")
+            if latest is not None:
+                self._bar.set_postfix(loss=f"{latest[0]:.3f}", refresh=False)
             self._bar.update(1)
 
     def after_epoch(self) -> None:
@@ -377,11 +387,35 @@ class TrainingPlan(HookBase):
 
 
 class EMA(HookBase):
-    """Updates an exponential moving average of the model's weights after every step."""
+    """Updates an exponential moving average of the model's weights after every step.
+
+    For an average of parameters and buffers by a ``multi_avg_fn`` (what the trainer builds) the
+    update is ``AveragedModel.update_parameters``'s without its blocking copy of the step count
+    to the GPU, which would make every step wait for the device.
+    """
 
     def __init__(self, ema_model: torch.optim.swa_utils.AveragedModel, model: nn.Module) -> None:
         self.ema_model = ema_model
         self.model = model
 
     def after_step(self) -> None:
-        self.ema_model.update_parameters(self.model)
+        ema = self.ema_model
+        if ema.multi_avg_fn is None or not ema.use_buffers:
+            ema.update_parameters(self.model)
+            return
+        averaged = [*ema.module.parameters(), *ema.module.buffers()]
+        current = [*self.model.parameters(), *self.model.buffers()]
+        with torch.no_grad():
+            if int(ema.n_averaged) == 0:  # a host tensor: no device read
+                for a, c in zip(averaged, current, strict=True):
+                    a.detach().copy_(c.detach().to(a.device, non_blocking=True))
+            else:
+                groups: dict[tuple[torch.device, torch.dtype], tuple[list, list]] = {}
+                for a, c in zip(averaged, current, strict=True):
+                    group = groups.setdefault((a.device, a.dtype), ([], []))
+                    group[0].append(a.detach())
+                    group[1].append(c.detach().to(a.device, non_blocking=True))
+                for (device, _), (a_list, c_list) in groups.items():
+                    count = ema.n_averaged.to(device, non_blocking=True)
+                    ema.multi_avg_fn(a_list, c_list, count)
+        ema.n_averaged += 1

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from reid.config.schema import ConfigBlock, ConfigError, Key, declare
+from reid.data.loader import TrainLoader
 from reid.structures import EpochSampler
 from reid.utils import comm
 
@@ -161,7 +162,7 @@ def update_bn_stats(
             module.training = training
 
 
-def endless(loader: DataLoader) -> Iterator[Any]:
+def endless(loader: DataLoader | TrainLoader) -> Iterator[Any]:
     """The loader's batches epoch after epoch (its sampler's ``set_epoch`` called each time)."""
     if len(loader) == 0:
         raise ValueError("precise BN: the data loader gives no batch per epoch")
@@ -191,7 +192,7 @@ class PreciseBN(HookBase):
     def __init__(
         self,
         model: nn.Module,
-        data_loader: DataLoader,
+        data_loader: DataLoader | TrainLoader,
         num_iter: int,
         period: int,
         reference: nn.Module | None = None,
@@ -233,7 +234,8 @@ class PreciseBN(HookBase):
 
 def precise_bn_config(cfg: CfgNode) -> CfgNode:
     """The training config of the precise-BN batches: DATASETS.NAMES = [TEST.PRECISE_BN.DATASET],
-    loading in the main process (DATALOADER.NUM_WORKERS 0, as fastreid).
+    loading in the main process (DATALOADER.NUM_WORKERS 0, as fastreid) with the per-image
+    transforms (the batched backend's image cache belongs to the training set).
 
     Raises:
         ConfigError: TEST.PRECISE_BN.NUM_ITER is below 1 or DATASET is empty.
@@ -247,5 +249,7 @@ def precise_bn_config(cfg: CfgNode) -> CfgNode:
     out.defrost()
     out.DATASETS.NAMES = [c.DATASET]
     out.DATALOADER.NUM_WORKERS = 0
+    out.DATALOADER.PREFETCH_THREAD = "auto"
+    out.INPUT.BACKEND = "per_image"
     out.freeze()
     return out

@@ -9,24 +9,34 @@ Contracts:
   :meth:`SimpleTrainer.set_training_state` (loss weights, frozen normalisation layers).
 - ``trainer.epoch`` is the 0-based index of the running epoch; files, logs and results count
   completed epochs from 1 (``model_0005.pth`` is written after the fifth epoch).
+- A step never waits for the device: its loss values stay there and are fetched in one transfer
+  every ``log_period`` iterations, at the end of every epoch and of training, each before the
+  hooks of that point run. The fetch records every iteration's values in the storage (at the
+  iteration that computed them) and runs the :class:`LossGuard`: a non-finite or diverged loss
+  stops training there, so no hook (checkpoint, best model, evaluation) runs after such a step.
+  A hook that writes weights at another point calls ``trainer.fetch_losses()`` first; after a
+  failure ``trainer.loss_failure`` holds the error (also when another error stopped training).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import statistics
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
+from reid.config.schema import ConfigArgs, ConfigBlock, InvalidArgument, Key, configurable, declare
 from reid.structures import BatchKeys, EpochSampler, ReidModel
+from reid.utils import comm
 from reid.utils.checkpoint import Checkpointer
 from reid.utils.env import seed_all_rng
 from reid.utils.events import EventStorage
@@ -232,33 +242,172 @@ def split_batch(batch: Mapping[str, Any], parts: int) -> list[dict[str, Any]]:
     return [{k: v[i * step : (i + 1) * step] for k, v in batch.items()} for i in range(parts)]
 
 
+DIVERGENCE_CONFIG = declare(
+    ConfigBlock(
+        "SOLVER.DIVERGENCE",
+        (
+            "The divergence guard: a loss term far above its early value stops training "
+            "(non-finite loss values always do)."
+        ),
+        {
+            "FACTOR": Key(
+                100.0,
+                (
+                    "Stop when a loss term exceeds FACTOR x its early value; 0 = off. A term's "
+                    "early value is the median of its first EARLY_ITERS positive values since "
+                    "training started or the training plan last changed the loss weights (of the "
+                    "values seen so far until there are EARLY_ITERS); each later value is checked "
+                    "against it. Terms without a positive value are not checked."
+                ),
+            ),
+            "EARLY_ITERS": Key(
+                10,
+                "How many of a term's first positive values its early value is the median of.",
+            ),
+        },
+    )
+)
+
+
+class LossDivergedError(FloatingPointError):
+    """A finite loss term rose above the divergence guard's limit."""
+
+
+class LossGuard:
+    """Stops training on a non-finite loss term, and (with ``factor`` > 0) on a diverged one.
+
+    A term diverged when its value exceeds ``factor`` times its early value: the median of its
+    first ``early_iters`` positive values since training started or the loss weights last changed
+    (while fewer were seen, the median of those seen). Each value is checked against the early
+    values before it, then joins them while there are fewer than ``early_iters``.
+
+    Args:
+        factor: The limit as a multiple of the early value; 0 turns the divergence check off.
+        early_iters: How many positive values form the early value (>= 1).
+
+    >>> guard = LossGuard(factor=10.0, early_iters=2)
+    >>> guard.check({"loss": 2.0}), guard.check({"loss": 4.0}), guard.check({"loss": 29.0})
+    (None, None, None)
+    >>> guard.check({"loss": 31.0})
+    ('loss', 31.0, 3.0)
+    """
+
+    config_block = DIVERGENCE_CONFIG
+
+    @configurable
+    def __init__(self, factor: float = 100.0, early_iters: int = 10) -> None:
+        if factor != 0 and not factor > 1:
+            raise InvalidArgument("factor", f"must be 0 (off) or > 1, got {factor}")
+        if int(early_iters) != early_iters or early_iters < 1:
+            raise InvalidArgument("early_iters", f"must be a whole number >= 1, got {early_iters}")
+        self.factor = float(factor)
+        self.early_iters = int(early_iters)
+        self._early: dict[str, list[float]] = {}
+        self._weights: dict[str, float] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ConfigArgs:
+        """``factor`` and ``early_iters`` from SOLVER.DIVERGENCE."""
+        return DIVERGENCE_CONFIG.arguments(cfg)
+
+    def early_value(self, name: str) -> float | None:
+        """The early value of term ``name`` (None before its first positive value)."""
+        values = self._early.get(name)
+        return statistics.median(values) if values else None
+
+    def set_weights(self, weights: Mapping[str, float] | None) -> None:
+        """The loss weights of the following steps; other weights than the early values were
+        computed with start them again."""
+        new = None if weights is None else dict(weights)
+        if new != self._weights:
+            if self._early:
+                logger.info("Loss weights changed: the divergence guard relearns early values")
+            self._early = {}
+            self._weights = new
+
+    def check(self, values: Mapping[str, float]) -> tuple[str, float, float | None] | None:
+        """Check one iteration's loss values.
+
+        Args:
+            values: Loss term name -> its value at the iteration.
+
+        Returns:
+            None if all is well, else (term, value, early value): early value None means the
+            value is not finite.
+        """
+        for name, value in values.items():
+            if not math.isfinite(value):
+                return name, value, None
+        for name, value in values.items():
+            early = self.early_value(name)
+            if self.factor and early is not None and value > self.factor * early:
+                return name, value, early
+            window = self._early.setdefault(name, [])
+            if value > 0 and len(window) < self.early_iters:
+                window.append(value)
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The early values and the weights they were computed with (a resume continues them)."""
+        return {"early": {k: list(v) for k, v in self._early.items()}, "weights": self._weights}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._early = {str(k): [float(x) for x in v] for k, v in state["early"].items()}
+        weights = state["weights"]
+        self._weights = None if weights is None else {str(k): float(v) for k, v in weights.items()}
+
+
+@dataclass
+class _PendingLosses:
+    """One step's loss values, still on the device."""
+
+    iteration: int
+    epoch: int
+    names: tuple[str, ...]
+    values: torch.Tensor  # 1-D float32 (float64 for float64 losses), one value per name
+
+
 class SimpleTrainer(TrainerBase):
-    """One optimisation step per iteration: forward, named losses, finiteness check, backward, step.
+    """One optimisation step per iteration: forward, named losses, backward, step; no host read.
 
     Every epoch reseeds the RNGs from (seed, epoch) and the sampler from its epoch, so a run resumed
     at an epoch boundary draws the same batches and augmentations as an uninterrupted one.
+
+    The loss values of a step stay on the device; :meth:`fetch_losses` reads all pending ones in
+    one transfer every ``log_period`` iterations and at the end of every epoch (before the hooks
+    of that point), records them in the storage at the iterations that computed them and checks
+    them with the loss guard. A non-finite or diverged value stops training there, naming the
+    term and the iteration it was computed at; a few more steps may have run meanwhile, but no
+    hook has, so no checkpoint or best model is written after such a step.
 
     Args:
         model: The model; ``model.losses(outputs, targets, weights)`` gives the loss values.
         data_loader: Training batches; its sampler's ``set_epoch`` is called every epoch.
         optimizer: Steps the model's parameters.
         seed: The run's seed.
-        train_module: What a step calls (default ``ModelWithLoss(model)``; DDP wraps that).
+        train_module: What a step calls (default ``ModelWithLoss(model)``; DDP and
+            ``torch.compile`` wrap that).
         options: Precision, clipping, accumulation, memory format.
         checkpointer: Named in the error of a non-finite loss (its last checkpoint is intact).
+        log_period: Fetch the loss values every this many iterations (the writers' period).
+        loss_guard: Checks the fetched values (default: non-finite values only).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        data_loader: DataLoader,
+        data_loader: Iterable[Any],
         optimizer: torch.optim.Optimizer,
         seed: int,
         train_module: nn.Module | None = None,
         options: StepOptions | None = None,
         checkpointer: Checkpointer | None = None,
+        log_period: int = 20,
+        loss_guard: LossGuard | None = None,
     ) -> None:
         super().__init__()
+        if log_period < 1:
+            raise InvalidArgument("log_period", f"must be >= 1, got {log_period}")
         self.model = model
         self.train_module = train_module if train_module is not None else ModelWithLoss(model)
         self.data_loader = data_loader
@@ -266,6 +415,10 @@ class SimpleTrainer(TrainerBase):
         self.seed = seed
         self.options = options or StepOptions()
         self.checkpointer = checkpointer
+        self.log_period = log_period
+        self.loss_guard = loss_guard if loss_guard is not None else LossGuard(factor=0)
+        self.loss_failure: FloatingPointError | None = None
+        self._pending: list[_PendingLosses] = []
         self._loss_weights: Mapping[str, float] | None = None
         self._frozen_modules: tuple[nn.Module, ...] = ()
         self._data_iter: Iterator[Any]
@@ -281,8 +434,10 @@ class SimpleTrainer(TrainerBase):
             frozen_modules: Modules kept in eval mode during the steps (frozen normalisation
                 layers, whose running statistics must not move).
         """
+        self.fetch_losses()  # values computed with the old weights are checked against them
         self._loss_weights = None if loss_weights is None else dict(loss_weights)
         self._frozen_modules = tuple(frozen_modules)
+        self.loss_guard.set_weights(self._loss_weights)
 
     @property
     def loss_weights(self) -> Mapping[str, float] | None:
@@ -292,13 +447,41 @@ class SimpleTrainer(TrainerBase):
     def frozen_modules(self) -> tuple[nn.Module, ...]:
         return self._frozen_modules
 
+    def hooks_state_dict(self) -> dict[str, dict[str, Any]]:
+        """The hooks' states and the loss guard's (key ``LossGuard``)."""
+        return {**super().hooks_state_dict(), "LossGuard": self.loss_guard.state_dict()}
+
+    def load_hooks_state_dict(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        super().load_hooks_state_dict(states)
+        if "LossGuard" in states:
+            self.loss_guard.load_state_dict(states["LossGuard"])
+
     def before_epoch(self) -> None:
         seed_all_rng(self.seed * 1000003 + self.epoch)
-        sampler = self.data_loader.sampler
+        sampler = getattr(self.data_loader, "sampler", None)
         if isinstance(sampler, EpochSampler):
             sampler.set_epoch(self.epoch)
         self._data_iter = iter(self.data_loader)
         super().before_epoch()
+
+    def after_step(self) -> None:
+        if (self.iter + 1) % self.log_period == 0:
+            self.fetch_losses()
+        super().after_step()
+
+    def after_epoch(self) -> None:
+        self.fetch_losses()
+        super().after_epoch()
+
+    def after_train(self) -> None:
+        try:
+            self.fetch_losses(agree=False)  # another process may be gone: no collective
+        except FloatingPointError as e:
+            if self.error is None:
+                raise
+            logger.error("Before that failure: %s", e)
+        finally:
+            super().after_train()
 
     def run_step(self) -> None:
         self.train_module.train()
@@ -309,19 +492,79 @@ class SimpleTrainer(TrainerBase):
         data_time = time.perf_counter() - start
 
         self.optimizer.zero_grad(set_to_none=True)
-        totals = self._forward_backward(batch)
+        losses = self._forward_backward(batch)
         self._optimizer_step()
 
-        scalars = {"total_loss": sum(totals.values()), **totals, "data_time": data_time}
-        scalars["time"] = time.perf_counter() - start
-        for name, value in scalars.items():
-            self.storage.put_scalar(name, value)
+        wide = any(v.dtype == torch.float64 for v in losses.values())
+        dtype = torch.float64 if wide else torch.float32  # float16/bfloat16 values widen
+        values = torch.stack([v.to(dtype) for v in losses.values()])
+        self._pending.append(_PendingLosses(self.iter, self.epoch, tuple(losses), values))
+        self.storage.put_scalar("data_time", data_time)
+        self.storage.put_scalar("time", time.perf_counter() - start)
 
-    def _forward_backward(self, batch: Mapping[str, Any]) -> dict[str, float]:
-        """Losses and gradients of the batch, in micro-batches when accumulating."""
+    def fetch_losses(self, agree: bool = True) -> None:
+        """Read the pending loss values in one transfer, record them and check them.
+
+        Every pending iteration's values go into the storage (``total_loss`` and one scalar per
+        term) at the iteration that computed them; then the loss guard checks them in order.
+        With several processes (and ``agree``), all of them stop when any one's guard does.
+
+        Raises:
+            FloatingPointError: A term was not finite (:class:`LossDivergedError`: diverged),
+                naming it, the epoch and iteration it was computed at and the last checkpoint;
+                or another process's guard stopped training.
+        """
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        flat = torch.cat([p.values for p in pending]).tolist()  # the one host read
+        offset = 0
+        failure: FloatingPointError | None = None
+        for p in pending:
+            values = dict(zip(p.names, flat[offset : offset + len(p.names)], strict=True))
+            offset += len(p.names)
+            for name, value in {"total_loss": math.fsum(values.values()), **values}.items():
+                self.storage.put_scalar(name, value, iteration=p.iteration, epoch=p.epoch)
+            if failure is None:
+                found = self.loss_guard.check(values)
+                if found is not None:
+                    failure = self._loss_error(*found, iteration=p.iteration, epoch=p.epoch)
+        if agree and comm.get_world_size() > 1:
+            mine = torch.tensor([int(failure is not None)])
+            flags = torch.cat(comm.all_gather(mine)).tolist()
+            if failure is None and any(flags):
+                stopped = [rank for rank, flag in enumerate(flags) if flag]
+                failure = FloatingPointError(
+                    f"the loss guard of process(es) {stopped} stopped training (their log names "
+                    f"the loss term and the iteration); this process stops with them"
+                )
+        if failure is not None:
+            self.loss_failure = failure
+            raise failure
+
+    def _loss_error(
+        self, name: str, value: float, early: float | None, iteration: int, epoch: int
+    ) -> FloatingPointError:
+        where = f"at epoch {epoch + 1}, iteration {iteration + 1}"
+        if self.checkpointer is not None and not self.checkpointer.save_to_disk:
+            tail = "training stopped. The checkpoints of the main process are intact"
+        else:
+            last = self.checkpointer.last_saved if self.checkpointer is not None else None
+            tail = f"training stopped. The last checkpoint is intact: {last or 'none written yet'}"
+        if early is None:
+            return FloatingPointError(f"Loss term '{name}' became {value} {where}; {tail}")
+        return LossDivergedError(
+            f"Loss term '{name}' diverged {where}: {value:.6g} is above "
+            f"SOLVER.DIVERGENCE.FACTOR ({self.loss_guard.factor:g}) x its early value "
+            f"{early:.6g}; {tail}"
+        )
+
+    def _forward_backward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Losses and gradients of the batch, in micro-batches when accumulating; returns the
+        detached loss values averaged over the micro-batches, on the device."""
         opts = self.options
         micro_batches = split_batch(batch, opts.accum_steps)
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         for k, micro in enumerate(micro_batches):
             if opts.channels_last:
                 images = micro[BatchKeys.IMAGES]
@@ -332,12 +575,17 @@ class SimpleTrainer(TrainerBase):
             with contextlib.nullcontext() if no_sync is None else no_sync():
                 with self._autocast():
                     loss_dict = self.train_module(micro, self._loss_weights)
-                self.check_finite(loss_dict)
+                if not loss_dict:
+                    raise ValueError(
+                        "the model computed no loss: every loss has weight 0 or is left out "
+                        "of the loss weights"
+                    )
                 loss = sum(loss_dict.values()) / len(micro_batches)
                 scaler = opts.grad_scaler
                 (scaler.scale(loss) if scaler is not None else loss).backward()
             for name, value in loss_dict.items():
-                totals[name] = totals.get(name, 0.0) + value.item() / len(micro_batches)
+                part = value.detach() / len(micro_batches)
+                totals[name] = part if name not in totals else totals[name] + part
         return totals
 
     def _optimizer_step(self) -> None:
@@ -359,14 +607,3 @@ class SimpleTrainer(TrainerBase):
             return contextlib.nullcontext()
         device = next(self.model.parameters()).device
         return torch.autocast(device_type=device.type, dtype=self.options.amp_dtype)
-
-    def check_finite(self, loss_dict: Mapping[str, torch.Tensor]) -> None:
-        """Stop on a NaN or infinite loss, naming the term; no checkpoint is written after it."""
-        for name, value in loss_dict.items():
-            if not torch.isfinite(value).all():
-                last = self.checkpointer.last_saved if self.checkpointer is not None else None
-                raise FloatingPointError(
-                    f"Loss term '{name}' became {value.item()} at epoch {self.epoch + 1}, "
-                    f"iteration {self.iter + 1}; training stopped. The last checkpoint is intact: "
-                    f"{last or 'none written yet'}"
-                )

@@ -13,6 +13,7 @@ What is computed is an :class:`EvalSettings`; ``EvalSettings.from_config`` reads
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -56,6 +57,7 @@ __all__ = [
     "distance_chunks",
     "ReidEvaluator",
     "format_results_table",
+    "inference_amp_dtype",
     "inference_on_dataset",
     "metric_percentages",
     "score_features",
@@ -109,6 +111,35 @@ TEST_CONFIG = declare(
         },
     )
 )
+
+
+INFERENCE_CONFIG = declare(
+    ConfigBlock(
+        "TEST",
+        "How test features are computed (reid/evaluation/evaluator.py: inference_on_dataset).",
+        {
+            "AMP.ENABLED": Key(
+                False,
+                "Mixed precision (autocast) for the test features; they are scored in float32.",
+            ),
+            "AMP.DTYPE": Key("bfloat16", '"bfloat16" or "float16".'),
+        },
+    )
+)
+
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def inference_amp_dtype(cfg: CfgNode) -> torch.dtype | None:
+    """TEST.AMP's autocast dtype, None when off.
+
+    Raises:
+        ConfigError: TEST.AMP.DTYPE is not "bfloat16" or "float16".
+    """
+    amp = INFERENCE_CONFIG.read(cfg).AMP
+    if amp.DTYPE not in AMP_DTYPES:
+        raise ConfigError(f"TEST.AMP.DTYPE must be one of {sorted(AMP_DTYPES)}, got {amp.DTYPE!r}")
+    return AMP_DTYPES[amp.DTYPE] if amp.ENABLED else None
 
 
 RANKS = (1, 5, 10)
@@ -471,7 +502,8 @@ class ReidEvaluator:
             )
         if self._device is None:
             self._device = features.device
-        self._features.append(features.detach().float().cpu())
+        # Kept on the features' device: no host read per batch.
+        self._features.append(features.detach().float())
         for store, key in ((self._pids, BatchKeys.TARGETS), (self._camids, BatchKeys.CAMIDS)):
             store.append(torch.as_tensor(batch[key]).detach().long().cpu().reshape(-1))
 
@@ -591,8 +623,13 @@ def inference_on_dataset(
     data_loader: Iterable[Mapping[str, Any]],
     evaluator: ReidEvaluator,
     flip: bool = False,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """Features of every batch (model in eval mode, no gradients), then ``evaluator.evaluate()``.
+
+    The images go to the model's device without waiting (pinned batches copy asynchronously)
+    and the features stay there until the evaluator scores them: no host read per batch.
 
     Args:
         model: Returns the B x D test features of a batch.
@@ -600,19 +637,33 @@ def inference_on_dataset(
         evaluator: Collects and scores the features; reset first.
         flip: Use the mean of each image's feature and its horizontally flipped copy's. The
             batch is never modified: the flipped images go into a shallow copy of it.
+        amp_dtype: Autocast dtype of the forward passes (None: full precision); the features
+            are scored in float32.
+        channels_last: Give the model channels-last images (for a channels-last model).
 
     Returns:
         The evaluator's results.
     """
     evaluator.reset()
     start = time.perf_counter()
-    with _eval_mode(model), torch.no_grad():
+    device = next(model.parameters()).device
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype)
+        if amp_dtype is not None
+        else contextlib.nullcontext()
+    )
+    with _eval_mode(model), torch.no_grad(), autocast:
         for batch in data_loader:
+            batch = dict(batch)
+            images = batch[BatchKeys.IMAGES].to(device, non_blocking=True)
+            batch[BatchKeys.IMAGES] = images.contiguous(memory_format=memory_format)
             features = model(batch)
             if flip:
                 flipped = dict(batch)
-                flipped[BatchKeys.IMAGES] = torch.flip(batch[BatchKeys.IMAGES], dims=[3])
-                features = (features + model(flipped)) / 2
+                flipped_images = torch.flip(batch[BatchKeys.IMAGES], dims=[3])
+                flipped[BatchKeys.IMAGES] = flipped_images.contiguous(memory_format=memory_format)
+                features = (features.float() + model(flipped).float()) / 2
             evaluator.process(batch, features)
     logger.info("Extracted test features in %.1f s", time.perf_counter() - start)
     return evaluator.evaluate()

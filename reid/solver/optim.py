@@ -33,6 +33,7 @@ kept out of the default groups. The LR schedule scales every group from its own 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -69,6 +70,15 @@ OPTIMIZER_CONFIG = declare(
             "WEIGHT_DECAY_BIAS": Key(
                 0.0005, "Weight decay of every bias, normalisation layers' included (fastreid's)."
             ),
+            "OPT_IMPL": Key(
+                "auto",
+                (
+                    'The optimizer\'s implementation: "fused" (one kernel for all parameters; '
+                    'lets a float16 gradient scaler step without a host read), "foreach" '
+                    '(batched over parameters), "for_loop" (one parameter at a time) or "auto" '
+                    "(fused when every parameter is on CUDA, else torch's default)."
+                ),
+            ),
         },
     )
 )
@@ -76,8 +86,37 @@ OPTIMIZER_CONFIG = declare(
 
 OPTIMIZER_REGISTRY = Registry("OPTIMIZER")
 OPTIMIZER_REGISTRY.__doc__ = """Optimizers by SOLVER.OPT: ``fn(param_groups, lr, weight_decay,
-momentum, nesterov) -> torch.optim.Optimizer``; ``lr`` and ``weight_decay`` are the defaults of
-groups that do not set their own."""
+momentum, nesterov, **implementation) -> torch.optim.Optimizer``; ``lr`` and ``weight_decay`` are
+the defaults of groups that do not set their own; ``implementation`` is torch's ``fused=True``,
+``foreach=True`` or ``foreach=False`` (SOLVER.OPT_IMPL), or empty for torch's default: a function
+without ``**implementation`` supports only "auto"."""
+
+IMPLEMENTATIONS = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "for_loop": {"foreach": False},
+}
+
+
+def _implementation(opt: str, opt_impl: str, params: list[torch.Tensor]) -> dict[str, bool]:
+    """The keyword arguments that select SOLVER.OPT_IMPL's implementation of optimizer ``opt``."""
+    if opt_impl != "auto" and opt_impl not in IMPLEMENTATIONS:
+        raise InvalidArgument(
+            "opt_impl", f"must be one of {['auto', *IMPLEMENTATIONS]}, got {opt_impl!r}"
+        )
+    accepts = any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in inspect.signature(OPTIMIZER_REGISTRY.get(opt)).parameters.values()
+    )
+    if opt_impl == "auto":
+        on_cuda = bool(params) and all(p.is_cuda for p in params)
+        return dict(IMPLEMENTATIONS["fused"]) if accepts and on_cuda else {}
+    if not accepts:
+        raise InvalidArgument(
+            "opt_impl", f"{opt_impl!r} is not available for optimizer {opt!r} (only 'auto')"
+        )
+    return dict(IMPLEMENTATIONS[opt_impl])
+
 
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
@@ -94,9 +133,10 @@ def adam(
     weight_decay: float,
     momentum: float = 0.9,
     nesterov: bool = False,
+    **implementation: Any,
 ) -> torch.optim.Optimizer:
     """Adam with L2 weight decay added to the gradient (torch's Adam); no momentum option."""
-    return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, **implementation)
 
 
 @OPTIMIZER_REGISTRY.register(name="AdamW")
@@ -106,9 +146,10 @@ def adamw(
     weight_decay: float,
     momentum: float = 0.9,
     nesterov: bool = False,
+    **implementation: Any,
 ) -> torch.optim.Optimizer:
     """Adam with decoupled weight decay: each step shrinks a parameter by lr * weight_decay."""
-    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, **implementation)
 
 
 @OPTIMIZER_REGISTRY.register(name="SGD")
@@ -118,6 +159,7 @@ def sgd(
     weight_decay: float,
     momentum: float = 0.9,
     nesterov: bool = False,
+    **implementation: Any,
 ) -> torch.optim.Optimizer:
     """SGD with (optionally Nesterov) momentum and L2 weight decay."""
     if momentum < 0:
@@ -125,7 +167,12 @@ def sgd(
     if nesterov and momentum == 0:
         raise InvalidArgument("nesterov", f"True needs a momentum > 0, got momentum {momentum}")
     return torch.optim.SGD(
-        param_groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+        param_groups,
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        **implementation,
     )
 
 
@@ -250,6 +297,7 @@ def make_optimizer(
     weight_decay: float = 0.0005,
     weight_decay_norm: float = 0.0005,
     weight_decay_bias: float = 0.0005,
+    opt_impl: str = "auto",
 ) -> torch.optim.Optimizer:
     """The optimizer ``opt`` over all of ``model``'s parameters, in groups.
 
@@ -261,10 +309,11 @@ def make_optimizer(
         momentum, nesterov: SGD's momentum.
         weight_decay: Of the weights; also of declared groups that set none.
         weight_decay_norm, weight_decay_bias: Of normalisation layers' weights and of every bias.
+        opt_impl: "auto", "fused", "foreach" or "for_loop" (see SOLVER.OPT_IMPL).
 
     Raises:
         InvalidArgument: ``opt`` is not registered, the LR is not positive, a weight decay is
-            negative, or SGD's momentum is invalid.
+            negative, SGD's momentum is invalid, or ``opt_impl`` is unknown or not available.
         ValueError: The model has no parameters.
 
     >>> optimizer = make_optimizer(nn.Linear(2, 1), "SGD", base_lr=0.1, bias_lr_factor=2.0)
@@ -298,8 +347,14 @@ def make_optimizer(
     )
     if not groups:
         raise ValueError(f"make_optimizer: the model ({type(model).__name__}) has no parameters")
+    implementation = _implementation(opt, opt_impl, [p for g in groups for p in g["params"]])
     return OPTIMIZER_REGISTRY.get(opt)(
-        groups, lr=base_lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov
+        groups,
+        lr=base_lr,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        nesterov=nesterov,
+        **implementation,
     )
 
 

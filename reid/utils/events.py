@@ -35,13 +35,24 @@ class EventStorage:
         self._smoothing: dict[str, bool] = {}
         self._unwritten: deque[tuple[int, int, str, float]] = deque()
 
-    def put_scalar(self, name: str, value: float, smoothing: bool = True) -> None:
+    def put_scalar(
+        self,
+        name: str,
+        value: float,
+        smoothing: bool = True,
+        iteration: int | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        """Record ``value`` at the current iteration, or at an earlier ``iteration`` (of
+        ``epoch``) for values fetched later than they were computed (the trainer's losses)."""
         value = float(value)
-        self._history[name].append((self.iter, value))
-        self._unwritten.append((self.iter, self.epoch, name, value))
+        it = self.iter if iteration is None else iteration
+        ep = self.epoch if epoch is None else epoch
+        self._history[name].append((it, value))
+        self._unwritten.append((it, ep, name, value))
         while self._unwritten and self._unwritten[0][0] <= self.iter - self._keep_iters:
             self._unwritten.popleft()
-        self._latest[name] = (value, self.iter)
+        self._latest[name] = (value, it)
         self._smoothing[name] = smoothing
 
     def put_scalars(self, smoothing: bool = True, **scalars: float) -> None:

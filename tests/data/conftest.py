@@ -48,6 +48,7 @@ def cfg_for(tmp_path: Path) -> Callable[..., CfgNode]:
     def make(root: str | None = None, **overrides: object) -> CfgNode:
         cfg = get_cfg()
         cfg.DATASETS.ROOT = str(root if root is not None else tmp_path)
+        cfg.MODEL.DEVICE = "cpu"  # the training loader puts batches on the model's device
         for key, value in overrides.items():
             node = cfg
             parts = key.split("__")

@@ -50,8 +50,8 @@ def test_train_loader_cuts_the_samplers_batches(market: Market1501) -> None:
     sampler = NaiveIdentitySampler([r.pid for r in records], batch_size=4, num_instance=2, seed=1)
     loader = build_train_loader(records, TrainTransform(size=SIZE), sampler)
     batches = list(loader)
-    assert loader.batch_size == sampler.batch_size == 4 and loader.drop_last
-    assert len(batches) == len(sampler) // 4 == 2
+    assert loader.batch_size == sampler.batch_size == 4 and loader.sampler is sampler
+    assert len(batches) == len(loader) == len(sampler) // 4 == 2
     indices = [i for batch in sampler.global_batches() for i in batch]
     for b, batch in enumerate(batches):
         assert set(batch) == {

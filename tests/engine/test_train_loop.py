@@ -1,15 +1,26 @@
 """The training loop on a toy model: hook order, failures, hook state, accumulation, plan state."""
 
+import json
 import logging
 import math
+import statistics
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from reid.engine.train_loop import HookBase, SimpleTrainer, StepOptions, TrainerBase, split_batch
-from reid.utils.events import EventStorage
+from reid.engine.hooks import PeriodicWriter
+from reid.engine.train_loop import (
+    HookBase,
+    LossDivergedError,
+    LossGuard,
+    SimpleTrainer,
+    StepOptions,
+    TrainerBase,
+    split_batch,
+)
+from reid.utils.events import EventStorage, JSONWriter
 
 
 class _Recorder(HookBase):
@@ -178,12 +189,18 @@ class _ToyModel(nn.Module):
         return values
 
 
-def _toy_trainer(batch_size=8, accum=1):
+def _toy_trainer(batch_size=8, accum=1, log_period=20, guard=None):
     model = _ToyModel()
     loader = DataLoader(_ToyData(), batch_size=batch_size, sampler=_EpochSampler(8))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = SimpleTrainer(
-        model, loader, optimizer, seed=0, options=StepOptions(accum_steps=accum)
+        model,
+        loader,
+        optimizer,
+        seed=0,
+        options=StepOptions(accum_steps=accum),
+        log_period=log_period,
+        loss_guard=guard,
     )
 
     class _Tick(HookBase):
@@ -219,7 +236,9 @@ def test_a_non_finite_loss_stops_naming_the_term_epoch_and_iteration():
     trainer.model.poison_at = 2
     with pytest.raises(FloatingPointError, match=r"'loss_bias' became nan at epoch 3, iteration 3"):
         trainer.train(0, 5, 1)
-    assert trainer.iter == 2 and isinstance(trainer.error, FloatingPointError)
+    # Fetched at the end of the epoch, before its hooks.
+    assert trainer.iter == 3 and isinstance(trainer.error, FloatingPointError)
+    assert trainer.loss_failure is trainer.error
 
 
 def test_the_training_state_sets_loss_weights_and_frozen_modules_for_the_steps():
@@ -256,3 +275,220 @@ def test_split_batch_is_contiguous_and_checks_divisibility():
     assert parts[0]["targets"].tolist() == [0, 0, 1, 1] and parts[1]["img_paths"] == list("efgh")
     with pytest.raises(ValueError, match="cannot be split into 3"):
         split_batch(batch, 3)
+
+
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
+
+
+class _ReadCounter:
+    """Counts the tensor methods that read values to the host, by the phase they run in."""
+
+    def __init__(self, monkeypatch):
+        self.phase = "other"
+        self.counts = {}
+        for name in HOST_READS:
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._counting(name, original))
+
+    def _counting(self, name, original):
+        def wrapper(tensor, *args, **kwargs):
+            key = (self.phase, name)
+            self.counts[key] = self.counts.get(key, 0) + 1
+            return original(tensor, *args, **kwargs)
+
+        return wrapper
+
+    def reads(self, phase):
+        return sum(n for (p, _), n in self.counts.items() if p == phase)
+
+
+def _in_phase(counter, phase, method):
+    def run(*args, **kwargs):
+        previous, counter.phase = counter.phase, phase
+        try:
+            return method(*args, **kwargs)
+        finally:
+            counter.phase = previous
+
+    return run
+
+
+def test_steps_read_nothing_back_and_each_fetch_reads_once(monkeypatch):
+    trainer = _toy_trainer(batch_size=2, log_period=3)
+    fetches = []
+    counter = _ReadCounter(monkeypatch)
+    trainer.run_step = _in_phase(counter, "step", trainer.run_step)
+    fetch = trainer.fetch_losses
+
+    def counted_fetch(**kwargs):
+        fetches.append(len(trainer._pending))
+        return fetch(**kwargs)
+
+    trainer.fetch_losses = _in_phase(counter, "fetch", counted_fetch)
+    trainer.train(0, 2, 4)  # 8 iterations: fetched after 3, 6, at both epoch ends
+    assert counter.reads("step") == 0
+    assert [n for n in fetches if n] == [3, 1, 2, 2]
+    assert counter.counts[("fetch", "tolist")] == 4 and counter.reads("fetch") == 4
+
+
+def _reference_losses(iterations):
+    """The toy run's per-iteration losses from a plain loop: same model, data and order."""
+    model = _ToyModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = _ToyData()
+    out = []
+    for it in range(iterations):
+        i = (2 * it) % 8
+        x, y = data.x[i : i + 2], data.y[i : i + 2]
+        values = model.losses({"features": model.linear(model.norm(x))}, y)
+        optimizer.zero_grad()
+        sum(values.values()).backward()
+        optimizer.step()
+        out.append({k: v.item() for k, v in values.items()})
+    return out
+
+
+def test_the_writers_get_every_iterations_losses_at_their_iteration(tmp_path):
+    trainer = _toy_trainer(batch_size=2, log_period=3)
+    path = tmp_path / "metrics.json"
+    trainer.register_hooks([PeriodicWriter([JSONWriter(str(path))], period=3)])
+    trainer.train(0, 2, 4)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == list(range(8))
+    assert [line["epoch"] for line in lines] == [0] * 4 + [1] * 4
+    for line, expected in zip(lines, _reference_losses(8)):
+        assert line["loss_mse"] == expected["loss_mse"]
+        assert line["loss_bias"] == expected["loss_bias"]
+        assert line["total_loss"] == math.fsum(expected.values())
+        assert line["data_time"] >= 0 and line["time"] >= line["data_time"]
+
+
+def test_a_writer_between_fetches_is_refused():
+    trainer = _toy_trainer(log_period=4)
+    trainer.register_hooks([PeriodicWriter([], period=6)])
+    with pytest.raises(ValueError, match=r"writers' period \(6\) must be a multiple of .* \(4\)"):
+        trainer.train(0, 1, 1)
+
+
+class _Saver(HookBase):
+    """Stands for the checkpointers: records the epochs and iterations its hooks ran after."""
+
+    def __init__(self):
+        self.epochs, self.steps = [], []
+
+    def after_step(self):
+        self.steps.append(self.trainer.iter)
+
+    def after_epoch(self):
+        self.epochs.append(self.trainer.epoch)
+
+
+@pytest.mark.parametrize(
+    ("poison_at", "log_period", "last_step_hook", "saved_epochs"),
+    [(5, 3, 4, [0]), (4, 3, 4, [0]), (7, 100, 7, [0]), (3, 100, 3, [])],
+)
+def test_a_non_finite_loss_stops_before_any_later_hook(
+    poison_at, log_period, last_step_hook, saved_epochs
+):
+    trainer = _toy_trainer(batch_size=2, log_period=log_period)
+    trainer.model.poison_at = poison_at
+    saver = _Saver()
+    trainer.register_hooks([saver])
+    with pytest.raises(FloatingPointError) as err:
+        trainer.train(0, 3, 4)
+    epoch, iteration = poison_at // 4 + 1, poison_at + 1
+    assert f"'loss_bias' became nan at epoch {epoch}, iteration {iteration};" in str(err.value)
+    assert "The last checkpoint is intact: none written yet" in str(err.value)
+    assert saver.epochs == saved_epochs  # no epoch-end hook after the poisoned step
+    # Stopped at the first fetch after it: within the log period or at the epoch's end.
+    assert max(saver.steps) == last_step_hook
+
+
+class _Exploding(_ToyModel):
+    def losses(self, outputs, targets, weights=None):
+        values = super().losses(outputs, targets, weights)
+        if self.iteration >= 6:
+            values["loss_mse"] = values["loss_mse"] * 1e6
+        return values
+
+
+def test_a_diverging_loss_stops_naming_its_early_value():
+    reference = _reference_losses(6)
+    trainer = _toy_trainer(batch_size=2, log_period=2, guard=LossGuard(factor=50, early_iters=4))
+    trainer.model.__class__ = _Exploding
+    with pytest.raises(LossDivergedError) as err:
+        trainer.train(0, 3, 4)
+    early = statistics.median([r["loss_mse"] for r in reference[:4]])
+    value = reference[5]["loss_mse"]  # not the same step: only its order of magnitude
+    message = str(err.value)
+    assert message.startswith("Loss term 'loss_mse' diverged at epoch 2, iteration 7: ")
+    assert f"above SOLVER.DIVERGENCE.FACTOR (50) x its early value {early:.6g};" in message
+    assert float(message.split(": ")[1].split(" ")[0]) > 1e4 * value
+    assert isinstance(err.value, FloatingPointError)
+
+
+def test_the_early_value_is_the_median_of_the_first_positive_values():
+    guard = LossGuard(factor=10, early_iters=3)
+    assert guard.early_value("a") is None
+    for value in (0.0, 4.0, 0.0, 2.0):  # zeros do not count
+        assert guard.check({"a": value}) is None
+    assert guard.early_value("a") == 3.0  # median of 4 and 2 so far
+    assert guard.check({"a": 30.0}) is None  # not above 10 x 3
+    assert guard.early_value("a") == 4.0  # 2, 4, 30: complete
+    assert guard.check({"a": 40.0}) is None and guard.early_value("a") == 4.0
+    assert guard.check({"a": 40.5}) == ("a", 40.5, 4.0)
+    assert guard.check({"b": -1.0, "a": 1.0}) is None and guard.early_value("b") is None
+    assert guard.check({"a": 1.0, "b": math.inf}) == ("b", math.inf, None)
+
+
+def test_the_guard_off_still_stops_non_finite_values_and_relearns_on_new_weights():
+    off = LossGuard(factor=0)
+    assert off.check({"a": 1.0}) is None and off.check({"a": 1e30}) is None
+    assert off.check({"a": math.nan})[0] == "a"
+    guard = LossGuard(factor=10, early_iters=2)
+    guard.set_weights({"ce": 1.0})
+    guard.check({"a": 1.0})
+    guard.set_weights({"ce": 1.0})  # unchanged: kept
+    assert guard.early_value("a") == 1.0
+    guard.set_weights({"ce": 2.0})
+    assert guard.early_value("a") is None
+    with pytest.raises(ValueError, match=r"factor must be 0 \(off\) or > 1, got 0.5"):
+        LossGuard(factor=0.5)
+    with pytest.raises(ValueError, match="early_iters must be a whole number >= 1, got 0"):
+        LossGuard(early_iters=0)
+
+
+def test_the_guard_state_travels_with_the_hook_states():
+    trainer = _toy_trainer(batch_size=2, guard=LossGuard(factor=10, early_iters=3))
+    trainer.set_training_state({"mse": 1.0, "bias": 1.0})
+    trainer.train(0, 1, 2)
+    state = trainer.hooks_state_dict()["LossGuard"]
+    assert state["weights"] == {"mse": 1.0, "bias": 1.0} and len(state["early"]["loss_mse"]) == 2
+
+    resumed = _toy_trainer(batch_size=2, guard=LossGuard(factor=10, early_iters=3))
+    resumed.load_hooks_state_dict({"LossGuard": state})
+    resumed.set_training_state({"mse": 1.0, "bias": 1.0})  # the plan re-applies its stage
+    assert resumed.loss_guard.state_dict() == state
+
+
+def test_the_ema_hook_averages_as_torchs_averaged_model():
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from reid.engine.hooks import EMA
+
+    def averaged(model):
+        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.7), use_buffers=True)
+
+    model = _ToyModel()
+    ours, torchs = averaged(model), averaged(model)
+    hook = EMA(ours, model)
+    for step in range(4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(dict(images=torch.randn(4, 3, dtype=torch.float64)))  # moves the norm's buffers
+        hook.after_step()
+        torchs.update_parameters(model)
+        for a, b in zip(ours.state_dict().values(), torchs.state_dict().values(), strict=True):
+            assert torch.equal(a, b), step
+    assert int(ours.n_averaged) == 4

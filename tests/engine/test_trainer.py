@@ -44,8 +44,25 @@ TWO_STAGES = (
 )
 
 
-@pytest.mark.parametrize("stages", ["[]", TWO_STAGES], ids=["one-stage", "mid-stage"])
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg, stages):
+BATCHED = (
+    "INPUT.BACKEND",
+    "batched",
+    "INPUT.PADDING.ENABLED",
+    "True",
+    "INPUT.PADDING.SIZE",
+    "2",
+    "INPUT.REA.ENABLED",
+    "True",
+)
+PERSISTENT_WORKERS = ("DATALOADER.NUM_WORKERS", "1", "DATALOADER.PERSISTENT_WORKERS", "True")
+
+
+@pytest.mark.parametrize(
+    ("stages", "data"),
+    [("[]", ()), (TWO_STAGES, ()), ("[]", BATCHED), ("[]", PERSISTENT_WORKERS)],
+    ids=["one-stage", "mid-stage", "batched-backend", "persistent-workers"],
+)
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg, stages, data):
     opts = (
         "SOLVER.MAX_EPOCH",
         "3",
@@ -55,6 +72,9 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg, stage
         "0",
         "SOLVER.STAGES",
         stages,
+        "LOG_PERIOD",
+        "2",
+        *data,
     )
     full = tiny_cfg(*opts, output="full")
     _train(full)

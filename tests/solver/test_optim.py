@@ -277,3 +277,45 @@ def test_a_negative_weight_decay_is_an_error_naming_its_key(key: str) -> None:
     with pytest.raises(ConfigError) as info:
         build_optimizer(cfg, Net())
     assert str(info.value) == f"SOLVER.{key} must be >= 0, got -1.0"
+
+
+@pytest.mark.parametrize("opt", ["Adam", "AdamW", "SGD"])
+def test_each_implementation_takes_the_same_step(opt: str) -> None:
+    def stepped(impl: str) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        net = Net()
+        optimizer = make_optimizer(net, opt, base_lr=0.1, opt_impl=impl)
+        for _ in range(3):
+            optimizer.zero_grad()
+            net(torch.randn(4, 3, 5, 5)).pow(2).backward()
+            optimizer.step()
+        return optimizer, [p.detach().clone() for p in net.parameters()]
+
+    reference, weights = stepped("for_loop")
+    assert reference.defaults["foreach"] is False
+    for impl, flags in (("foreach", (None, True)), ("fused", (True, None)), ("auto", (None, None))):
+        optimizer, other = stepped(impl)
+        assert (optimizer.defaults["fused"], optimizer.defaults["foreach"]) == flags, impl
+        for a, b in zip(weights, other):
+            # Steps of 0.1; Adam's near-zero moments make the last digits order-dependent.
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_an_unknown_or_unavailable_implementation_is_an_error() -> None:
+    cfg = get_cfg()
+    cfg.SOLVER.OPT_IMPL = "fastest"
+    with pytest.raises(ConfigError, match=r"SOLVER.OPT_IMPL must be one of \['auto', 'fused'"):
+        build_optimizer(cfg, Net())
+
+    from reid.solver.optim import OPTIMIZER_REGISTRY
+
+    @OPTIMIZER_REGISTRY.register(name="PlainSGD")
+    def plain_sgd(param_groups, lr, weight_decay, momentum=0.9, nesterov=False):
+        return torch.optim.SGD(param_groups, lr=lr)
+
+    try:
+        assert make_optimizer(Net(), "PlainSGD", opt_impl="auto").defaults["fused"] is None
+        with pytest.raises(InvalidArgument, match="'fused' is not available for optimizer"):
+            make_optimizer(Net(), "PlainSGD", opt_impl="fused")
+    finally:
+        OPTIMIZER_REGISTRY._obj_map.pop("PlainSGD")

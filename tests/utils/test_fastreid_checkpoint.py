@@ -14,7 +14,10 @@ from reid.utils.checkpoint import (
 )
 from reid.utils.fastreid_checkpoint import convert_fastreid_state, is_fastreid_state
 
-CPU = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBONE.DEPTH", "18x"]
+CPU = [
+    "MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBONE.DEPTH", "18x",
+    "MODEL.BACKBONE.FEAT_DIM", "0",
+]  # fmt: skip
 
 
 def _model(*opts: str, classes: int = 5) -> torch.nn.Module:
