@@ -22,6 +22,7 @@ the flip averaging and the metric's preparation inside (``reid.export`` exports 
 
 from __future__ import annotations
 
+import argparse
 import glob
 import logging
 import os
@@ -54,8 +55,10 @@ __all__ = [
     "FeatureExtractor",
     "FeatureModel",
     "FileFeatures",
+    "add_extractor_arguments",
     "build_inference_model",
     "default_weights",
+    "extractor_from_args",
     "find_images",
 ]
 
@@ -113,6 +116,12 @@ class FeatureModel(nn.Module):
         """Stays in eval mode: the test features are eval-mode features."""
         return super().train(False)
 
+    def feature_dim(self) -> int:
+        """D, from one forward pass of a blank image at ``input_size``."""
+        device = next(self.parameters()).device
+        with torch.no_grad():
+            return int(self(torch.zeros(1, 3, *self.input_size, device=device)).shape[1])
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The B x D float32 features of a B x 3 x H x W batch (RGB, 0..255)."""
         features = self.model({BatchKeys.IMAGES: images})
@@ -120,6 +129,11 @@ class FeatureModel(nn.Module):
             flipped = self.model({BatchKeys.IMAGES: torch.flip(images, dims=[3])})
             features = (features + flipped) / 2
         return self.distance.prepare(features.float())
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
 
 
 def default_weights(cfg: CfgNode, config_file: str | None = None) -> str:
@@ -286,8 +300,7 @@ class FeatureExtractor:
         batch_size: int = 128,
         num_workers: int = 0,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        _check_precision(precision)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -324,6 +337,7 @@ class FeatureExtractor:
             precision: "fp32", "fp16" or "bf16".
             use_ema: See :func:`build_inference_model`.
         """
+        _check_precision(precision)
         config_file = None
         if isinstance(config, CfgNode):
             cfg = config.clone()
@@ -392,8 +406,7 @@ class FeatureExtractor:
     def feature_dim(self) -> int:
         """D, the length of a feature."""
         if self._dim is None:
-            height, width = self.feature_model.input_size
-            self._dim = int(self._forward(torch.zeros(1, 3, height, width)).shape[1])
+            self._dim = self.feature_model.feature_dim()
         return self._dim
 
     def _autocast(self) -> AbstractContextManager[Any]:
@@ -548,3 +561,34 @@ def find_images(inputs: Sequence[str]) -> list[str]:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {item}")
         found.update(dict.fromkeys(sorted(matches)))
     return list(found)
+
+
+def add_extractor_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """The command-line options of a tool that extracts features: --config-file, --device,
+    --precision (the tool adds the trailing KEY VALUE ``opts``)."""
+    parser.add_argument(
+        "--config-file",
+        required=required,
+        metavar="FILE",
+        help="a config file, a run folder or a shipped config's name; the weights are "
+        "MODEL.WEIGHTS, else the run's model_final.pth",
+    )
+    parser.add_argument(
+        "--device", default=None, help="where the model runs (default: MODEL.DEVICE)"
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=sorted(PRECISIONS),
+        help="fp32 (default), or autocast to fp16 / bf16",
+    )
+
+
+def extractor_from_args(args: argparse.Namespace) -> FeatureExtractor:
+    """The extractor that the options of :func:`add_extractor_arguments` and ``opts`` name."""
+    return FeatureExtractor.from_config(
+        args.config_file,
+        opts=list(getattr(args, "opts", None) or []),
+        device=args.device,
+        precision=args.precision,
+    )

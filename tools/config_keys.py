@@ -11,7 +11,8 @@ import importlib
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config.reference import render_reference  # noqa: E402
 from reid.utils.file_io import atomic_write_text  # noqa: E402
@@ -31,8 +32,8 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    args = argument_parser().parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = argument_parser().parse_args(argv)
     for module in args.imports:
         importlib.import_module(module)
     text = render_reference(packages=("reid", *args.imports))

@@ -19,7 +19,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config import ConfigError  # noqa: E402
 from reid.tables import (  # noqa: E402
@@ -158,9 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-if __name__ == "__main__":
+def cli(argv: Sequence[str] | None = None) -> int:
+    """The command line (``reid-reproduce``): ``main``, with its errors as messages, status 2."""
     try:
-        sys.exit(main())
+        return main(argv)
     except (TableRecordError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -12,7 +12,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.engine import DefaultTrainer, build_model_for_eval, default_argument_parser, launch, setup  # noqa: E402
 
@@ -31,8 +32,9 @@ def main(args: argparse.Namespace) -> None:
     trainer.train()
 
 
-if __name__ == "__main__":
-    args = argument_parser().parse_args()
+def cli(argv: list[str] | None = None) -> None:
+    """The command line (``reid-train``): parse ``argv`` and launch ``main`` on every process."""
+    args = argument_parser().parse_args(argv)
     launch(
         main,
         args.num_gpus,
@@ -41,3 +43,7 @@ if __name__ == "__main__":
         dist_url=args.dist_url,
         args=(args,),
     )
+
+
+if __name__ == "__main__":
+    cli()
