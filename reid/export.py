@@ -60,7 +60,9 @@ def _dynamic_batch() -> dict[str, dict[int, Any]]:
     return {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=4096)}}
 
 
-def _write(fmt: str, model: FeatureModel, example: torch.Tensor, path: str, opset: int | None) -> None:
+def _write(
+    fmt: str, model: FeatureModel, example: torch.Tensor, path: str, opset: int | None
+) -> None:
     if fmt == "onnx":
         torch.onnx.export(
             model,
@@ -103,7 +105,9 @@ def export_feature_model(
     """
     _check_format(fmt)
     if fmt == "export" and not path.endswith(".pt2"):
-        raise ValueError(f"torch.export files must end in .pt2 (torch.export.load needs it): {path}")
+        raise ValueError(
+            f"torch.export files must end in .pt2 (torch.export.load needs it): {path}"
+        )
     model = model.cpu().float().eval()
     example = example_images(model.input_size, batch_size=2)
     folder = os.path.dirname(os.path.abspath(path))

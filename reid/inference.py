@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ PRECISIONS: dict[str, torch.dtype | None] = {
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 
 class FeatureModel(nn.Module):
@@ -109,8 +109,8 @@ class FeatureModel(nn.Module):
 
     @property
     def normalized(self) -> bool:
-        """Whether the features come out L2-normalised (the cosine metric)."""
-        return type(self.distance).prepare is not Distance.prepare
+        """Whether the features come out L2-normalised: for the cosine metric."""
+        return self.metric == "cosine"
 
     def train(self, mode: bool = True) -> FeatureModel:
         """Stays in eval mode: the test features are eval-mode features."""
@@ -438,13 +438,19 @@ class FeatureExtractor:
                 raise ValueError(
                     f"image {position}: a tensor must be 3 x H x W (RGB), got {tuple(image.shape)}"
                 )
-            if image.is_floating_point() and image.numel() and (image.min() < 0 or image.max() > 255):
+            if (
+                image.is_floating_point()
+                and image.numel()
+                and (image.min() < 0 or image.max() > 255)
+            ):
                 raise ValueError(
                     f"image {position}: a float tensor must hold values in 0..255, got "
                     f"{float(image.min()):g}..{float(image.max()):g}"
                 )
             if image.dtype != torch.uint8 and not image.is_floating_point():
-                raise ValueError(f"image {position}: a tensor must be uint8 or float, got {image.dtype}")
+                raise ValueError(
+                    f"image {position}: a tensor must be uint8 or float, got {image.dtype}"
+                )
             return self.transform(image.cpu())
         raise TypeError(
             f"image {position}: expected a path, a PIL image, a uint8 H x W x 3 array or a "
@@ -524,11 +530,21 @@ def _progress(
             bar.update(len(batch[0]) + len(batch[2]))
 
 
+def _images_under(folder: str) -> list[str]:
+    return [
+        os.path.join(parent, name)
+        for parent, _, names in os.walk(folder)
+        for name in names
+        if name.lower().endswith(IMAGE_SUFFIXES)
+    ]
+
+
 def find_images(inputs: Sequence[str]) -> list[str]:
     """The image files that files, folders (searched recursively) and glob patterns name.
 
-    Folders and patterns contribute the files with an image suffix (IMAGE_SUFFIXES, any case),
-    sorted; a file named explicitly is kept whatever its suffix. Duplicates are dropped, the
+    Folders, and the files and folders a pattern matches, contribute the files with an image
+    suffix (IMAGE_SUFFIXES, any case), sorted; a file named explicitly is kept whatever its
+    suffix. Duplicates are dropped, the
     first occurrence kept.
 
     Args:
@@ -543,18 +559,14 @@ def find_images(inputs: Sequence[str]) -> list[str]:
             found[item] = None
             continue
         if os.path.isdir(item):
-            matches = [
-                os.path.join(folder, name)
-                for folder, _, names in os.walk(item)
-                for name in names
-                if name.lower().endswith(IMAGE_SUFFIXES)
-            ]
+            matches = _images_under(item)
         elif glob.has_magic(item):
-            matches = [
-                path
-                for path in glob.glob(item, recursive=True)
-                if os.path.isfile(path) and path.lower().endswith(IMAGE_SUFFIXES)
-            ]
+            matches = []
+            for path in glob.glob(item, recursive=True):
+                if os.path.isdir(path):
+                    matches.extend(_images_under(path))
+                elif path.lower().endswith(IMAGE_SUFFIXES):
+                    matches.append(path)
         else:
             raise FileNotFoundError(f"input not found: {item} (not a file, folder or pattern)")
         if not matches:

@@ -141,12 +141,12 @@ def test_reduced_precision_is_close_and_returns_float32(tiny_run, tmp_path):
     for precision, dtype in (("fp32", None), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
         extractor = FeatureExtractor.from_run(tiny_run, precision=precision)
         seen = []
-        model = extractor.feature_model.model
-        model.register_forward_pre_hook(
-            lambda *_: seen.append(
-                torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
-            )
-        )
+
+        def record(*_, seen=seen):
+            enabled = torch.is_autocast_enabled("cpu")
+            seen.append(torch.get_autocast_dtype("cpu") if enabled else None)
+
+        extractor.feature_model.model.register_forward_pre_hook(record)
         extractor(images[0])
         assert seen == [dtype, dtype], precision  # the image and its flipped copy
     with pytest.raises(ValueError, match=r"precision must be one of \['bf16', 'fp16', 'fp32'\]"):
@@ -266,6 +266,7 @@ def test_find_images_walks_folders_and_patterns(tmp_path):
     t = str(tmp_path)
     assert find_images([f"{t}/a"]) == [f"{t}/a/1.jpg", f"{t}/a/sub/2.PNG"]
     assert find_images([f"{t}/**/*.jp*g"]) == [f"{t}/a/1.jpg", f"{t}/b/3.jpeg"]
+    assert find_images([f"{t}/[ab]"]) == [f"{t}/a/1.jpg", f"{t}/a/sub/2.PNG", f"{t}/b/3.jpeg"]
     # Explicit files are kept whatever their suffix; duplicates only once, first place kept.
     assert find_images([f"{t}/d.dat", f"{t}/c.bmp", f"{t}/a", f"{t}/c.bmp"]) == [
         f"{t}/d.dat",

@@ -11,7 +11,9 @@ import importlib
 import os
 import sys
 
-if not __package__:  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+if (
+    not __package__
+):  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config.reference import render_reference  # noqa: E402

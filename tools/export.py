@@ -19,7 +19,9 @@ import os
 import sys
 import time
 
-if not __package__:  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+if (
+    not __package__
+):  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config import find_config_file, load_config  # noqa: E402
@@ -64,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argument_parser()
     args = parser.parse_args(argv)
     if args.format == "export" and not args.output.endswith(".pt2"):
-        parser.error(f"--format export writes a .pt2 file (torch.export.load needs it): {args.output}")
+        parser.error(
+            f"--format export writes a .pt2 file (torch.export.load needs it): {args.output}"
+        )
     setup_logger()
     config_file = find_config_file(args.config_file)
     cfg = load_config(config_file, args.opts or [])

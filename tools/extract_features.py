@@ -17,7 +17,9 @@ import os
 import sys
 import time
 
-if not __package__:  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+if (
+    not __package__
+):  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.evaluation.search import save_features  # noqa: E402

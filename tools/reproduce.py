@@ -19,7 +19,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-if not __package__:  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+if (
+    not __package__
+):  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config import ConfigError  # noqa: E402

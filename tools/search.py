@@ -18,7 +18,9 @@ import argparse
 import os
 import sys
 
-if not __package__:  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+if (
+    not __package__
+):  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.evaluation.search import (  # noqa: E402
@@ -118,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
     use_gpu = None if args.search_on == "auto" else args.search_on == "gpu"
     index = FeatureIndex(gallery.features, gallery.paths, gallery.metric, args.backend, use_gpu)
     where = "GPU" if index.use_gpu else "CPU"
-    print(f"Gallery: {len(index)} images, {index.dim}-d {index.metric} features ({args.backend}, {where})")
+    print(
+        f"Gallery: {len(index)} images, {index.dim}-d {index.metric} features "
+        f"({args.backend}, {where})"
+    )
     if args.save_index:
         index.save(args.save_index)
         print(f"Saved the index to {args.save_index}")

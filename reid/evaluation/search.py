@@ -265,15 +265,13 @@ def save_features(path: str, features: np.ndarray, paths: Sequence[str], metric:
             f"features must be N x D with one row per path: got {features.shape} for "
             f"{len(paths)} paths"
         )
+    arrays: dict[str, Any] = {
+        FEATURES_KEY: features,
+        PATHS_KEY: np.asarray(list(paths), dtype=np.str_).reshape(len(paths)),
+        METRIC_KEY: np.asarray(metric, dtype=np.str_),
+    }
     with atomic_open(path, "wb") as f:
-        np.savez(
-            f,
-            **{
-                FEATURES_KEY: features,
-                PATHS_KEY: np.asarray(list(paths), dtype=np.str_).reshape(len(paths)),
-                METRIC_KEY: np.asarray(metric, dtype=np.str_),
-            },
-        )
+        np.savez(f, **arrays)
 
 
 def load_features(path: str) -> FeatureFile:
@@ -300,9 +298,7 @@ def load_features(path: str) -> FeatureFile:
     if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
         raise ValueError(f"{path}: features must be an N x D float array, got {features.shape}")
     if paths.shape != (features.shape[0],):
-        raise ValueError(
-            f"{path}: {features.shape[0]} features but paths has shape {paths.shape}"
-        )
+        raise ValueError(f"{path}: {features.shape[0]} features but paths has shape {paths.shape}")
     return FeatureFile(
         features.astype(np.float32, copy=False), [str(p) for p in paths], str(contents[METRIC_KEY])
     )
@@ -353,9 +349,7 @@ class FeatureIndex:
         """D, the feature length the index takes."""
         return int(self.features.shape[1])
 
-    def search(
-        self, query: torch.Tensor | np.ndarray, k: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def search(self, query: torch.Tensor | np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(distances, gallery indices) of each query's ``k`` nearest, nearest first.
 
         Raises:
