@@ -432,7 +432,8 @@ class FeatureExtractor:
                     f"image {position}: an array must be uint8 H x W x 3 (RGB), got "
                     f"{image.dtype} {image.shape}"
                 )
-            return self.transform(image)
+            # torch wants writable memory; np.asarray(pil_image) is read-only.
+            return self.transform(image if image.flags.writeable else image.copy())
         if isinstance(image, torch.Tensor):
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(

@@ -64,7 +64,7 @@ def evaluator_features(cfg, model):
     return torch.cat(evaluator.features), evaluator, num_query, results
 
 
-@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("metric", ["cosine", pytest.param("euclidean", marks=pytest.mark.slow)])
 def test_features_are_the_evaluators_and_score_the_same(tiny_cfg, tmp_path, metric):
     cfg, model = make_run(tiny_cfg("TEST.METRIC", metric), tmp_path / "run")
     raw, evaluator, num_query, results = evaluator_features(cfg, model)
@@ -128,6 +128,7 @@ def test_flip_averaging_and_euclidean_features_by_hand(tiny_cfg, tmp_path):
     assert not no_flip.normalized and no_flip.metric == "euclidean"
 
 
+@pytest.mark.slow
 def test_reduced_precision_is_close_and_returns_float32(tiny_run, tmp_path):
     images = [np.full((32, 16, 3), v, dtype=np.uint8) for v in (30, 120, 220)]
     images[1][:16] = 255
@@ -179,6 +180,7 @@ def test_run_folders_checkpoints_and_default_weights(tiny_cfg, tmp_path):
         FeatureExtractor.from_run(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_ema_weights_are_used_when_the_checkpoint_has_them(tiny_cfg, tmp_path):
     cfg, model = make_run(tiny_cfg(), tmp_path / "run")
     ema = AveragedModel(model, use_buffers=True)
@@ -204,6 +206,7 @@ def test_ema_weights_are_used_when_the_checkpoint_has_them(tiny_cfg, tmp_path):
         build_inference_model(cfg, str(tmp_path / "run" / "model_final.pth"), use_ema=True)
 
 
+@pytest.mark.slow
 def test_weights_that_do_not_fit_and_imagenet_weights_never_read(tiny_cfg, tmp_path):
     cfg, _ = make_run(tiny_cfg(), tmp_path / "run")
     weights = str(tmp_path / "run" / "model_final.pth")

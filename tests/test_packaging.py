@@ -56,7 +56,7 @@ def test_tools_touch_sys_path_only_when_run_as_scripts():
         source = open(os.path.join(TOOLS, f"{name}.py"), encoding="utf-8").read()
         for line in (ln for ln in source.splitlines() if "sys.path.insert" in ln):
             before = source[: source.index(line)].rstrip().splitlines()[-1]
-            assert before.startswith("if not __package__:"), f"tools/{name}.py: {line.strip()}"
+            assert before == "if not __package__:", f"tools/{name}.py: {line.strip()}"
 
 
 def _copy_source(target):

@@ -11,9 +11,8 @@ import importlib
 import os
 import sys
 
-if (
-    not __package__
-):  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+# Run as a script from a checkout: import the reid next to tools/ (installed, this is reid.tools).
+if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config.reference import render_reference  # noqa: E402

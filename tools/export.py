@@ -19,9 +19,8 @@ import os
 import sys
 import time
 
-if (
-    not __package__
-):  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+# Run as a script from a checkout: import the reid next to tools/ (installed, this is reid.tools).
+if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config import find_config_file, load_config  # noqa: E402
@@ -62,7 +61,8 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Export, check parity, write the model card; 0 when the parity is within tolerance."""
+    """Export, check parity, write the model card; 0 when the parity is within tolerance, 1
+    when not, 2 when the config or the weights cannot be used."""
     parser = argument_parser()
     args = parser.parse_args(argv)
     if args.format == "export" and not args.output.endswith(".pt2"):
@@ -70,15 +70,19 @@ def main(argv: list[str] | None = None) -> int:
             f"--format export writes a .pt2 file (torch.export.load needs it): {args.output}"
         )
     setup_logger()
-    config_file = find_config_file(args.config_file)
-    cfg = load_config(config_file, args.opts or [])
-    weights = default_weights(cfg, config_file)
-    model = FeatureModel(
-        build_inference_model(cfg, weights, device="cpu"),
-        flip=cfg.TEST.FLIP.ENABLED,
-        metric=cfg.TEST.METRIC,
-        input_size=cfg.INPUT.SIZE_TEST,
-    )
+    try:
+        config_file = find_config_file(args.config_file)
+        cfg = load_config(config_file, args.opts or [])
+        weights = default_weights(cfg, config_file)
+        model = FeatureModel(
+            build_inference_model(cfg, weights, device="cpu"),
+            flip=cfg.TEST.FLIP.ENABLED,
+            metric=cfg.TEST.METRIC,
+            input_size=cfg.INPUT.SIZE_TEST,
+        )
+    except (ValueError, FileNotFoundError) as e:  # config, weights: a message, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     export_feature_model(model, args.format, args.output, opset=args.opset)
     size_mb = os.path.getsize(args.output) / 2**20

@@ -17,9 +17,8 @@ import os
 import sys
 import time
 
-if (
-    not __package__
-):  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+# Run as a script from a checkout: import the reid next to tools/ (installed, this is reid.tools).
+if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.evaluation.search import save_features  # noqa: E402
@@ -52,7 +51,8 @@ def report_failures(failed: list[tuple[str, str]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Extract and write the features; 0 when every image was read, 1 when some were skipped."""
+    """Extract and write the features; 0 when every image was read, 1 when some were skipped
+    (the others are written), 2 when the config or the weights cannot be used."""
     parser = argument_parser()
     args = parser.parse_args(argv)
     if not args.output.endswith(".npz"):
@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         paths = find_images(args.input)
     except FileNotFoundError as e:
         parser.error(str(e))
-    extractor = extractor_from_args(args)
+    try:
+        extractor = extractor_from_args(args)
+    except (ValueError, FileNotFoundError) as e:  # config, weights: a message, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     result = extractor.extract_files(paths, progress=not args.no_progress)
     seconds = time.perf_counter() - start

@@ -19,9 +19,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-if (
-    not __package__
-):  # run as a script from a checkout: the reid next to tools/ (installed: reid.tools)
+# Run as a script from a checkout: import the reid next to tools/ (installed, this is reid.tools).
+if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config import ConfigError  # noqa: E402

@@ -1,12 +1,12 @@
 """The model summary: parameters and FLOPs of one test image, counted by hand on a small model,
-logged when a model is built (training and --eval-only both build through build_model)."""
+logged when the trainer builds its model and when --eval-only does."""
 
 import logging
 
 import torch
 from torch import nn
 
-from reid.modeling import build_model
+from reid.engine import DefaultTrainer, build_model_for_eval
 from reid.modeling.summary import count_parameters, describe_model, flops_per_image
 
 
@@ -41,15 +41,20 @@ def test_flops_and_parameters_by_hand():
     )
 
 
-def test_building_a_model_logs_its_size_and_cost(tiny_cfg, caplog):
+def test_training_and_eval_only_log_the_summary(tiny_cfg, tmp_path, caplog):
     cfg = tiny_cfg("MODEL.HEADS.NUM_CLASSES", "6", "TEST.FLIP.ENABLED", "True")
-    with caplog.at_level(logging.INFO, logger="reid.modeling.meta_arch.build"):
-        model = build_model(cfg)
+    with caplog.at_level(logging.INFO, logger="reid.engine.defaults"):
+        model = DefaultTrainer.build_model(cfg)
     flops = flops_per_image(model, (32, 16))
     params = sum(p.numel() for p in model.parameters())
     assert flops > 0 and model.training
     expected = (
-        f"Built Baseline: {params / 1e6:.2f}M parameters, {flops / 1e9:.2f} GFLOPs per 32x16 test "
-        f"image (x2 = {2 * flops / 1e9:.2f} with TEST.FLIP.ENABLED) on cpu"
+        f"Model summary: Baseline: {params / 1e6:.2f}M parameters, {flops / 1e9:.2f} GFLOPs per "
+        f"32x16 test image"
     )
-    assert expected in caplog.messages
+    assert f"{expected} (x2 = {2 * flops / 1e9:.2f} with TEST.FLIP.ENABLED)" in caplog.messages
+    torch.save({"model": model.state_dict(), "num_classes": 6}, tmp_path / "m.pth")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="reid.engine.defaults"):
+        build_model_for_eval(tiny_cfg("MODEL.WEIGHTS", str(tmp_path / "m.pth")))
+    assert expected in caplog.messages  # the tiny config without test flips

@@ -9,10 +9,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from reid import FeatureExtractor
 from reid.evaluation.distance import compute_distmat
 from reid.evaluation.search import load_features
+
+pytestmark = pytest.mark.slow  # the tools end to end, on a trained run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -213,3 +216,19 @@ def test_search_errors_are_messages(search, extract, tiny_run, synthetic_root, t
     with pytest.raises(SystemExit):
         search.main(["--gallery", cos])
     assert "nothing to do: give --query, --save-index or both" in capsys.readouterr().err
+
+
+def test_extract_names_missing_weights_and_unknown_keys(extract, tiny_run, tmp_path, capsys):
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    Image.new("RGB", (16, 32)).save(image_dir / "a.jpg")
+    config = os.path.join(tiny_run, "config.yaml")
+    base = ["--input", str(image_dir), "--output", str(tmp_path / "f.npz"), "--no-progress"]
+    weights = str(tmp_path / "none.pth")
+    assert extract.main(["--config-file", config, *base, "MODEL.WEIGHTS", weights]) == 2
+    assert f"error: checkpoint not found: {weights}" in capsys.readouterr().err
+    assert extract.main(["--config-file", config, *base, "TEST.METRIK", "cosine"]) == 2
+    assert (
+        "unknown config key 'TEST.METRIK'; did you mean 'TEST.METRIC'?" in capsys.readouterr().err
+    )
+    assert not os.path.exists(tmp_path / "f.npz")

@@ -9,7 +9,6 @@ from torch import nn
 from yacs.config import CfgNode
 
 from reid.config.schema import ConfigBlock, Key, declare
-from reid.modeling.summary import describe_model
 from reid.utils.registry import Registry, RegistryKeyError
 
 logger = logging.getLogger(__name__)
@@ -122,6 +121,8 @@ def build_model(cfg: CfgNode) -> nn.Module:
     model = cls(cfg)
     device = resolve_device(cfg.MODEL.DEVICE)
     model.to(device)
-    summary = describe_model(model, cfg.INPUT.SIZE_TEST, flip=cfg.TEST.FLIP.ENABLED)
-    logger.info("Built %s on %s", summary, device)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info(
+        "built %s with %.2fM parameters on %s", type(model).__name__, n_params / 1e6, device
+    )
     return model
