@@ -1,7 +1,9 @@
 """Shared test settings: one torch thread, seeding, logging reset, and a tiny end-to-end config."""
 
 import logging
+import os
 from collections.abc import Callable
+from types import ModuleType
 
 import pytest
 import torch
@@ -134,3 +136,33 @@ def tiny_cfg(tmp_path, synthetic_root) -> Callable[..., object]:
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, synthetic_root) -> str:
+    """A finished tiny training run, as tools/train_net.py leaves it (config.yaml, model_final.pth,
+    results.json, ...): one epoch of the tiny config with flip-averaged test features. For the
+    tools and examples that start from a trained run."""
+    from reid.engine import DefaultTrainer, default_setup
+
+    folder = str(tmp_path_factory.mktemp("tiny_run"))
+    opts = [*TINY_OPTS, "DATASETS.ROOT", synthetic_root, "OUTPUT_DIR", folder]
+    opts += ["SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1", "TEST.FLIP.ENABLED", "True"]
+    torch.manual_seed(0)
+    trainer = DefaultTrainer(default_setup(load_config(None, opts)))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    return folder
+
+
+@pytest.fixture
+def faiss_module() -> ModuleType:
+    """The faiss module. Where it is not installed the test is skipped, except under CI (CI=true),
+    which installs the faiss extra (.ci/run): there a missing faiss fails the test."""
+    try:
+        import faiss
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("faiss is not installed: CI installs the faiss extra (.ci/run)")
+        pytest.skip("faiss is not installed (pip install -e '.[faiss]')")
+    return faiss

@@ -1,5 +1,6 @@
-"""The README's code blocks are true: Python blocks run, commands parse and their configs load,
-YAML blocks agree with the config files they show."""
+"""The README's code blocks are true: Python blocks run (in a folder laid out as after the
+quick-start), commands parse and their configs load, YAML blocks agree with the config files they
+show."""
 
 import importlib.util
 import os
@@ -83,9 +84,22 @@ def test_every_yaml_block_shows_the_file_it_names(before, block):
 PYTHON_BLOCKS = [block for _, block in _blocks("python")]
 
 
+@pytest.fixture
+def after_the_quickstart(tmp_path, monkeypatch, tiny_run, synthetic_root):
+    """A folder laid out as after the quick-start, where the examples run: a trained run at
+    logs/quickstart (the tiny one) and the synthetic data under datasets/."""
+    os.makedirs(tmp_path / "logs")
+    os.symlink(tiny_run, tmp_path / "logs" / "quickstart")
+    os.symlink(synthetic_root, tmp_path / "datasets")
+    monkeypatch.chdir(tmp_path)
+
+
+def test_the_readme_shows_the_python_api():
+    assert any("from reid import FeatureExtractor" in block for block in PYTHON_BLOCKS)
+
+
 @pytest.mark.parametrize(
     "block", PYTHON_BLOCKS, ids=[f"python{i}" for i in range(len(PYTHON_BLOCKS))]
 )
-def test_every_python_block_runs(block, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_every_python_block_runs(block, after_the_quickstart):
     exec(compile(block, README, "exec"), {"__name__": "readme"})

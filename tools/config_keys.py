@@ -11,7 +11,9 @@ import importlib
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run as a script from a checkout: import the reid next to tools/ (installed, this is reid.tools).
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config.reference import render_reference  # noqa: E402
 from reid.engine.launch import run_tool  # noqa: E402
@@ -33,7 +35,8 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = argument_parser().parse_args(argv)
     for module in args.imports:
         importlib.import_module(module)
     text = render_reference(packages=("reid", *args.imports))
@@ -44,6 +47,11 @@ def main(args: argparse.Namespace) -> None:
         print(text, end="")
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The command line (``reid-config-keys``): errors as messages (``--debug``: traceback)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run_tool(lambda: main(args), debug="--debug" in args)
+
+
 if __name__ == "__main__":
-    arguments = argument_parser().parse_args()
-    sys.exit(run_tool(lambda: main(arguments), debug=arguments.debug))
+    sys.exit(cli())

@@ -19,7 +19,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run as a script from a checkout: import the reid next to tools/ (installed, this is reid.tools).
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config import ConfigError  # noqa: E402
 from reid.engine.launch import run_tool  # noqa: E402
@@ -160,9 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-if __name__ == "__main__":
-    sys.exit(
-        run_tool(
-            main, debug="--debug" in sys.argv[1:], usage_errors=(TableRecordError, ConfigError)
-        )
+def cli(argv: Sequence[str] | None = None) -> int:
+    """The command line (``reid-reproduce``): ``main``, its errors as messages (status 2 for a
+    table record or config error, 1 for others; ``--debug`` shows the traceback)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run_tool(
+        lambda: main(args), debug="--debug" in args, usage_errors=(TableRecordError, ConfigError)
     )
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

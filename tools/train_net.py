@@ -14,7 +14,9 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run as a script from a checkout: import the reid next to tools/ (installed, this is reid.tools).
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.engine import DefaultTrainer, build_model_for_eval, default_argument_parser, launch, setup  # noqa: E402
 from reid.engine.launch import run_tool  # noqa: E402
@@ -34,19 +36,23 @@ def main(args: argparse.Namespace) -> None:
     trainer.train()
 
 
-if __name__ == "__main__":
-    args = argument_parser().parse_args()
-    sys.exit(
-        run_tool(
-            lambda: launch(
-                main,
-                args.num_gpus,
-                num_machines=args.num_machines,
-                machine_rank=args.machine_rank,
-                dist_url=args.dist_url,
-                args=(args,),
-                timeout_s=args.dist_timeout,
-            ),
-            debug=args.debug,
-        )
+def cli(argv: list[str] | None = None) -> int:
+    """The command line (``reid-train``): parse ``argv`` and launch ``main`` on every process;
+    errors are messages (``--debug`` shows the traceback), the exit status says which kind."""
+    args = argument_parser().parse_args(argv)
+    return run_tool(
+        lambda: launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            timeout_s=args.dist_timeout,
+        ),
+        debug=args.debug,
     )
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -9,6 +9,7 @@ from .config import (
     merge_from_file,
     merge_from_list,
 )
+from .files import configs_dir, find_config_file, list_configs
 from .schema import (
     SCHEMA,
     Alias,
@@ -31,9 +32,12 @@ __all__ = [
     "Key",
     "check_config",
     "closest_key",
+    "configs_dir",
+    "find_config_file",
     "configurable",
     "declare",
     "get_cfg",
+    "list_configs",
     "load_config",
     "load_yaml_with_base",
     "merge_from_file",

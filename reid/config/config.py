@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from yacs.config import CfgNode
 
+from .files import find_config_file
 from .schema import SCHEMA, ConfigError
 from .unsupported import check_unsupported
 
@@ -286,10 +287,14 @@ def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> None:
 
 
 def load_config(config_file: str | None = None, opts: Iterable[str] = ()) -> CfgNode:
-    """Defaults <- config file (with its bases) <- overrides, then the cross-field checks."""
+    """Defaults <- config file (with its bases) <- overrides, then the cross-field checks.
+
+    ``config_file`` is a path, a run folder or a shipped config's name (see
+    :func:`reid.config.files.find_config_file`).
+    """
     cfg = get_cfg()
     if config_file:
-        merge_from_file(cfg, config_file)
+        merge_from_file(cfg, find_config_file(config_file))
     merge_from_list(cfg, list(opts))
     check_config(cfg)
     return cfg

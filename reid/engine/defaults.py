@@ -34,6 +34,7 @@ from reid.evaluation.evaluator import (
 )
 from reid.evaluation.gallery_draws import check_gallery_draws
 from reid.modeling import build_model
+from reid.modeling.summary import describe_model
 from reid.solver import WarmupLRScheduler, build_optimizer, describe_schedule
 from reid.solver.stages import Stage, StagedSchedule, build_training_plan
 from reid.utils import comm
@@ -485,6 +486,7 @@ class DefaultTrainer(SimpleTrainer):
         """The model of MODEL.META_ARCHITECTURE on MODEL.DEVICE."""
         model = build_model(cfg)
         logger.info("Model:\n%s", model)
+        log_model_summary(cfg, model)
         return model
 
     @classmethod
@@ -879,4 +881,11 @@ def build_model_for_eval(cfg: CfgNode) -> nn.Module:
         num_classes = build_train_records(cfg)[1]
     model = build_model(with_num_classes(cfg, num_classes))
     load_model_weights(model, checkpoint, source=cfg.MODEL.WEIGHTS)
+    log_model_summary(cfg, model)
     return model
+
+
+def log_model_summary(cfg: CfgNode, model: nn.Module) -> None:
+    """Log the parameters and the GFLOPs of one INPUT.SIZE_TEST image (training and eval-only)."""
+    summary = describe_model(model, cfg.INPUT.SIZE_TEST, flip=cfg.TEST.FLIP.ENABLED)
+    logger.info("Model summary: %s", summary)

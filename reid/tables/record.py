@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from reid.config.files import configs_dir
+
 # The metrics a ReID evaluation reports (results.json), which a column may show.
 METRICS: tuple[str, ...] = ("Rank-1", "Rank-5", "Rank-10", "mAP", "mINP")
 
@@ -50,14 +52,9 @@ class TableRecordError(ValueError):
     """A table record that cannot be used: missing key, unknown value, file not found."""
 
 
-def repo_root() -> str:
-    """The checkout the package runs from (configs/ lives next to reid/)."""
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 def default_papers_dir() -> str:
-    """``configs/papers`` of the checkout."""
-    return os.path.join(repo_root(), "configs", "papers")
+    """``papers/`` of the shipped configs (the checkout's ``configs/papers``, or the wheel's)."""
+    return os.path.join(configs_dir(), "papers")
 
 
 def tables_dir(papers_dir: str | None = None) -> str:
