@@ -16,7 +16,8 @@ CONSOLE_SCRIPTS = {
     "reid-extract": "extract_features:main",
     "reid-search": "search:main",
     "reid-export": "export:main",
-    "reid-visualize": "visualize:main",
+    "reid-visualize": "visualize:cli",
+    "reid-ratio-toy": "ratio_toy:cli",
     "reid-config-keys": "config_keys:cli",
 }
 

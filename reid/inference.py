@@ -211,7 +211,8 @@ def build_inference_model(
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.HEADS.NUM_CLASSES = num_classes
-    cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.MODEL.BACKBONE.PRETRAIN = False  # the checkpoint replaces every weight
+    cfg.MODEL.BACKBONE.PRETRAIN_PATH = ""
     if device is not None:
         cfg.MODEL.DEVICE = str(device)
     cfg.freeze()

@@ -18,10 +18,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run as a script from a checkout: import the reid next to tools/ (installed, this is reid.tools).
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.data.datasets.build import DEFAULT_ROOT, ROOT_ENV  # noqa: E402
 from reid.data.mnist import IdxFormatError, load_mnist  # noqa: E402
+from reid.engine.launch import run_tool  # noqa: E402
 from reid.figures.ratio_toy import VARIANTS, ToySettings, run_ratio_toy  # noqa: E402
 from reid.utils.logger import setup_logger  # noqa: E402
 
@@ -68,6 +71,7 @@ def argument_parser() -> argparse.ArgumentParser:
         default=list(VARIANTS),
         help="the columns of the figure (default: all three)",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
 
 
@@ -97,9 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """The command line (``reid-ratio-toy``): errors as messages (``--debug``: the traceback);
+    status 2 when MNIST, an argument or matplotlib is missing or wrong."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run_tool(
+        lambda: main(args),
+        debug="--debug" in args,
+        usage_errors=(FileNotFoundError, IdxFormatError, ValueError, ImportError),
+    )
+
+
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (FileNotFoundError, IdxFormatError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli())

@@ -18,10 +18,13 @@ import importlib
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run as a script from a checkout: import the reid next to tools/ (installed, this is reid.tools).
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reid.config import load_config  # noqa: E402
 from reid.engine import build_model_for_eval, default_setup  # noqa: E402
+from reid.engine.launch import run_tool  # noqa: E402
 from reid.evaluation import format_results_table  # noqa: E402
 from reid.visualization import ORDERS, visualize_test_sets  # noqa: E402
 
@@ -55,6 +58,7 @@ def argument_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import a module first, e.g. one that registers out-of-tree components (repeatable)",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
@@ -86,5 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Open {os.path.join(args.output, 'index.html')}")
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The command line (``reid-visualize``): errors as messages (``--debug``: the traceback)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run_tool(lambda: main(args), debug="--debug" in args)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 
 from reid import FeatureExtractor
+from reid.config import load_config
+from reid.data.datasets import build_dataset
 from reid.evaluation.distance import compute_distmat
 from reid.evaluation.search import load_features
 
@@ -37,16 +39,19 @@ def search():
     return _tool("search")
 
 
-def _split(synthetic_root, name):
-    folders = glob.glob(os.path.join(synthetic_root, "synthetic", "*", name))
-    assert len(folders) == 1, folders
-    return folders[0]
+def _split(tiny_run, name):
+    """A split folder of the tiny run's test set (other tests generate other synthetic sets in
+    the session's data root)."""
+    cfg = load_config(os.path.join(tiny_run, "config.yaml"))
+    folder = os.path.join(build_dataset(cfg.DATASETS.TESTS[0], cfg).dataset_dir, name)
+    assert os.path.isdir(folder), folder
+    return folder
 
 
 def test_extract_writes_the_apis_features_and_lists_unreadable_images(
-    extract, tiny_run, synthetic_root, tmp_path, capsys
+    extract, tiny_run, tmp_path, capsys
 ):
-    query = _split(synthetic_root, "query")
+    query = _split(tiny_run, "query")
     extra = tmp_path / "more"
     (extra / "deeper").mkdir(parents=True)
     (extra / "deeper" / "broken.jpg").write_text("not a jpeg")
@@ -124,10 +129,10 @@ def _reference_matches(query_feats, gallery_feats, gallery_paths, k, metric="cos
 
 
 def test_search_images_table_json_saved_index_and_faiss(
-    search, extract, tiny_run, synthetic_root, tmp_path, capsys, faiss_module
+    search, extract, tiny_run, tmp_path, capsys, faiss_module
 ):
-    gallery_dir = _split(synthetic_root, "bounding_box_test")
-    query_dir = _split(synthetic_root, "query")
+    gallery_dir = _split(tiny_run, "bounding_box_test")
+    query_dir = _split(tiny_run, "query")
     queries = sorted(glob.glob(os.path.join(query_dir, "*.jpg")))[:3]
     index = str(tmp_path / "gallery.npz")
     out = str(tmp_path / "matches.json")
@@ -193,8 +198,8 @@ def test_search_images_table_json_saved_index_and_faiss(
         )
 
 
-def test_search_errors_are_messages(search, extract, tiny_run, synthetic_root, tmp_path, capsys):
-    query_dir = _split(synthetic_root, "query")
+def test_search_errors_are_messages(search, extract, tiny_run, tmp_path, capsys):
+    query_dir = _split(tiny_run, "query")
     queries = sorted(glob.glob(os.path.join(query_dir, "*.jpg")))[:2]
     cos, euc = str(tmp_path / "cos.npz"), str(tmp_path / "euc.npz")
     base = ["--config-file", tiny_run, "--input", *queries, "--no-progress"]
