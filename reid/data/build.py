@@ -61,7 +61,9 @@ LOADER_CONFIG = declare(
                 'augments them, while the model computes; "off": the training loop does it; '
                 '"auto": on, except for per-image loading in the training process (INPUT.BACKEND '
                 '"per_image" with NUM_WORKERS 0), where "on" is refused: the thread would draw '
-                "augmentations from the random generator the model uses at the same time.",
+                "augmentations from the random generator the model uses at the same time; and "
+                "except for the batched backend on a CPU model, whose augmentation would take the "
+                "cores the step computes on.",
             ),
             "SOLVER.IMS_PER_BATCH": Key(
                 64, "Training images per batch over all processes (P * K for the PK sampler)."
@@ -392,8 +394,11 @@ def build_reid_train_loader(cfg: CfgNode) -> tuple[TrainLoader, int]:
             "generator the model uses at the same time; set NUM_WORKERS > 0, INPUT.BACKEND "
             "'batched' or PREFETCH_THREAD 'auto'"
         )
-    prefetch = PREFETCH_DEPTH if thread == "on" or (thread == "auto" and not in_process) else 0
     device = resolve_device(cfg.MODEL.DEVICE)
+    # On a CPU model the batched augmentation would take the cores the step computes on.
+    competes = backend == "batched" and device.type == "cpu"
+    automatic = thread == "auto" and not in_process and not competes
+    prefetch = PREFETCH_DEPTH if thread == "on" or automatic else 0
     if backend == "batched":
         cache_dir = cfg.INPUT.CACHE_DIR or os.path.join(cfg.OUTPUT_DIR, "image_cache")
         try:

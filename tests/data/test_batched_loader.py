@@ -250,7 +250,11 @@ def test_the_batched_backend_from_the_config(market_cfg):
     market_cfg.INPUT.BACKEND = "batched"
     market_cfg.INPUT.FLIP.ENABLED = True
     loader = _loader(market_cfg)
-    assert loader.prefetch == 2  # "auto": the batched backend is safe with a thread
+    assert loader.prefetch == 0  # "auto", on a CPU model: no thread competing with the step
+    market_cfg.DATALOADER.PREFETCH_THREAD = "on"
+    threaded = _loader(market_cfg)
+    assert threaded.prefetch == 2  # the batched backend is safe with a thread
+    threaded.close()
     batch = _epoch(loader, 0, seed=0)[0]
     assert batch[BatchKeys.IMAGES].shape == (4, 3, *SIZE)
     cache = os.path.join(market_cfg.OUTPUT_DIR, "image_cache")

@@ -69,6 +69,8 @@ def test_the_steady_state_reads_nothing_back_from_the_device(tiny_cfg, monkeypat
     cfg = tiny_cfg(
         "INPUT.BACKEND",
         "batched",
+        "DATALOADER.PREFETCH_THREAD",
+        "on",  # what "auto" chooses on a GPU: batches are augmented outside the step
         "INPUT.PADDING.ENABLED",
         "True",
         "INPUT.REA.ENABLED",
