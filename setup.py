@@ -26,7 +26,9 @@ EXPORT = ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.5"]
 setup(
     name="reid-toolkit",
     version="0.1.0",
-    description="Config-driven training and evaluation of person and vehicle re-identification models",
+    description=(
+        "Config-driven training and evaluation of person and vehicle re-identification models"
+    ),
     packages=find_packages(include=["reid", "reid.*"]) + ["reid.tools", "reid.configs"],
     package_dir={"reid.tools": "tools", "reid.configs": "configs"},
     package_data={"reid.configs": ["*.yml", "*.yaml", "**/*.yml", "**/*.yaml"]},

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from reid.config.schema import ConfigBlock, Key, configurable
 from reid.structures import OutputKeys
@@ -18,8 +17,8 @@ from .utils import (
     check_positive,
     cosine_matrix,
     masked_logsumexp,
-    masked_mean,
     same_label_masks,
+    softplus_pair_loss,
 )
 
 COSFACE_CONFIG = ConfigBlock(
@@ -61,10 +60,7 @@ def pairwise_cosface_loss(
     pos, neg = same_label_masks(y)
     lse_p = masked_logsumexp(-gamma * sim, pos, dim=1)
     lse_n = masked_logsumexp(gamma * (sim + margin), neg, dim=1)
-    valid = pos.any(1) & neg.any(1)
-    zeros = torch.zeros_like(lse_p)
-    per_anchor = F.softplus(torch.where(valid, lse_p, zeros) + torch.where(valid, lse_n, zeros))
-    return masked_mean(per_anchor, valid)
+    return softplus_pair_loss(lse_p, lse_n, pos, neg)
 
 
 @LOSS_REGISTRY.register(name="Cosface")

@@ -181,6 +181,18 @@ def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return picked.sum() / valid.sum().clamp_min(1).to(values.dtype)
 
 
+def softplus_pair_loss(
+    lse_p: torch.Tensor, lse_n: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+) -> torch.Tensor:
+    """Mean over the anchors with a positive and a negative of ``softplus(lse_p + lse_n)``, the
+    pair-wise form shared by circle loss and pair-wise CosFace; anchors without either (whose
+    log-sum-exps are ``-inf``) get no term and no NaN gradient."""
+    valid = pos.any(1) & neg.any(1)
+    zeros = torch.zeros_like(lse_p)
+    per_anchor = F.softplus(torch.where(valid, lse_p, zeros) + torch.where(valid, lse_n, zeros))
+    return masked_mean(per_anchor, valid)
+
+
 def zero_loss(f: torch.Tensor) -> torch.Tensor:
     """The loss of a batch with no valid term: zero, with a graph to ``f``."""
     return (f * 0).sum()
