@@ -3,7 +3,6 @@ only rank 0 writes."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -51,13 +50,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_gloo_processes_train_on_disjoint_identity_complete_shards(tmp_path, tiny_opts):
+def test_two_gloo_processes_train_on_disjoint_identity_complete_shards(
+    tmp_path, tiny_opts, free_port
+):
     out = tmp_path / "ddp"
     out.mkdir()
     script = tmp_path / "run_ddp.py"
@@ -78,7 +73,7 @@ def test_two_gloo_processes_train_on_disjoint_identity_complete_shards(tmp_path,
             str(script),
             json.dumps(opts),
             str(out),
-            f"tcp://127.0.0.1:{_free_port()}",
+            f"tcp://127.0.0.1:{free_port()}",
         ],
         capture_output=True,
         text=True,
@@ -102,7 +97,7 @@ def test_two_gloo_processes_train_on_disjoint_identity_complete_shards(tmp_path,
     assert not [f for f in files if f.endswith(".tmp")]
 
 
-def test_torchrun_launch_of_train_net_completes(tmp_path, tiny_opts):
+def test_torchrun_launch_of_train_net_completes(tmp_path, tiny_opts, free_port):
     out = tmp_path / "torchrun"
     cmd = [
         sys.executable,
@@ -111,7 +106,7 @@ def test_torchrun_launch_of_train_net_completes(tmp_path, tiny_opts):
         "--nproc_per_node",
         "2",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         os.path.join(ROOT, "tools", "train_net.py"),
         *tiny_opts,
         "OUTPUT_DIR",
@@ -164,12 +159,14 @@ FROZEN_RANK = textwrap.dedent(
 )
 
 
-def test_a_frozen_rank_makes_the_others_fail_after_the_timeout_naming_it(tmp_path, tiny_opts):
+def test_a_frozen_rank_makes_the_others_fail_after_the_timeout_naming_it(
+    tmp_path, tiny_opts, free_port
+):
     script = tmp_path / "frozen.py"
     script.write_text(FROZEN_RANK.format(root=ROOT))
     opts = [*tiny_opts, "OUTPUT_DIR", str(tmp_path / "ddp"), "SOLVER.IMS_PER_BATCH", "16"]
     proc = subprocess.run(
-        [sys.executable, str(script), json.dumps(opts), f"tcp://127.0.0.1:{_free_port()}"],
+        [sys.executable, str(script), json.dumps(opts), f"tcp://127.0.0.1:{free_port()}"],
         capture_output=True,
         text=True,
         timeout=240,  # without the timeout the other rank would wait 30 minutes

@@ -3,7 +3,6 @@ for the other in a collective) before any later checkpoint."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -56,13 +55,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_a_non_finite_loss_on_one_process_stops_both(tmp_path, tiny_opts):
+def test_a_non_finite_loss_on_one_process_stops_both(tmp_path, tiny_opts, free_port):
     out = tmp_path / "ddp"
     out.mkdir()
     script = tmp_path / "run_ddp.py"
@@ -82,7 +75,7 @@ def test_a_non_finite_loss_on_one_process_stops_both(tmp_path, tiny_opts):
         "TEST.EVAL_PERIOD",
         "0",
     ]
-    url = f"tcp://127.0.0.1:{_free_port()}"
+    url = f"tcp://127.0.0.1:{free_port()}"
     proc = subprocess.run(
         [sys.executable, str(script), json.dumps(opts), str(out), url],
         capture_output=True,

@@ -3,7 +3,6 @@ modes, momenta and counters are kept; the hook runs before every evaluation."""
 
 import copy
 import os
-import socket
 import subprocess
 import sys
 
@@ -212,14 +211,12 @@ if __name__ == "__main__":
 
 
 @pytest.mark.slow  # two processes
-def test_statistics_are_averaged_over_the_processes(tmp_path) -> None:
+def test_statistics_are_averaged_over_the_processes(tmp_path, free_port) -> None:
     this = os.path.abspath(__file__)
     root = os.path.dirname(os.path.dirname(os.path.dirname(this)))
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(root=root, this=this))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     subprocess.run([sys.executable, str(script), str(port), str(tmp_path)], check=True, timeout=300)
     states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     torch.manual_seed(0)
